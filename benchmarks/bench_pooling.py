@@ -1,0 +1,150 @@
+"""GGeM speed and memory, measured side by side against plain ``mean`` and the plain autograd
+formulation (clamp, pow with per-group p, mean, pow).
+
+Each repetition times the three contenders back to back, so machine noise hits them alike; the
+table reports medians as ratios to ``mean`` with absolute milliseconds beside them, and the bytes
+each one saves for backward beyond its input (counted with saved-tensor hooks).
+
+Targets (issue 2): fwd+bwd within 3.5x of mean, forward within 4x, saved memory beyond the input
+at most 2*B*C values.
+
+    python benchmarks/bench_pooling.py            # full table (CPU, a few minutes)
+    python benchmarks/bench_pooling.py --quick    # one shape, fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from poolwise.pooling import ggem, ggem_reference
+
+SHAPES = [(64, 196, 768), (32, 49, 2048), (8, 1024, 1024)]
+
+
+def group_counts(channels: int) -> list[int]:
+    return [1, 12 if channels % 12 == 0 else 8, channels]
+
+
+def saved_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> int:
+    """Bytes saved for backward by ``fn(x)``, not counting tensors that share x's storage."""
+    seen: dict[int, int] = {}
+    base = x.untyped_storage().data_ptr()
+
+    def pack(t: torch.Tensor):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr != base:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x)
+    return sum(seen.values())
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
+
+
+def bench_case(shape, groups, repeats, device):
+    torch.manual_seed(0)
+    batch, _, channels = shape
+    x = torch.randn(shape, device=device).abs().requires_grad_()
+    p = torch.full((groups,), 3.0, device=device, requires_grad=True)
+    contenders = {
+        "mean": lambda t: t.mean(1),
+        "plain": lambda t: ggem_reference(t, p),
+        "ggem": lambda t: ggem(t, p),
+    }
+    times = {name: {"fwd": [], "fwdbwd": []} for name in contenders}
+
+    def forward(fn):
+        with torch.no_grad():
+            fn(x)
+
+    def forward_backward(fn):
+        x.grad, p.grad = None, None
+        fn(x).sum().backward()
+
+    for fn in contenders.values():  # warm-up
+        forward(fn)
+        forward_backward(fn)
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            times[name]["fwd"].append(timed(lambda fn=fn: forward(fn), device))
+            times[name]["fwdbwd"].append(timed(lambda fn=fn: forward_backward(fn), device))
+    row = {"shape": list(shape), "groups": groups}
+    for name, fn in contenders.items():
+        row[name] = {
+            "fwd_ms": statistics.median(times[name]["fwd"]),
+            "fwdbwd_ms": statistics.median(times[name]["fwdbwd"]),
+            "saved_mib": saved_bytes(fn, x) / 2**20,
+        }
+    row["limit_saved_mib"] = 2 * batch * channels * 4 / 2**20
+    return row
+
+
+def ratio(row, name, key):
+    return row[name][key] / row["mean"][key]
+
+
+def markdown(rows) -> str:
+    lines = [
+        "| shape (B, N, C) | G | fwd ggem / mean | fwd+bwd ggem / mean | fwd+bwd plain / mean "
+        "| fwd+bwd plain / ggem | saved MiB ggem (limit) | saved MiB plain |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        g, m, pl = r["ggem"], r["mean"], r["plain"]
+        lines.append(
+            f"| {tuple(r['shape'])} | {r['groups']} "
+            f"| {ratio(r, 'ggem', 'fwd_ms'):.2f}x ({g['fwd_ms']:.1f} vs {m['fwd_ms']:.1f} ms) "
+            f"| {ratio(r, 'ggem', 'fwdbwd_ms'):.2f}x ({g['fwdbwd_ms']:.1f} vs "
+            f"{m['fwdbwd_ms']:.1f} ms) "
+            f"| {ratio(r, 'plain', 'fwdbwd_ms'):.1f}x ({pl['fwdbwd_ms']:.1f} ms) "
+            f"| {pl['fwdbwd_ms'] / g['fwdbwd_ms']:.1f}x "
+            f"| {g['saved_mib']:.2f} ({r['limit_saved_mib']:.2f}) | {pl['saved_mib']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="first shape only, 5 repeats")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", help="also write the raw numbers to this file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    repeats = 5 if args.quick else args.repeats
+    rows = []
+    for shape in shapes:
+        for groups in group_counts(shape[-1]):
+            rows.append(bench_case(shape, groups, repeats, device))
+            print(f"measured {shape} G={groups}", flush=True)
+    print(
+        f"\nGGeM vs mean pooling, float32, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+        f"median of {repeats}\n"
+    )
+    print(markdown(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from poolwise.cli import main
+
+sys.exit(main())

@@ -1,0 +1,37 @@
+"""Pooling operators shared by the ViT heads and the L-SFAN sensor network.
+
+Pure functions live in :mod:`~poolwise.pooling.functional`, thin modules in
+:mod:`~poolwise.pooling.modules`, and the names in :mod:`~poolwise.pooling.registry`.
+"""
+
+from poolwise.pooling.functional import (
+    avg_pool,
+    avgmax_pool,
+    gem,
+    ggem,
+    ggem_reference,
+    max_pool,
+    token_pool,
+)
+from poolwise.pooling.modules import AvgMaxPool, AvgPool, GGeM, GlobalPool, MaxPool, TokenPool
+from poolwise.pooling.registry import create_pool, describe_pools, list_pools, register_pool
+
+__all__ = [
+    "AvgMaxPool",
+    "AvgPool",
+    "GGeM",
+    "GlobalPool",
+    "MaxPool",
+    "TokenPool",
+    "avg_pool",
+    "avgmax_pool",
+    "create_pool",
+    "describe_pools",
+    "gem",
+    "ggem",
+    "ggem_reference",
+    "list_pools",
+    "max_pool",
+    "register_pool",
+    "token_pool",
+]

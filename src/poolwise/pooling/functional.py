@@ -1,0 +1,338 @@
+"""Pure pooling operators: (B, ..., C, ...) -> (B, C).
+
+Every operator takes an input with a batch dim 0 and a channel dim ``channel_dim``; all other
+dims (tokens, spatial positions, time) are reduced. ViT tokens are ``(B, N, C)`` with
+``channel_dim=-1``; CNN maps ``(B, C, H, W)`` and sensor windows ``(B, C, T)`` use
+``channel_dim=1``.
+
+GGeM (Ko et al., "Group Generalized Mean Pooling for Vision Transformer", arXiv 2212.04114)
+splits the C channels into G groups with one exponent each::
+
+    y[b, c] = ( mean_n  max(x[b, n, c], eps) ** p[g(c)] ) ** (1 / p[g(c)])
+
+G = 1 is GeM (Radenovic et al.), G = C is channel-wise GeM. The kernel here evaluates it in log2
+space with a per-channel max shift, ``y = 2 ** (m + log2(mean 2 ** (p (log2 x - m))) / p)``
+with ``m = max_n log2 x``, so every power stays in (0, 1] and nothing overflows whatever p or the
+input dtype. Its backward is closed-form and needs only the input and the (B, C) output:
+
+    dy/dx_n = (x_n / y) ** (p - 1) / N          (0 where x_n <= eps: the clamp)
+    dy/dp   = y / p * mean_n[(x_n / y) ** p * ln(x_n / y)]
+
+The work is done in float32 over batch chunks that fit in cache, reusing one scratch buffer:
+on CPU, fresh N x C temporaries cost as much as the arithmetic itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "avg_pool",
+    "avgmax_pool",
+    "drop_prefix_tokens",
+    "expand_group_exponents",
+    "gem",
+    "ggem",
+    "ggem_reference",
+    "max_pool",
+    "normalize_channel_dim",
+    "permutation_for_layout",
+    "token_pool",
+]
+
+LAYOUTS = ("contiguous", "interleaved")
+
+# Elements per chunk of the GGeM kernel: 1M float32 (4 MiB) keeps the per-op overhead small and
+# the scratch buffer in the last-level cache (measured in benchmarks/bench_pooling.py).
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def normalize_channel_dim(x: Tensor, channel_dim: int) -> int:
+    """Checks the input rank and returns ``channel_dim`` as a non-negative index.
+
+    Raises:
+        ValueError: if ``x`` has no dim left to pool, or ``channel_dim`` is the batch dim or out
+            of range.
+    """
+    if x.ndim < 3:
+        raise ValueError(
+            f"pooling needs an input with a batch dim, a channel dim and at least one dim to "
+            f"pool, e.g. tokens (B, N, C) or maps (B, C, H, W); got shape {tuple(x.shape)}"
+        )
+    if not -x.ndim <= channel_dim < x.ndim:
+        raise ValueError(f"channel_dim={channel_dim} is out of range for shape {tuple(x.shape)}")
+    cdim = channel_dim % x.ndim
+    if cdim == 0:
+        raise ValueError(f"channel_dim={channel_dim} points at the batch dim of {tuple(x.shape)}")
+    return cdim
+
+
+def _reduce_dims(ndim: int, cdim: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, ndim) if d != cdim)
+
+
+def _to_bc(t: Tensor, batch: int, channels: int) -> Tensor:
+    """(B, 1.., C, 1..) keepdim reduction -> (B, C)."""
+    return t.reshape(batch, channels)
+
+
+def drop_prefix_tokens(x: Tensor, num_prefix_tokens: int, *, channel_dim: int = -1) -> Tensor:
+    """Removes the first ``num_prefix_tokens`` tokens (CLS, registers) of a (B, N, C) input.
+
+    Prefix tokens only exist in token layout, so a non-zero count with any other layout is an
+    error rather than a silent slice of a spatial or time axis.
+    """
+    if num_prefix_tokens == 0:
+        return x
+    cdim = normalize_channel_dim(x, channel_dim)
+    if num_prefix_tokens < 0:
+        raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+    if x.ndim != 3 or cdim != 2:
+        raise ValueError(
+            f"num_prefix_tokens={num_prefix_tokens} needs token layout (B, N, C) with "
+            f"channel_dim=-1; got shape {tuple(x.shape)} with channel_dim={channel_dim}"
+        )
+    if num_prefix_tokens >= x.shape[1]:
+        raise ValueError(
+            f"num_prefix_tokens={num_prefix_tokens} leaves no token to pool in {tuple(x.shape)}"
+        )
+    return x[:, num_prefix_tokens:]
+
+
+def token_pool(x: Tensor, *, channel_dim: int = -1) -> Tensor:
+    """The first position (the CLS token for ViT tokens); (B, C)."""
+    cdim = normalize_channel_dim(x, channel_dim)
+    return x.movedim(cdim, -1).flatten(1, -2)[:, 0]
+
+
+def avg_pool(x: Tensor, *, channel_dim: int = -1) -> Tensor:
+    """Mean over every dim but batch and channel; (B, C)."""
+    cdim = normalize_channel_dim(x, channel_dim)
+    return _to_bc(x.mean(_reduce_dims(x.ndim, cdim), keepdim=True), x.shape[0], x.shape[cdim])
+
+
+def max_pool(x: Tensor, *, channel_dim: int = -1) -> Tensor:
+    """Max over every dim but batch and channel; (B, C)."""
+    cdim = normalize_channel_dim(x, channel_dim)
+    return _to_bc(x.amax(_reduce_dims(x.ndim, cdim), keepdim=True), x.shape[0], x.shape[cdim])
+
+
+def avgmax_pool(x: Tensor, *, channel_dim: int = -1) -> Tensor:
+    """0.5 * (mean + max), as timm's avgmax; (B, C)."""
+    return 0.5 * (avg_pool(x, channel_dim=channel_dim) + max_pool(x, channel_dim=channel_dim))
+
+
+def expand_group_exponents(p: Tensor, channels: int, layout: str = "contiguous") -> Tensor:
+    """Per-group exponents (G,) -> per-channel exponents (C,).
+
+    ``contiguous``: channel c is in group c // (C // G) (the multi-head split of a ViT).
+    ``interleaved``: channel c is in group c % G.
+    """
+    if p.ndim != 1 or p.numel() == 0:
+        raise ValueError(
+            f"p must be a 1-D tensor of G >= 1 group exponents, got shape {tuple(p.shape)}"
+        )
+    groups = p.numel()
+    if channels % groups != 0:
+        raise ValueError(f"C={channels} channels cannot be split into G={groups} equal groups")
+    if layout == "contiguous":
+        return p.repeat_interleave(channels // groups)
+    if layout == "interleaved":
+        return p.repeat(channels // groups)
+    raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
+
+
+def _chunk_rows(x: Tensor) -> int:
+    per_row = max(1, x[0].numel())
+    return max(1, min(x.shape[0], _CHUNK_ELEMENTS // per_row))
+
+
+def _channel_view(v: Tensor, ndim: int, cdim: int) -> Tensor:
+    shape = [1] * ndim
+    shape[cdim] = v.numel()
+    return v.reshape(shape)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half/bfloat16/float32 input, float64 for float64 (gradcheck)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _clamp_into(src: Tensor, out: Tensor, eps: float) -> Tensor:
+    """out = max(src, eps), converting to out's dtype on the way."""
+    if src.dtype == out.dtype:
+        return torch.clamp(src, min=eps, out=out)
+    return out.copy_(src).clamp_(min=eps)
+
+
+def _log2(src: Tensor, out: Tensor) -> Tensor:
+    """out = log2(src), same dtype, ``out`` may be ``src``. On CPU numpy's vectorised log2 runs
+    about 3x faster than torch's here (see docs/benchmarks.md), so it works on the same memory
+    through numpy views."""
+    if src.device.type == "cpu" and src.dtype in (torch.float32, torch.float64):
+        np.log2(src.numpy(), out=out.numpy())
+        return out
+    return torch.log2(src, out=out)
+
+
+def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+    """(B, C) output of GGeM in the compute dtype; see the module docstring."""
+    batch, channels = x.shape[0], x.shape[cdim]
+    rdims = _reduce_dims(x.ndim, cdim)
+    n = x[0].numel() // channels
+    work = _compute_dtype(x)
+    p = _channel_view(p_ch.to(work), x.ndim, cdim)
+    out = torch.empty(batch, channels, dtype=work, device=x.device)
+    rows = _chunk_rows(x)
+    scratch = torch.empty((rows, *x.shape[1:]), dtype=work, device=x.device)
+    for start in range(0, batch, rows):
+        xb = x[start : start + rows]
+        t = scratch[: xb.shape[0]]
+        _log2(_clamp_into(xb, t, eps), out=t)
+        m = t.amax(rdims, keepdim=True)
+        t.sub_(m).mul_(p).exp2_()  # (x / max) ** p, in (0, 1]; the max itself gives exactly 1
+        s = t.sum(rdims, keepdim=True)  # in [1, n]: its log2 is finite
+        y = torch.exp2(m + torch.log2(s / n) / p)
+        out[start : start + rows] = _to_bc(y, xb.shape[0], channels)
+    return out
+
+
+def _ggem_backward_kernel(
+    grad: Tensor, x: Tensor, y: Tensor, p_ch: Tensor, eps: float, cdim: int
+) -> tuple[Tensor, Tensor]:
+    """Closed-form gradients for x (input dtype) and the per-channel exponents (compute dtype)."""
+    batch, channels = x.shape[0], x.shape[cdim]
+    rdims = _reduce_dims(x.ndim, cdim)
+    n = x[0].numel() // channels
+    work = _compute_dtype(x)
+    p = _channel_view(p_ch.to(work), x.ndim, cdim)
+    grad_x = torch.empty_like(x)
+    grad_p = torch.zeros(channels, dtype=work, device=x.device)
+    rows = _chunk_rows(x)
+    ratio = torch.empty((rows, *x.shape[1:]), dtype=work, device=x.device)
+    power = torch.empty_like(ratio)
+    view = [1] * x.ndim
+    view[0], view[cdim] = -1, channels
+    for start in range(0, batch, rows):
+        xb = x[start : start + rows]
+        b = xb.shape[0]
+        yb = y[start : start + rows].reshape(view)
+        gb = grad[start : start + rows].to(work).reshape(view)
+        r, e = ratio[:b], power[:b]
+        _clamp_into(xb, r, eps)
+        r.div_(yb)  # x / y, at most N ** (1/p)
+        _log2(r, out=e)
+        r.mul_(e)  # (x / y) * log2(x / y)
+        e.mul_(p - 1).exp2_()  # (x / y) ** (p - 1)
+        r.mul_(e)  # (x / y) ** p * log2(x / y)
+        weighted = r.sum(rdims, keepdim=True)
+        grad_p += _to_bc(gb * yb / p * weighted * (math.log(2) / n), b, channels).sum(0)
+        gx = grad_x[start : start + rows]
+        torch.mul(e, gb / n, out=gx)
+        gx.masked_fill_(xb <= eps, 0)  # the clamp passes no gradient below eps
+    return grad_x, grad_p
+
+
+class _GGeMFunction(torch.autograd.Function):
+    """GGeM with per-channel exponents; saves only the input and the (B, C) output."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = _ggem_forward_kernel(x, p_ch.detach(), eps, cdim)
+        ctx.save_for_backward(x, y, p_ch)
+        ctx.eps, ctx.cdim = eps, cdim
+        return y.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, y, p_ch = ctx.saved_tensors
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            grad_x, grad_p = _ggem_backward_kernel(grad, x, y, p_ch, ctx.eps, ctx.cdim)
+        return (
+            grad_x if ctx.needs_input_grad[0] else None,
+            grad_p.to(p_ch.dtype) if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+        )
+
+
+def _check_ggem_args(x: Tensor, p: Tensor, channel_dim: int, eps: float) -> int:
+    cdim = normalize_channel_dim(x, channel_dim)
+    if not isinstance(p, Tensor):
+        raise ValueError(f"p must be a 1-D tensor of group exponents, got {type(p).__name__}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if not (x.is_floating_point() and p.is_floating_point()):
+        raise ValueError(f"ggem needs floating-point x and p, got {x.dtype} and {p.dtype}")
+    return cdim
+
+
+def ggem(
+    x: Tensor,
+    p: Tensor,
+    *,
+    channel_dim: int = -1,
+    eps: float = 1e-6,
+    layout: str = "contiguous",
+) -> Tensor:
+    """Group generalized mean pooling.
+
+    Args:
+        x: Input with batch dim 0 and channels at ``channel_dim``; every other dim is pooled.
+            Values below ``eps`` are clamped to ``eps`` (the GeM convention).
+        p: 1-D tensor of G > 0 exponents; G must divide the channel count C.
+        channel_dim: Where the channels are (-1 for tokens, 1 for maps).
+        eps: Clamp floor; must be > 0.
+        layout: How channels map to groups: ``"contiguous"`` (channel c in group c // (C // G))
+            or ``"interleaved"`` (group c % G).
+
+    Returns:
+        (B, C) tensor in the input's dtype; computed in float32 (float64 for float64 input)
+        whatever the input dtype and autocast state.
+    """
+    cdim = _check_ggem_args(x, p, channel_dim, eps)
+    p_ch = expand_group_exponents(p, x.shape[cdim], layout)
+    return _GGeMFunction.apply(x, p_ch.to(x.device), float(eps), cdim)
+
+
+def gem(x: Tensor, p: float | Tensor = 3.0, *, channel_dim: int = -1, eps: float = 1e-6) -> Tensor:
+    """GeM: GGeM with a single group."""
+    if not isinstance(p, Tensor):
+        p = torch.tensor([float(p)], device=x.device)
+    return ggem(x, p.reshape(1), channel_dim=channel_dim, eps=eps)
+
+
+def ggem_reference(
+    x: Tensor,
+    p: Tensor,
+    *,
+    channel_dim: int = -1,
+    eps: float = 1e-6,
+    layout: str = "contiguous",
+) -> Tensor:
+    """The plain autograd formulation (clamp, pow, mean, pow), for tests and benchmarks.
+
+    It overflows for large x ** p in low precision and saves several N x C tensors for
+    backward; use :func:`ggem` for real work.
+    """
+    cdim = _check_ggem_args(x, p, channel_dim, eps)
+    p_ch = _channel_view(expand_group_exponents(p, x.shape[cdim], layout), x.ndim, cdim)
+    pooled = x.clamp(min=eps).pow(p_ch).mean(_reduce_dims(x.ndim, cdim), keepdim=True)
+    return _to_bc(pooled.pow(1.0 / p_ch), x.shape[0], x.shape[cdim])
+
+
+def permutation_for_layout(channels: int, groups: int) -> Sequence[int]:
+    """Channel order that turns an interleaved grouping into a contiguous one.
+
+    ``ggem(x[..., perm], p) == ggem(x, p, layout="interleaved")[..., perm]``.
+    """
+    if channels % groups != 0:
+        raise ValueError(f"C={channels} channels cannot be split into G={groups} equal groups")
+    return [g + groups * i for g in range(groups) for i in range(channels // groups)]

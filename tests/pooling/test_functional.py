@@ -1,0 +1,233 @@
+"""GGeM kernel: closed-form values, gradients, identities and numerical safety."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from poolwise.pooling import functional as PF
+from poolwise.pooling.functional import gem, ggem, ggem_reference
+
+F64 = torch.float64
+
+
+def test_hand_computed_value():
+    # channel 0: (mean of 1, 4, 9, 16) ** (1/2) = sqrt(7.5); channel 1: p = 1 gives the mean
+    x = torch.tensor([[[1.0, 2.0], [2.0, 4.0], [3.0, 6.0], [4.0, 8.0]]], dtype=F64)
+    y = ggem(x, torch.tensor([2.0, 1.0], dtype=F64))
+    torch.testing.assert_close(y, torch.tensor([[math.sqrt(7.5), 5.0]], dtype=F64))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "interleaved"])
+@pytest.mark.parametrize("shape,channel_dim", [((3, 5, 6), -1), ((2, 6, 3, 4), 1), ((2, 6, 7), 1)])
+def test_gradcheck_x_and_p(shape, channel_dim, layout):
+    torch.manual_seed(0)
+    x = (torch.rand(shape, dtype=F64) * 3 + 0.1).requires_grad_()
+    p = torch.tensor([1.5, 4.0, 2.5], dtype=F64, requires_grad=True)
+
+    def f(a, b):
+        return ggem(a, b, channel_dim=channel_dim, layout=layout)
+
+    assert torch.autograd.gradcheck(f, (x, p))
+    # and the closed-form gradients equal plain autograd through the reference formulation
+    grads = torch.autograd.grad(f(x, p).square().sum(), (x, p))
+    ref = ggem_reference(x, p, channel_dim=channel_dim, layout=layout).square().sum()
+    for g, r in zip(grads, torch.autograd.grad(ref, (x, p)), strict=True):
+        torch.testing.assert_close(g, r)
+
+
+def test_gradcheck_with_clamped_entries():
+    # half of the entries sit below eps: the clamp must pass no gradient there
+    x = torch.rand(2, 6, 4, dtype=F64) + 0.2
+    x[:, ::2] = -1.0
+    x.requires_grad_()
+    p = torch.tensor([3.0, 2.0], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: ggem(a, b), (x, p))
+    ggem(x, p).sum().backward()
+    assert torch.all(x.grad[:, ::2] == 0)
+
+
+positive = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 3), st.integers(1, 7), st.sampled_from([2, 4, 6])),
+    elements=st.floats(0.01, 10.0),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(positive)
+def test_p_one_is_mean(a):
+    x = torch.from_numpy(a)
+    torch.testing.assert_close(ggem(x, torch.ones(2, dtype=F64)), x.mean(1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(positive)
+def test_large_p_approaches_max(a):
+    x = torch.from_numpy(a)
+    n = x.shape[1]
+    y = ggem(x, torch.full((2,), 400.0, dtype=F64))
+    mx = x.amax(1)
+    # mean of x**p >= max**p / n, so max * n**(-1/p) <= y <= max
+    assert torch.all(y <= mx * (1 + 1e-12))
+    assert torch.all(y >= mx * n ** (-1 / 400.0) * (1 - 1e-12))
+
+
+@settings(max_examples=40, deadline=None)
+@given(positive, st.floats(1.0, 8.0))
+def test_one_group_is_gem_and_c_groups_is_cgem(a, p):
+    x = torch.from_numpy(a)
+    c = x.shape[-1]
+    torch.testing.assert_close(ggem(x, torch.tensor([p], dtype=F64)), gem(x, p))
+    per_channel = torch.linspace(1.0, p, c, dtype=F64)
+    expected = torch.stack(
+        [gem(x[..., i : i + 1], float(per_channel[i])).squeeze(-1) for i in range(c)], -1
+    )
+    torch.testing.assert_close(ggem(x, per_channel), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(positive, st.randoms(use_true_random=False))
+def test_token_order_invariance(a, rnd):
+    x = torch.from_numpy(a)
+    order = list(range(x.shape[1]))
+    rnd.shuffle(order)
+    p = torch.tensor([2.0, 5.0], dtype=F64)
+    torch.testing.assert_close(ggem(x[:, order], p), ggem(x, p))
+
+
+@settings(max_examples=40, deadline=None)
+@given(positive, st.floats(0.05, 50.0))
+def test_positive_homogeneity(a, scale):
+    x = torch.from_numpy(a)
+    p = torch.tensor([1.5, 6.0], dtype=F64)
+    torch.testing.assert_close(ggem(scale * x, p), scale * ggem(x, p))
+
+
+@settings(max_examples=40, deadline=None)
+@given(positive)
+def test_interleaved_equals_contiguous_after_permutation(a):
+    x = torch.from_numpy(a)
+    c = x.shape[-1]
+    p = torch.tensor([1.5, 6.0], dtype=F64)
+    perm = list(PF.permutation_for_layout(c, 2))
+    torch.testing.assert_close(ggem(x[..., perm], p), ggem(x, p, layout="interleaved")[..., perm])
+
+
+def test_channel_dim_layouts_agree():
+    x = torch.rand(2, 5, 7, 6, dtype=F64) + 0.1  # (B, H, W, C)
+    p = torch.tensor([2.0, 3.0, 4.0], dtype=F64)
+    tokens = ggem(x.flatten(1, 2), p)
+    torch.testing.assert_close(ggem(x.permute(0, 3, 1, 2), p, channel_dim=1), tokens)
+    torch.testing.assert_close(ggem(x, p, channel_dim=3), tokens)
+
+
+def test_many_batch_chunks_match_one(monkeypatch):
+    x = torch.rand(7, 9, 4, dtype=F64) + 0.1
+    p = torch.tensor([2.0, 3.0], dtype=F64)
+    whole = ggem(x, p)
+    monkeypatch.setattr(PF, "_CHUNK_ELEMENTS", 40)  # one or two rows per chunk
+    torch.testing.assert_close(ggem(x, p), whole)
+
+
+# --- numerical safety ---------------------------------------------------------------------
+
+
+def test_fp16_values_around_100_do_not_overflow():
+    torch.manual_seed(0)
+    x = torch.rand(4, 49, 8) * 40 + 80  # x ** 3 ~ 1e6 > fp16 max 65504
+    p = torch.tensor([3.0, 3.0])
+    assert not torch.isfinite(ggem_reference(x.half(), p.half())).all()
+    y = ggem(x.half(), p)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), ggem(x, p), rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("fill", [0.0, -3.0])
+def test_all_zero_and_all_negative_inputs(fill):
+    x = torch.full((2, 10, 4), fill, requires_grad=True)
+    p = torch.tensor([3.0, 8.0], requires_grad=True)
+    y = ggem(x, p)
+    torch.testing.assert_close(y, torch.full((2, 4), 1e-6))
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(p.grad).all()
+
+
+def test_dead_channel_at_p8():
+    x = torch.rand(3, 16, 4) + 0.5
+    x[..., 1] = -torch.rand(3, 16)  # every value <= eps
+    x.requires_grad_()
+    p = torch.full((4,), 8.0, requires_grad=True)
+    y = ggem(x, p)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    assert torch.isfinite(p.grad).all()
+    assert torch.all(x.grad[..., 1] == 0) and abs(float(p.grad[1])) < 1e-9
+
+
+@pytest.mark.parametrize("p_value", [30.0, 100.0])
+def test_large_p_float32_close_to_float64(p_value):
+    torch.manual_seed(0)
+    x = torch.rand(4, 50, 6) * 20  # 20 ** 100 overflows float32 but not float64
+    p = torch.full((3,), p_value)
+    x32, p32 = x.clone().requires_grad_(), p.clone().requires_grad_()
+    y32 = ggem(x32, p32)
+    y32.square().sum().backward()
+    x64, p64 = x.double().requires_grad_(), p.double().requires_grad_()
+    ggem_reference(x64, p64).square().sum().backward()
+    assert torch.isfinite(y32).all() and torch.isfinite(x32.grad).all()
+    torch.testing.assert_close(
+        y32.double(), ggem_reference(x.double(), p.double()), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-3, atol=1e-5)
+
+
+def test_bf16_gradient_of_p_close_to_float64():
+    torch.manual_seed(0)
+    x = torch.rand(8, 64, 12) * 4 + 0.05
+    xb = x.bfloat16()
+    pb = torch.tensor([1.5, 3.0, 6.0], requires_grad=True)
+    ggem(xb, pb).float().sum().backward()
+    p64 = pb.detach().double().requires_grad_()
+    ggem_reference(xb.double(), p64).sum().backward()  # same (rounded) input, exact math
+    torch.testing.assert_close(pb.grad.double(), p64.grad, rtol=1e-2, atol=0)
+
+
+def test_autocast_computes_in_float32_and_returns_input_dtype():
+    x = torch.rand(2, 30, 4) * 50 + 60
+    p = torch.tensor([3.0, 3.0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ggem(x, p)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ggem(x, p))
+
+
+# --- bad arguments --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "x,p,match",
+    [
+        (torch.rand(2, 3, 10), torch.ones(3), r"C=10 .* G=3"),
+        (torch.rand(2, 3, 6), torch.ones(2, 3), r"1-D .* shape \(2, 3\)"),
+        (torch.rand(2, 3, 6), torch.ones(0), r"1-D"),
+        (torch.rand(2, 6), torch.ones(3), r"shape \(2, 6\)"),
+    ],
+)
+def test_bad_arguments_name_the_value(x, p, match):
+    with pytest.raises(ValueError, match=match):
+        ggem(x, p)
+
+
+def test_bad_channel_dim_and_layout():
+    with pytest.raises(ValueError, match="batch dim"):
+        ggem(torch.rand(2, 3, 4), torch.ones(1), channel_dim=0)
+    with pytest.raises(ValueError, match="out of range"):
+        ggem(torch.rand(2, 3, 4), torch.ones(1), channel_dim=3)
+    with pytest.raises(ValueError, match="'diagonal'"):
+        ggem(torch.rand(2, 3, 4), torch.ones(2), layout="diagonal")
