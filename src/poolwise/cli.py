@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the registered pooling operators.",
     )
     pools.set_defaults(run=_cmd_pools)
+
+    from poolwise.pain.cli import add_pain_commands
+
+    add_pain_commands(commands)
     return parser
 
 

@@ -1,0 +1,284 @@
+"""Readers for EmoPain recordings: raw per-session FAME .mat files and challenge-style files.
+
+Both give a :class:`~poolwise.pain.data.dataset.WindowDataset`. Bad input raises
+:class:`DataError` naming the file and the column; an empty session (first-row sEMG all zero,
+as in the EmoPain release) is skipped with a logged warning naming the file. Nothing is
+silently repaired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from poolwise.pain.data.dataset import WindowDataset
+from poolwise.pain.data.layout import CHANNEL_NAMES, FameLayout
+from poolwise.pain.data.windows import (
+    cut_windows,
+    exercise_segments,
+    fuse_raters,
+    window_labels,
+    window_starts,
+)
+
+log = logging.getLogger("poolwise.pain.data")
+
+WINDOW, STEP, FRAME_RATE = 180, 45, 60.0
+GROUP_FOLDERS = {"randomised C": "healthy", "randomised P": "CLBP"}
+
+
+class DataError(ValueError):
+    """Input data that cannot be used as it is; the message names the file and column."""
+
+
+def load_mat_matrix(path: str | os.PathLike, min_columns: int = 1) -> np.ndarray:
+    """The one numeric 2-D matrix of a .mat file (MATLAB v5 via scipy, v7.3 via h5py).
+
+    The variable's name varies between EmoPain files, so it is found, not assumed: the file must
+    hold exactly one numeric 2-D array with at least ``min_columns`` columns.
+    """
+    import h5py
+    import scipy.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if h5py.is_hdf5(path):
+        with h5py.File(path, "r") as f:
+            # MATLAB stores column-major, so h5py sees the transpose
+            candidates = {
+                name: np.asarray(obj).T
+                for name, obj in f.items()
+                if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and obj.dtype.kind in "fiub"
+            }
+    else:
+        try:
+            content = scipy.io.loadmat(path)
+        except Exception as err:  # scipy raises several types for non-.mat bytes
+            raise DataError(f"{path}: not a readable MATLAB .mat file ({err})") from err
+        candidates = {
+            name: value
+            for name, value in content.items()
+            if not name.startswith("__")
+            and isinstance(value, np.ndarray)
+            and value.ndim == 2
+            and value.dtype.kind in "fiub"
+        }
+    wide = {n: v for n, v in candidates.items() if v.shape[1] >= min_columns}
+    if len(wide) != 1:
+        shapes = {n: v.shape for n, v in candidates.items()}
+        raise DataError(
+            f"{path}: expected one numeric matrix with at least {min_columns} columns, "
+            f"found {shapes or 'none'}"
+        )
+    return np.asarray(next(iter(wide.values())), dtype=np.float64)
+
+
+def _check_finite(path: Path, matrix: np.ndarray, columns: tuple[int, ...], layout) -> None:
+    block = matrix[:, columns]
+    bad = ~np.isfinite(block)
+    if bad.any():
+        row, j = np.argwhere(bad)[0]
+        raise DataError(
+            f"{path}: NaN/Inf in {layout.column_role(columns[j])} at frame {row} "
+            f"({int(bad[:, j].sum())} bad frames in that column)"
+        )
+
+
+def window_matrix(
+    matrix: np.ndarray,
+    layout: FameLayout,
+    *,
+    window: int = WINDOW,
+    step: int = STEP,
+    min_raters: int = 2,
+    single_rater_value2_behaviour0: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows, labels and exercise names of one validated raw FAME matrix (vectorised)."""
+    grid = np.zeros((len(matrix), layout.n_raters * layout.n_behaviours), dtype=np.int8)
+    grid[:, [r * layout.n_behaviours + b for r, b, _ in layout.rater_cells]] = matrix[
+        :, list(layout.raters)
+    ]
+    frame_labels = fuse_raters(
+        grid.reshape(len(matrix), layout.n_raters, layout.n_behaviours),
+        min_raters=min_raters,
+        single_rater_value2_behaviour0=single_rater_value2_behaviour0,
+    )
+    names = np.array(layout.exercises)
+    used = np.flatnonzero(np.isin(names, list(layout.used_exercises)))
+    segments = exercise_segments(matrix[:, [layout.exercise_start + i for i in used]])
+    segments[:, 2] = used[segments[:, 2]]
+    starts, seg_index = window_starts(segments, window, step)
+    signals = matrix[:, list(layout.signals)].astype(np.float32)
+    return (
+        np.ascontiguousarray(cut_windows(signals, starts, window)),
+        window_labels(frame_labels, starts, window),
+        names[segments[seg_index, 2]],
+    )
+
+
+def read_fame_session(
+    path: str | os.PathLike,
+    *,
+    layout: FameLayout | None = None,
+    subject: str | None = None,
+    group: str = "unknown",
+    window: int = WINDOW,
+    step: int = STEP,
+    min_raters: int = 2,
+    single_rater_value2_behaviour0: bool = True,
+) -> WindowDataset | None:
+    """Windows of one raw session file; None (and a logged warning) for an empty session."""
+    layout = layout or FameLayout()
+    path = Path(path)
+    matrix = load_mat_matrix(path)
+    if matrix.shape[1] < layout.n_columns:
+        raise DataError(
+            f"{path}: the matrix has {matrix.shape[1]} columns, the FAME layout needs "
+            f"{layout.n_columns}; {layout.column_role(matrix.shape[1])} and later are missing"
+        )
+    if matrix.shape[0] == 0 or not matrix[0, list(layout.emg)].any():
+        log.warning("%s: empty session (first-row sEMG all zero), skipped", path)
+        return None
+    used = (*layout.signals, *layout.raters, *layout.exercise_columns)
+    _check_finite(path, matrix, used, layout)
+    ratings = matrix[:, list(layout.raters)]
+    bad = ~np.isin(ratings, (0, 1, 2))
+    if bad.any():
+        row, j = np.argwhere(bad)[0]
+        raise DataError(
+            f"{path}: rater label {ratings[row, j]:g} outside 0/1/2 in "
+            f"{layout.column_role(layout.raters[j])} at frame {row}"
+        )
+    indicators = matrix[:, list(layout.exercise_columns)]
+    bad = ~np.isin(indicators, (0, 1))
+    if bad.any():
+        row, j = np.argwhere(bad)[0]
+        raise DataError(
+            f"{path}: exercise indicator {indicators[row, j]:g} is not 0/1 in "
+            f"{layout.column_role(layout.exercise_columns[j])} at frame {row}"
+        )
+    X, y, exercise = window_matrix(
+        matrix,
+        layout,
+        window=window,
+        step=step,
+        min_raters=min_raters,
+        single_rater_value2_behaviour0=single_rater_value2_behaviour0,
+    )
+    n = len(y)
+    return WindowDataset(
+        X=X,
+        y=y,
+        subject=np.full(n, subject or path.stem.split("_")[0]),
+        group=np.full(n, group),
+        exercise=exercise,
+        channel_names=CHANNEL_NAMES,
+        frame_rate=FRAME_RATE,
+        step=step,
+    )
+
+
+def read_fame_folder(root: str | os.PathLike, **kwargs) -> WindowDataset:
+    """Every session of a raw EmoPain tree.
+
+    Sessions are the ``*.mat`` files under ``randomised C`` (healthy) and ``randomised P``
+    (CLBP); the subject id is the file name up to the first underscore (``P07_2.mat`` -> P07).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such recording folder")
+    parts = []
+    for folder, group in GROUP_FOLDERS.items():
+        for path in sorted((root / folder).glob("*.mat")):
+            part = read_fame_session(path, group=group, **kwargs)
+            if part is not None:
+                parts.append(part)
+    if not parts:
+        raise DataError(
+            f"{root}: no non-empty session in {' or '.join(repr(f) for f in GROUP_FOLDERS)}"
+        )
+    return WindowDataset.concatenate(parts)
+
+
+def read_challenge_file(
+    path: str | os.PathLike,
+    *,
+    subject: str | None = None,
+    group: str = "unknown",
+    window: int = WINDOW,
+    step: int = STEP,
+) -> WindowDataset:
+    """One challenge-style subject file (EmoPain 2020 / AffectMove 2021).
+
+    Frames x 31 columns: the 30 signals of :data:`CHANNEL_NAMES` then a protective label (0/1),
+    as .csv (an optional header row) or .mat. The whole recording is one segment.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path) as f:
+            first = f.readline()
+        has_header = any(c.isalpha() for c in first.replace("e", "").replace("E", ""))
+        try:
+            matrix = np.loadtxt(path, delimiter=",", skiprows=int(has_header), ndmin=2)
+        except ValueError as err:
+            raise DataError(f"{path}: not a numeric CSV ({err})") from err
+    elif path.suffix.lower() == ".mat":
+        matrix = load_mat_matrix(path)
+    else:
+        raise DataError(f"{path}: expected a .csv or .mat challenge file")
+    n_cols = len(CHANNEL_NAMES) + 1
+    if matrix.shape[1] != n_cols:
+        raise DataError(
+            f"{path}: expected {n_cols} columns (30 signals + label), got {matrix.shape[1]}"
+        )
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        name = CHANNEL_NAMES[col] if col < len(CHANNEL_NAMES) else "label"
+        raise DataError(f"{path}: NaN/Inf in column {col} ({name}) at frame {row}")
+    labels = matrix[:, -1]
+    if not np.isin(labels, (0, 1)).all():
+        row = int(np.argmax(~np.isin(labels, (0, 1))))
+        raise DataError(
+            f"{path}: label {labels[row]:g} outside 0/1 in column {n_cols - 1} "
+            f"(label) at frame {row}"
+        )
+    starts, _ = window_starts(np.array([[0, len(matrix), 0]]), window, step)
+    signals = matrix[:, :-1].astype(np.float32)
+    n = len(starts)
+    return WindowDataset(
+        X=np.ascontiguousarray(cut_windows(signals, starts, window)),
+        y=window_labels(labels.astype(bool), starts, window),
+        subject=np.full(n, subject or path.stem),
+        group=np.full(n, group),
+        exercise=np.full(n, "unknown"),
+        channel_names=CHANNEL_NAMES,
+        frame_rate=FRAME_RATE,
+        step=step,
+    )
+
+
+def load_dataset(path: str | os.PathLike, *, cache: bool = True, **kwargs) -> WindowDataset:
+    """A cached ``.npz`` dataset, or a raw FAME tree.
+
+    A tree read with default options is cached as ``poolwise_windows.npz`` inside it (when
+    ``cache`` and the folder is writable); reader options (window, step, layout, ...) bypass
+    the cache so a stale file is never returned for other settings.
+    """
+    path = Path(path)
+    if path.is_file():
+        return WindowDataset.load(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such dataset file or recording folder")
+    cache = cache and not kwargs
+    cached = path / "poolwise_windows.npz"
+    if cache and cached.is_file():
+        return WindowDataset.load(cached)
+    dataset = read_fame_folder(path, **kwargs)
+    if cache and os.access(path, os.W_OK):
+        dataset.save(cached)
+    return dataset
