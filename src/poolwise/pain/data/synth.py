@@ -3,9 +3,12 @@
 EmoPain is released only on application, so every poolwise path must also run without it. The
 generative model (documented in docs/synthetic_cohort.md) in short:
 
-- Subjects: ``C01..`` healthy and ``P01..`` CLBP. Each has a range-of-motion scale, a movement
-  speed, four resting sEMG levels, a sensor-noise level, joint offsets and a *protective
-  propensity* (Beta(1, 12), mean 0.08, for healthy people; Beta(2.5, 4), mean 0.38, for CLBP).
+- Subjects: ``C01..`` healthy and ``P01..`` CLBP. Each has a range-of-motion scale
+  (lognormal, sd 0.25), a movement speed (sd 0.2), four resting sEMG levels (sd 0.5), a
+  sensor-noise level, joint offsets, a *protective propensity* (Beta(1, 12), mean 0.08, for
+  healthy people; Beta(2.5, 4), mean 0.38, for CLBP) and an *expression* of guarding: four
+  factors in [0.2, 1.2] scaling how much this person's range, speed, sEMG and trunk bracing
+  change when guarded (people protect in different ways, so LOSO is not trivial).
 - A session is a sequence of exercises separated by 1-3 s gaps: each used movement once at the
   normal and, with probability 1/2, once at the difficult level, plus sitting still, standing
   still and walking (excluded from windowing). Used exercises last 8-14 s.
@@ -13,12 +16,14 @@ generative model (documented in docs/synthetic_cohort.md) in short:
   (x 1.6 when difficult), over a span covering 50-100 % of it. A guard level g(t) in [0, 1] is
   the protective indicator smoothed over 0.5 s.
 - Joint angles: per movement, 13 joint amplitudes and phase lags; angle = offset + ROM x
-  amplitude x (1 - 0.45 g) x waveform(phase) + noise, with the phase advancing at
-  f0 x speed x (1 - 0.4 g): guarded movement is slower, smaller and stiffer (the second
-  harmonic, i.e. fluid movement, fades with g; trunk joints brace by up to 6 degrees).
+  amplitude x (1 - 0.3 e_range g) x waveform(phase) + noise, with the phase advancing at
+  f0 x speed x (1 - 0.3 e_speed g): guarded movement is slower, smaller and stiffer (the
+  second harmonic, i.e. fluid movement, fades with g; trunk joints brace by up to
+  4 e_brace degrees).
   Energies: 0.5 x (angular velocity in rad/s)^2, a kinetic-energy proxy, plus noise.
-- sEMG (four back-muscle envelopes): rest level x (1 + 2.5 |trunk velocity| + 2.2 g), the g
-  term a tonic, sustained activation; rectified noise, smoothed over 0.25 s (upper envelope).
+- sEMG (four back-muscle envelopes): rest level x (1 + 2.5 |trunk velocity| + 1.2 e_emg g),
+  the g term a tonic, sustained activation; rectified noise, smoothed over 0.25 s (upper
+  envelope).
 - Four raters with sensitivities in [0.6, 0.95] mark each true episode with jittered
   boundaries (0.4 s) on a behaviour column (value 2 with probability 0.3), and each adds false
   alarms of 1-3 s on 5 % of instances: realistic disagreement.
@@ -64,6 +69,7 @@ class _Subject:
     noise: float
     offsets: np.ndarray
     propensity: float
+    expression: np.ndarray  # how strongly this person shows guarding: range, speed, sEMG, brace
     rater_sensitivity: np.ndarray
 
 
@@ -93,12 +99,13 @@ def _subject(rng: np.random.Generator, name: str, group: str) -> _Subject:
     return _Subject(
         name=name,
         group=group,
-        rom=float(rng.lognormal(0.0, 0.15)),
-        speed=float(rng.lognormal(0.0, 0.12)),
-        emg_rest=rng.lognormal(np.log(0.05), 0.3, 4),
+        rom=float(rng.lognormal(0.0, 0.25)),
+        speed=float(rng.lognormal(0.0, 0.2)),
+        emg_rest=rng.lognormal(np.log(0.05), 0.5, 4),
         noise=float(rng.uniform(0.5, 1.5)),
         offsets=rng.normal(0.0, 5.0, N_ANGLES),
         propensity=float(rng.beta(2.5, 4.0) if clbp else rng.beta(1.0, 12.0)),
+        expression=rng.uniform(0.2, 1.2, 4),
         rater_sensitivity=rng.uniform(0.6, 0.95, 4),
     )
 
@@ -121,19 +128,20 @@ def _instance_signals(rng, subj, movement, guard, patterns):
     n = len(guard)
     amp, lag = patterns[movement]
     f0 = MOVEMENTS[movement][0] if movement in MOVEMENTS else STILL[movement]
-    freq = f0 * subj.speed * (1.0 - 0.4 * guard)
+    e_range, e_speed, e_emg, e_brace = subj.expression
+    freq = f0 * subj.speed * (1.0 - 0.3 * e_speed * guard)
     phase = 2 * np.pi * np.cumsum(freq) / FRAME_RATE + rng.uniform(0, 2 * np.pi)
     wave = np.sin(phase[:, None] + 2 * np.pi * lag) + 0.35 * (1.0 - guard[:, None]) * np.sin(
         2 * phase[:, None] + 2 * np.pi * lag
     )
-    angles = subj.offsets + subj.rom * amp * (1.0 - 0.45 * guard[:, None]) * wave
-    angles[:, list(TRUNK_JOINTS)] += 6.0 * guard[:, None]  # bracing of the trunk
+    angles = subj.offsets + subj.rom * amp * (1.0 - 0.3 * e_range * guard[:, None]) * wave
+    angles[:, list(TRUNK_JOINTS)] += 4.0 * e_brace * guard[:, None]  # bracing of the trunk
     drift = _smooth(rng.normal(0.0, 1.0, (n, N_ANGLES)), FRAME_RATE // 4) * subj.noise * 2
     angles += drift
     velocity = np.gradient(np.deg2rad(angles), axis=0) * FRAME_RATE
     energies = 0.5 * velocity**2 + np.abs(rng.normal(0.0, 0.002, velocity.shape))
     trunk_speed = np.abs(velocity[:, list(TRUNK_JOINTS)]).mean(1, keepdims=True)
-    drive = 1.0 + 2.5 * trunk_speed + 2.2 * guard[:, None]
+    drive = 1.0 + 2.5 * trunk_speed + 1.2 * e_emg * guard[:, None]
     raw = np.abs(subj.emg_rest * drive * (1.0 + 0.4 * rng.normal(0.0, 1.0, (n, 4))))
     emg = _smooth(raw, int(EMG_SMOOTH_S * FRAME_RATE))
     return angles, energies, emg
