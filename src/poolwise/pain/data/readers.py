@@ -88,6 +88,17 @@ def _check_finite(path: Path, matrix: np.ndarray, columns: tuple[int, ...], layo
         )
 
 
+def _check_values(path, matrix, columns, allowed, what, expected, layout) -> None:
+    block = matrix[:, list(columns)]
+    bad = ~np.isin(block, allowed)
+    if bad.any():
+        row, j = np.argwhere(bad)[0]
+        raise DataError(
+            f"{path}: {what} {block[row, j]:g} {expected} in "
+            f"{layout.column_role(columns[j])} at frame {row}"
+        )
+
+
 def window_matrix(
     matrix: np.ndarray,
     layout: FameLayout,
@@ -145,22 +156,10 @@ def read_fame_session(
         return None
     used = (*layout.signals, *layout.raters, *layout.exercise_columns)
     _check_finite(path, matrix, used, layout)
-    ratings = matrix[:, list(layout.raters)]
-    bad = ~np.isin(ratings, (0, 1, 2))
-    if bad.any():
-        row, j = np.argwhere(bad)[0]
-        raise DataError(
-            f"{path}: rater label {ratings[row, j]:g} outside 0/1/2 in "
-            f"{layout.column_role(layout.raters[j])} at frame {row}"
-        )
-    indicators = matrix[:, list(layout.exercise_columns)]
-    bad = ~np.isin(indicators, (0, 1))
-    if bad.any():
-        row, j = np.argwhere(bad)[0]
-        raise DataError(
-            f"{path}: exercise indicator {indicators[row, j]:g} is not 0/1 in "
-            f"{layout.column_role(layout.exercise_columns[j])} at frame {row}"
-        )
+    _check_values(path, matrix, layout.raters, (0, 1, 2), "rater label", "outside 0/1/2", layout)
+    _check_values(
+        path, matrix, layout.exercise_columns, (0, 1), "exercise indicator", "is not 0/1", layout
+    )
     X, y, exercise = window_matrix(
         matrix,
         layout,
