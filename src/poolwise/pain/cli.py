@@ -54,6 +54,72 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_loso(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from poolwise.pain.data.readers import load_dataset
+    from poolwise.pain.loso import REFERENCE_LABEL, LosoConfig, resolve_folds, run_loso
+    from poolwise.pain.train import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = load_dataset(args.data)
+    config = LosoConfig(
+        model=args.model,
+        protocol=args.protocol,
+        train=TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            compile=args.compile,
+        ),
+        seed=args.seed,
+        n_select_subjects=args.select_subjects,
+    )
+    n_folds = len(resolve_folds(dataset.subjects, args.folds))
+    print(
+        f"{args.model}, {args.protocol} protocol: {n_folds} folds of {len(dataset.subjects)} "
+        f"subjects, {len(dataset)} windows -> {args.out}"
+    )
+    if args.protocol == "reference":
+        print(f"NOTE: {REFERENCE_LABEL}")
+    folds = tqdm(total=n_folds, desc="folds", unit="fold")
+    batches = tqdm(desc="windows", unit="win", leave=False, disable=args.jobs > 1)
+
+    def on_fold(record: dict, resumed: bool) -> None:
+        m = record["metrics"]
+        f1 = "undefined" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
+        status = "done earlier" if resumed else f"epoch {record['epoch_chosen']}"
+        folds.write(f"  {record['test_subject']}: macro F1 {f1} ({status})")
+        folds.update()
+
+    def on_epoch(subject: str, record: dict) -> None:
+        batches.set_postfix(fold=subject, epoch=record["epoch"], loss=f"{record['train_loss']:.3f}")
+
+    records = run_loso(
+        dataset, args.out, config, folds=args.folds, jobs=args.jobs,
+        on_fold=on_fold, on_epoch=on_epoch, on_batch=batches.update,
+    )
+    batches.close()
+    folds.close()
+    print(f"{len(records)} fold files in {args.out}; merge with: poolwise pain report {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from poolwise.pain.report import write_report
+
+    command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
+    path = write_report(args.runs, args.out, command=command)
+    print(f"report -> {path}")
+    return 0
+
+
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     pain = commands.add_parser(
         "pain",
@@ -105,3 +171,50 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         description="List the registered pain models.",
     )
     models.set_defaults(run=_cmd_models)
+
+    loso = sub.add_parser(
+        "loso",
+        help="leave-one-subject-out training and evaluation (resumable)",
+        description="Leave-one-subject-out evaluation. One JSON file per fold is written "
+        "atomically in OUT; rerunning the same command resumes at the first unfinished fold. "
+        "--protocol reference reproduces the leaks of the authors' code (labelled as such).",
+    )
+    loso.add_argument("data", help="raw recording tree or a cached .npz window file")
+    loso.add_argument("--model", default="lsfan", help="a model of `poolwise pain models`")
+    loso.add_argument("--epochs", type=int, default=20)
+    loso.add_argument("--out", required=True, help="run folder")
+    loso.add_argument(
+        "--folds",
+        nargs="+",
+        help="subset of folds: subject ids, 0-based indices or ranges like 0-9 (array jobs)",
+    )
+    loso.add_argument("--protocol", choices=("clean", "reference"), default="clean")
+    loso.add_argument("--batch-size", type=int, default=40, help="windows per step (40)")
+    loso.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    loso.add_argument("--patience", type=int, default=None, help="early-stopping patience")
+    loso.add_argument(
+        "--select-subjects", type=int, default=3,
+        help="inner selection subjects drawn from the training subjects (3)",
+    )
+    loso.add_argument("--seed", type=int, default=0)
+    loso.add_argument("--jobs", type=int, default=1, help="folds run in parallel processes")
+    loso.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the training forward (needs a C++ compiler; faster on CPU)",
+    )
+    loso.add_argument("--threads", type=int, default=None, help="torch threads (one process)")
+    loso.set_defaults(run=_cmd_loso)
+
+    report = sub.add_parser(
+        "report",
+        help="merge LOSO fold files into a Markdown report with tables and plots",
+        description="Merge the fold files of one or more run folders (found recursively) "
+        "into report.md, summary.json, per_subject.csv and PNG plots.",
+    )
+    report.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
+    report.add_argument("--out", help="report folder (default: the first RUN folder)")
+    report.add_argument(
+        "--command-line", help="the command(s) that made the runs, quoted in the report"
+    )
+    report.set_defaults(run=lambda a: _cmd_report(a) if a.out else _cmd_report(
+        argparse.Namespace(**{**vars(a), "out": a.runs[0]})))

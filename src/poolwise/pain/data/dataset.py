@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from poolwise._io import atomic_path
 
 _ARRAYS = ("X", "y", "subject", "group", "exercise")
 
@@ -66,21 +67,14 @@ class WindowDataset:
     def save(self, path: str | os.PathLike) -> Path:
         """Writes one .npz file atomically (a temporary file, then a rename)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    **{name: getattr(self, name) for name in _ARRAYS},
-                    channel_names=np.array(self.channel_names),
-                    frame_rate=np.array(self.frame_rate),
-                    step=np.array(self.step),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                **{name: getattr(self, name) for name in _ARRAYS},
+                channel_names=np.array(self.channel_names),
+                frame_rate=np.array(self.frame_rate),
+                step=np.array(self.step),
+            )
         return path
 
     @classmethod

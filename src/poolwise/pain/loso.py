@@ -1,0 +1,407 @@
+"""Leave-one-subject-out evaluation, leakage-free by default, resumable, one file per fold.
+
+Protocol ``"clean"`` (ours), for each held-out subject:
+
+1. a fresh model (new initialisation from a per-fold seed derived from the run seed and the
+   subject id, recorded);
+2. inner selection subjects drawn from the training subjects (stratified by group, with at
+   least one protective window), never the held-out one;
+3. z-score statistics fitted on the remaining training subjects only;
+4. augmentation on training windows only (online, see :mod:`poolwise.pain.augment`);
+5. class weights from the training windows; the epoch is chosen on the selection subjects;
+6. the held-out subject's windows are scored once, with the chosen state.
+
+Protocol ``"reference"`` reproduces the leaks of the authors' code, to measure them: the
+seven-fold augmentation and the z-score are applied to all subjects before the split, the
+held-out subject (its augmented windows included) is both the selection and the test set, and
+the CNN is one object shared by every fold (each fold starts from the CNN state the previous
+fold ended with; models without a CNN only get the other leaks). Its numbers are optimistic by
+construction and are labelled as such in every file and table.
+
+Each fold writes ``fold_<subject>.json`` (and the chosen weights ``fold_<subject>.safetensors``)
+atomically in the run folder; ``run.json`` holds the configuration. A restarted run skips the
+folds whose file exists, so a killed run loses at most the folds in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poolwise import __version__
+from poolwise._io import atomic_path, write_json
+from poolwise.pain.augment import apply_zscore, expand, fit_zscore
+from poolwise.pain.data.dataset import WindowDataset
+from poolwise.pain.metrics import binary_metrics
+from poolwise.pain.models import count_parameters, create_model
+from poolwise.pain.train import TrainConfig, fit, predict_proba
+
+PROTOCOLS = ("clean", "reference")
+REFERENCE_LABEL = (
+    "REFERENCE (leaky) protocol of the authors' code: normalisation and augmentation before the "
+    "split, held-out subject used for model selection, CNN shared across folds. Optimistic by "
+    "construction; not an estimate of performance on new people."
+)
+
+
+@dataclass(frozen=True)
+class LosoConfig:
+    model: str
+    protocol: str = "clean"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    n_select_subjects: int = 3
+    model_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} is not one of {PROTOCOLS}")
+        if self.n_select_subjects < 1:
+            raise ValueError("n_select_subjects must be at least 1")
+        create_model(self.model, **self.model_kwargs)  # fails early on a bad name or option
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "protocol": self.protocol,
+            "train": self.train.to_dict(),
+            "seed": self.seed,
+            "n_select_subjects": self.n_select_subjects,
+            "model_kwargs": self.model_kwargs,
+        }
+
+
+def fold_seed(seed: int, subject: str) -> int:
+    """A per-fold seed that depends on the run seed and the subject id only."""
+    state = np.random.SeedSequence([seed, zlib.crc32(subject.encode())]).generate_state(1)
+    return int(state[0])
+
+
+def data_fingerprint(dataset: WindowDataset) -> str:
+    digest = hashlib.sha256()
+    for array in (dataset.X, dataset.y, dataset.subject.astype(str)):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def choose_select_subjects(
+    dataset: WindowDataset, train_subjects: Sequence[str], n: int, rng: np.random.Generator
+) -> list[str]:
+    """``n`` training subjects, spread over groups in proportion, with a protective window."""
+    if n >= len(train_subjects):
+        raise ValueError(f"cannot hold out {n} selection subjects from {len(train_subjects)}")
+    group_of = {s: str(dataset.group[dataset.subject == s][0]) for s in train_subjects}
+    positives = {s: int(dataset.y[dataset.subject == s].sum()) for s in train_subjects}
+    groups = sorted(set(group_of.values()))
+    members = {g: [s for s in train_subjects if group_of[s] == g] for g in groups}
+    shares = np.array([len(members[g]) for g in groups], dtype=float) * n / len(train_subjects)
+    counts = np.floor(shares).astype(int)
+    for i in np.argsort(-(shares - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    for _ in range(100):
+        chosen = [
+            s
+            for g, k in zip(groups, counts, strict=True)
+            for s in rng.choice(members[g], k, replace=False)
+        ]
+        if sum(positives[s] for s in chosen) > 0:
+            return sorted(str(s) for s in chosen)
+    raise ValueError("no choice of selection subjects has a protective window")
+
+
+def resolve_folds(subjects: Sequence[str], folds: Sequence[str] | None) -> list[str]:
+    """Subjects for ``--folds`` items: subject ids, 0-based fold indices or ranges ``a-b``."""
+    if not folds:
+        return list(subjects)
+    chosen: list[str] = []
+    for item in folds:
+        if item in subjects:
+            chosen.append(item)
+        elif item.isdigit() and int(item) < len(subjects):
+            chosen.append(subjects[int(item)])
+        elif "-" in item and all(part.isdigit() for part in item.split("-", 1)):
+            lo, hi = map(int, item.split("-", 1))
+            if not lo <= hi < len(subjects):
+                raise ValueError(f"fold range {item!r} is outside 0-{len(subjects) - 1}")
+            chosen.extend(subjects[lo : hi + 1])
+        else:
+            raise ValueError(
+                f"fold {item!r} is neither a subject ({', '.join(subjects[:4])}, ...) nor an "
+                f"index 0-{len(subjects) - 1}"
+            )
+    return list(dict.fromkeys(chosen))
+
+
+def fold_path(run_dir: Path, subject: str) -> Path:
+    return run_dir / f"fold_{subject}.json"
+
+
+def _chain_path(run_dir: Path, subject: str) -> Path:
+    return run_dir / "reference_cnn_chain" / f"after_{subject}.safetensors"
+
+
+def _prepare_run_dir(run_dir: Path, config: LosoConfig, dataset: WindowDataset) -> dict:
+    header = {
+        "poolwise_version": __version__,
+        **config.to_dict(),
+        "data": {
+            "fingerprint": data_fingerprint(dataset),
+            "windows": len(dataset),
+            "subjects": dataset.subjects,
+            "window": dataset.window,
+            "channel_names": list(dataset.channel_names),
+        },
+    }
+    if config.protocol == "reference":
+        header["protocol_note"] = REFERENCE_LABEL
+    path = run_dir / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in header if k != "poolwise_version" and old.get(k) != header[k]]
+        if diff:
+            raise ValueError(
+                f"{path} was written for another run (differs in {', '.join(diff)}); "
+                "use a new --out folder"
+            )
+    else:
+        write_json(path, header)
+    return header
+
+
+def _save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _fold_arrays(
+    dataset: WindowDataset, config: LosoConfig, subject: str, seed: int, expanded: tuple | None
+) -> dict:
+    """Windows of one fold, normalised as the protocol says."""
+    rng = np.random.default_rng(seed)
+    train_subjects = [s for s in dataset.subjects if s != subject]
+    if config.protocol == "clean":
+        select = choose_select_subjects(dataset, train_subjects, config.n_select_subjects, rng)
+        fit_mask = np.isin(dataset.subject, train_subjects) & ~np.isin(dataset.subject, select)
+        mean, std = fit_zscore(dataset.X[fit_mask])
+        test_mask = dataset.subject == subject
+        select_mask = np.isin(dataset.subject, select)
+        return {
+            "train_subjects": train_subjects,
+            "val_subjects": select,
+            "normalisation": {
+                "fitted_on": sorted(set(train_subjects) - set(select)),
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+            },
+            "train": (apply_zscore(dataset.X[fit_mask], mean, std), dataset.y[fit_mask]),
+            "select": (apply_zscore(dataset.X[select_mask], mean, std), dataset.y[select_mask]),
+            "test": (
+                apply_zscore(dataset.X[test_mask], mean, std),
+                np.flatnonzero(test_mask),
+                np.zeros(int(test_mask.sum()), dtype=np.int64),
+            ),
+            "samples_per_epoch": None,
+        }
+    X_all, source, variant, mean, std = expanded
+    subject_of = dataset.subject[source]
+    train_mask = subject_of != subject
+    test_mask = ~train_mask
+    test = (X_all[test_mask], source[test_mask], variant[test_mask])
+    return {
+        "train_subjects": train_subjects,
+        "val_subjects": [subject],
+        "normalisation": {"fitted_on": "all subjects, augmented (leak)", "mean": mean.tolist(),
+                          "std": std.tolist()},
+        "train": (X_all[train_mask], dataset.y[source][train_mask]),
+        "select": (test[0], dataset.y[test[1]]),
+        "test": test,
+        "samples_per_epoch": int(np.sum(dataset.subject != subject)),
+    }
+
+
+def _reference_expansion(dataset: WindowDataset, seed: int) -> tuple:
+    X_all, source = expand(dataset.X, seed)
+    variant = np.repeat(np.arange(len(X_all) // len(dataset)), len(dataset))
+    mean, std = fit_zscore(X_all)
+    return apply_zscore(X_all, mean, std), source, variant, mean, std
+
+
+def run_fold(
+    dataset: WindowDataset,
+    config: LosoConfig,
+    subject: str,
+    run_dir: Path,
+    expanded: tuple | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
+    """Trains and scores one fold; writes its JSON and weights; returns the JSON content."""
+    start = time.perf_counter()
+    seed = fold_seed(config.seed, subject)
+    torch.manual_seed(seed)
+    model = create_model(config.model, **config.model_kwargs)
+    subjects = dataset.subjects
+    chained_from = None
+    if config.protocol == "reference":
+        if expanded is None:
+            expanded = _reference_expansion(dataset, config.seed)
+        position = subjects.index(subject)
+        if hasattr(model, "cnn") and position > 0:
+            chained_from = subjects[position - 1]
+            previous = _chain_path(run_dir, chained_from)
+            if not previous.is_file():
+                raise ValueError(
+                    f"the reference protocol shares the CNN across folds in order: fold "
+                    f"{subject} needs {previous}, written by fold {chained_from}; run that first"
+                )
+            model.cnn.load_state_dict(
+                {k[len("cnn.") :]: v for k, v in _load_weights(previous).items()}
+            )
+    arrays = _fold_arrays(dataset, config, subject, seed, expanded)
+    train_config = config.train
+    if arrays["samples_per_epoch"] is not None:
+        train_config = TrainConfig(
+            **{**train_config.to_dict(), "samples_per_epoch": arrays["samples_per_epoch"],
+               "online_augment": False}
+        )
+    generator = torch.Generator().manual_seed(seed)
+    X_train, y_train = (torch.from_numpy(a) for a in arrays["train"])
+    X_select, y_select = (torch.from_numpy(a) for a in arrays["select"])
+    result = fit(
+        model, X_train, y_train.long(), X_select, y_select.long(), train_config, generator,
+        on_epoch=on_epoch, on_batch=on_batch,
+    )
+    X_test, source, variant = arrays["test"]
+    prob = predict_proba(model, torch.from_numpy(X_test))
+    labels = dataset.y[source]
+    record = {
+        "poolwise_version": __version__,
+        "protocol": config.protocol,
+        **({"protocol_note": REFERENCE_LABEL} if config.protocol == "reference" else {}),
+        "model": config.model,
+        "model_kwargs": config.model_kwargs,
+        "n_parameters": count_parameters(model),
+        "test_subject": subject,
+        "test_group": str(dataset.group[dataset.subject == subject][0]),
+        "train_subjects": arrays["train_subjects"],
+        "val_subjects": arrays["val_subjects"],
+        "seed": seed,
+        "run_seed": config.seed,
+        "train_config": train_config.to_dict(),
+        "n_train_windows": len(X_train),
+        "epoch_chosen": result.epoch_chosen,
+        "history": result.history,
+        "class_weights": result.class_weights,
+        "normalisation": {**arrays["normalisation"], "channels": list(dataset.channel_names)},
+        "cnn_chained_from": chained_from,
+        "test": {
+            "window_index": source.tolist(),
+            "labels": labels.tolist(),
+            "probabilities": prob.tolist(),
+            "exercise": dataset.exercise[source].tolist(),
+            "augmentation_variant": variant.tolist(),
+        },
+        "metrics": binary_metrics(labels, prob),
+        "metrics_original_windows": binary_metrics(labels[variant == 0], prob[variant == 0]),
+        "seconds": time.perf_counter() - start,
+    }
+    metadata = {"model": config.model, "model_kwargs": json.dumps(config.model_kwargs)}
+    _save_weights(run_dir / f"fold_{subject}.safetensors", model.state_dict(), metadata)
+    if config.protocol == "reference" and hasattr(model, "cnn"):
+        cnn_state = {k: v for k, v in result.final_state.items() if k.startswith("cnn.")}
+        _save_weights(_chain_path(run_dir, subject), cnn_state, metadata)
+    write_json(fold_path(run_dir, subject), record)
+    return record
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(dataset: WindowDataset, config: LosoConfig, run_dir: Path) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(dataset=dataset, config=config, run_dir=run_dir)
+
+
+def _worker_fold(subject: str) -> dict:
+    return run_fold(_WORKER["dataset"], _WORKER["config"], subject, _WORKER["run_dir"])
+
+
+def run_loso(
+    dataset: WindowDataset,
+    run_dir: str | Path,
+    config: LosoConfig,
+    folds: Sequence[str] | None = None,
+    jobs: int = 1,
+    on_fold: Callable[[dict, bool], None] | None = None,
+    on_epoch: Callable[[str, dict], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Runs (or resumes) the selected folds; returns every selected fold's record.
+
+    ``on_fold(record, resumed)`` is called per fold, ``resumed`` True when its file existed.
+    ``jobs > 1`` runs clean-protocol folds in that many processes of one thread each.
+    """
+    run_dir = Path(run_dir)
+    if len(dataset.subjects) < config.n_select_subjects + 2:
+        raise ValueError(
+            f"LOSO needs at least {config.n_select_subjects + 2} subjects, "
+            f"the data has {len(dataset.subjects)}"
+        )
+    _prepare_run_dir(run_dir, config, dataset)
+    subjects = resolve_folds(dataset.subjects, folds)
+    records: dict[str, dict] = {}
+    todo = []
+    for subject in subjects:
+        path = fold_path(run_dir, subject)
+        if path.is_file():
+            records[subject] = json.loads(path.read_text())
+            if on_fold is not None:
+                on_fold(records[subject], True)
+        else:
+            todo.append(subject)
+    if jobs > 1 and config.protocol == "reference":
+        raise ValueError("the reference protocol chains folds in order: use jobs=1")
+    if jobs > 1 and len(todo) > 1:
+        context = get_context("spawn")
+        with ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_init_worker,
+            initargs=(dataset, config, run_dir),
+        ) as pool:
+            for record in pool.map(_worker_fold, todo):
+                records[record["test_subject"]] = record
+                if on_fold is not None:
+                    on_fold(record, False)
+    else:
+        expanded = (
+            _reference_expansion(dataset, config.seed)
+            if config.protocol == "reference" and todo else None
+        )
+        for subject in todo:
+            record = run_fold(
+                dataset, config, subject, run_dir, expanded,
+                on_epoch=None if on_epoch is None else lambda r, s=subject: on_epoch(s, r),
+                on_batch=on_batch,
+            )
+            records[subject] = record
+            if on_fold is not None:
+                on_fold(record, False)
+    return [records[s] for s in subjects]

@@ -1,0 +1,321 @@
+"""Merging LOSO fold files into tables, plots and one Markdown report.
+
+A run folder is any folder with a ``run.json`` written by :func:`poolwise.pain.loso.run_loso`;
+its ``fold_<subject>.json`` files may come from several jobs (``--folds``). Metrics are
+computed twice: pooled over every held-out window of every fold, and per subject (one value
+per fold, averaged as mean +- sample std over the subjects where the metric is defined; the
+others are counted and listed, never averaged as NaN).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from poolwise._io import atomic_path, write_json, write_text
+from poolwise.pain.metrics import METRICS, binary_metrics, confusion, summarise
+
+METRIC_NAMES = {
+    "f1": "F1 (protective)",
+    "macro_f1": "macro F1",
+    "accuracy": "accuracy",
+    "mcc": "MCC",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC",
+}
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict
+    folds: list[dict]
+
+    @property
+    def model(self) -> str:
+        return self.config["model"]
+
+    @property
+    def protocol(self) -> str:
+        return self.config["protocol"]
+
+    @property
+    def label(self) -> str:
+        suffix = "REFERENCE (leaky)" if self.protocol == "reference" else "clean"
+        return f"{self.model} [{suffix}]"
+
+    @property
+    def complete(self) -> bool:
+        return len(self.folds) == len(self.config["data"]["subjects"])
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders at or under ``paths`` (sorted, each once)."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such run folder")
+        found += [p.parent for p in sorted(path.rglob("run.json"))]
+    if not found:
+        raise FileNotFoundError(f"no run.json under {', '.join(map(str, paths))}")
+    return sorted(dict.fromkeys(found))
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    config = json.loads((path / "run.json").read_text())
+    folds = []
+    for file in sorted(path.glob("fold_*.json")):
+        record = json.loads(file.read_text())
+        for key in ("test_subject", "test", "metrics"):
+            if key not in record:
+                raise ValueError(f"{file}: not a poolwise fold file (no {key!r})")
+        folds.append(record)
+    return Run(path, config, folds)
+
+
+def pooled(run: Run, original_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities of all held-out windows (or only the un-augmented ones)."""
+    labels = np.concatenate([f["test"]["labels"] for f in run.folds]).astype(np.int64)
+    prob = np.concatenate([f["test"]["probabilities"] for f in run.folds]).astype(np.float64)
+    if original_only:
+        variant = np.concatenate(
+            [f["test"].get("augmentation_variant", [0] * len(f["test"]["labels"]))
+             for f in run.folds]
+        )
+        return labels[variant == 0], prob[variant == 0]
+    return labels, prob
+
+
+def summarise_run(run: Run) -> dict:
+    if not run.folds:
+        raise ValueError(f"{run.path}: no finished folds yet")
+    labels, prob = pooled(run)
+    per_subject = {f["test_subject"]: f["metrics"] for f in run.folds}
+    groups = sorted({f["test_group"] for f in run.folds})
+    by_group = {}
+    for group in groups:
+        folds = [f for f in run.folds if f["test_group"] == group]
+        y = np.concatenate([f["test"]["labels"] for f in folds]).astype(np.int64)
+        p = np.concatenate([f["test"]["probabilities"] for f in folds])
+        by_group[group] = {"subjects": len(folds), **binary_metrics(y, p)}
+    return {
+        "model": run.model,
+        "protocol": run.protocol,
+        "label": run.label,
+        "path": str(run.path),
+        "n_parameters": run.folds[0]["n_parameters"],
+        "folds": len(run.folds),
+        "subjects": len(run.config["data"]["subjects"]),
+        "epochs": run.config["train"]["epochs"],
+        "epoch_chosen_mean": float(np.mean([f["epoch_chosen"] for f in run.folds])),
+        "windows": len(labels),
+        "pooled": binary_metrics(labels, prob),
+        "pooled_original_windows": binary_metrics(*pooled(run, original_only=True)),
+        "confusion": confusion(labels, (prob >= 0.5).astype(np.int64)).tolist(),
+        "per_subject": per_subject,
+        "per_subject_summary": {
+            m: summarise([s[m] for s in per_subject.values()]) for m in METRICS
+        },
+        "undefined_subjects": {
+            m: sorted(s for s, v in per_subject.items() if v[m] is None) for m in METRICS
+        },
+        "by_group": by_group,
+        "seconds": float(sum(f["seconds"] for f in run.folds)),
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _mean_std(summary: dict) -> str:
+    if summary["mean"] is None:
+        return "n/a"
+    std = "" if summary["std"] is None else f" ± {summary['std']:.3f}"
+    extra = f" ({summary['n']})" if summary["undefined"] else ""
+    return f"{summary['mean']:.3f}{std}{extra}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def gap_rows(summaries: list[dict]) -> list[list[str]]:
+    """Reference minus clean, per model that has both.
+
+    The reference protocol scores the held-out subject's augmented copies too (the authors'
+    test set); the "original windows" column scores only the un-augmented ones.
+    """
+    by_key = {(s["model"], s["protocol"]): s for s in summaries}
+    rows = []
+    for model in sorted({s["model"] for s in summaries}):
+        clean, reference = by_key.get((model, "clean")), by_key.get((model, "reference"))
+        if clean is None or reference is None:
+            continue
+        for metric in ("macro_f1", "f1", "mcc", "roc_auc"):
+            a, b = clean["pooled"][metric], reference["pooled"][metric]
+            e = reference["pooled_original_windows"][metric]
+            c = clean["per_subject_summary"][metric]["mean"]
+            d = reference["per_subject_summary"][metric]["mean"]
+            rows.append([
+                model, METRIC_NAMES[metric], _fmt(a), _fmt(b), _gap(a, b), _fmt(e), _gap(a, e),
+                _fmt(c), _fmt(d), _gap(c, d),
+            ])
+    return rows
+
+
+def _gap(clean: float | None, reference: float | None) -> str:
+    return "n/a" if clean is None or reference is None else f"{reference - clean:+.3f}"
+
+
+def _plots(summaries: list[dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    n = len(summaries)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+    for ax, s in zip(axes[0], summaries, strict=True):
+        matrix = np.array(s["confusion"])
+        ax.imshow(matrix / max(matrix.sum(1, keepdims=True).max(), 1), cmap="Blues", vmin=0)
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=9)
+        ax.set_xticks([0, 1], ["non-prot.", "prot."], fontsize=7)
+        ax.set_yticks([0, 1], ["non-prot.", "prot."], fontsize=7)
+        ax.set_title(s["label"], fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+    axes[0][0].set_ylabel("true", fontsize=7)
+    fig.tight_layout()
+    written.append(_save_figure(fig, out / "confusion_matrices.png"))
+
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * n + 2), 3.4))
+    for i, s in enumerate(summaries):
+        values = [v["macro_f1"] for v in s["per_subject"].values() if v["macro_f1"] is not None]
+        jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
+        ax.scatter(i + jitter, values, s=10, alpha=0.6)
+        ax.hlines(s["pooled"]["macro_f1"] or 0, i - 0.3, i + 0.3, color="k")
+    ax.set_xticks(range(n), [s["label"] for s in summaries], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("macro F1 per held-out subject")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("dots: subjects; bar: pooled over all windows", fontsize=8)
+    fig.tight_layout()
+    written.append(_save_figure(fig, out / "per_subject_macro_f1.png"))
+    plt.close("all")
+    return written
+
+
+def _save_figure(fig, path: Path) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=130)
+    return path.name
+
+
+def _csv(summaries: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "protocol", "subject", *METRICS])
+    for s in summaries:
+        for subject, values in s["per_subject"].items():
+            writer.writerow([s["model"], s["protocol"], subject,
+                             *("" if values[m] is None else f"{values[m]:.6f}" for m in METRICS)])
+    return buffer.getvalue()
+
+
+def write_report(run_paths: list[str | Path], out: str | Path, command: str | None = None) -> Path:
+    """Writes report.md, summary.json, per_subject.csv and PNG plots into ``out``."""
+    out = Path(out)
+    runs = [load_run(p) for p in find_runs(run_paths)]
+    runs = [r for r in runs if r.folds]
+    if not runs:
+        raise ValueError("none of the runs has a finished fold yet")
+    runs.sort(key=lambda r: (r.model, r.protocol))
+    summaries = [summarise_run(r) for r in runs]
+    figures = _plots(summaries, out)
+    data = runs[0].config["data"]
+    lines = ["# Leave-one-subject-out report", ""]
+    if command:
+        lines += ["Made with:", "", "```", command, "```", ""]
+    lines += [
+        f"Data: {data['windows']} windows of {data['window']} frames, "
+        f"{len(data['subjects'])} subjects (fingerprint `{data['fingerprint']}`).",
+        "",
+        "Pooled: all held-out windows of all folds together. Per subject: mean ± std over the "
+        "held-out subjects (the count in brackets where a metric is undefined for some "
+        "subjects, e.g. no protective window).",
+        "",
+    ]
+    if any(r.protocol == "reference" for r in runs):
+        lines += [
+            "**Rows marked REFERENCE (leaky) reproduce the data leaks of the authors' code** "
+            "(normalisation and seven-fold augmentation before the split, the held-out subject "
+            "picks the epoch, one CNN shared by all folds; their test windows include the "
+            "augmented copies). They measure the optimism of that protocol; they are not "
+            "estimates of performance on new people.",
+            "",
+        ]
+    rows = []
+    for s in summaries:
+        p, ps = s["pooled"], s["per_subject_summary"]
+        folds = f"{s['folds']}/{s['subjects']}"
+        rows.append([
+            s["label"], f"{s['n_parameters']:,}", folds, str(s["epochs"]),
+            *(_fmt(p[m]) for m in METRICS), _mean_std(ps["macro_f1"]), _mean_std(ps["mcc"]),
+        ])
+    lines += [
+        "## Results",
+        "",
+        _table(
+            ["model", "params", "folds", "epochs", *(METRIC_NAMES[m] for m in METRICS),
+             "macro F1 per subject", "MCC per subject"],
+            rows,
+        ),
+        "",
+    ]
+    gaps = gap_rows(summaries)
+    if gaps:
+        lines += [
+            "## Clean vs REFERENCE (leaky) protocol",
+            "",
+            "Gap = reference minus clean: how much the leaks inflate the number. The reference "
+            "protocol's own test set holds the held-out subject's augmented copies too; the "
+            "'original windows' column scores its models on the un-augmented windows only.",
+            "",
+            _table(["model", "metric", "clean pooled", "reference pooled", "gap",
+                    "reference pooled, original windows", "gap", "clean per subject",
+                    "reference per subject", "gap"], gaps),
+            "",
+        ]
+    lines += ["## By subject group (pooled)", ""]
+    group_rows = [
+        [s["label"], group, str(g["subjects"]), _fmt(g["macro_f1"]), _fmt(g["f1"]),
+         _fmt(g["accuracy"]), _fmt(g["roc_auc"])]
+        for s in summaries for group, g in s["by_group"].items()
+    ]
+    lines += [_table(["model", "group", "subjects", "macro F1", "F1", "accuracy", "ROC-AUC"],
+                     group_rows), ""]
+    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    lines += ["## Per subject", ""]
+    for s in summaries:
+        undefined = s["undefined_subjects"]["macro_f1"]
+        lines += [f"### {s['label']}", ""]
+        if undefined:
+            lines += [f"Macro F1 undefined (one class, none predicted otherwise) for: "
+                      f"{', '.join(undefined)}.", ""]
+        lines += [_table(
+            ["subject", *(METRIC_NAMES[m] for m in METRICS)],
+            [[subject, *(_fmt(v[m]) for m in METRICS)] for subject, v in s["per_subject"].items()],
+        ), ""]
+    write_text(out / "report.md", "\n".join(lines))
+    write_json(out / "summary.json", summaries)
+    write_text(out / "per_subject.csv", _csv(summaries))
+    return out / "report.md"

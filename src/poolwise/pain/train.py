@@ -1,0 +1,146 @@
+"""Training one pain model on in-memory windows: weighted cross-entropy, Adam, model selection.
+
+All windows of a fold live in memory as one tensor (no per-window file loading). Each epoch
+draws ``samples_per_epoch`` training windows (default: as many as there are training windows,
+so the number of gradient steps does not depend on how the training set was expanded), applies
+online augmentation if asked, and ends with a pass over the selection windows; the state with
+the best selection macro F1 (ties: lower selection loss) is kept, and training stops after
+``patience`` epochs without improvement.
+
+``compile=True`` runs the training forward through ``torch.compile`` (same parameters; about
+1.7x the single-thread CPU throughput of L-SFAN, see benchmarks/bench_loso.py); evaluation
+always runs the plain module.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from poolwise.pain.augment import augment_batch, n_variants
+from poolwise.pain.metrics import binary_metrics
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one fit (the paper's: Adam, lr 1e-3, batch 40)."""
+
+    epochs: int = 20
+    batch_size: int = 40
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int | None = None
+    online_augment: bool = True
+    samples_per_epoch: int | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    epoch_chosen: int
+    history: list[dict] = field(default_factory=list)
+    class_weights: list[float] = field(default_factory=list)
+    final_state: dict[str, Tensor] = field(default_factory=dict)
+
+
+def class_weights(y: np.ndarray, n_classes: int = 2) -> np.ndarray:
+    """w_c = 1 - n_c / N from the training labels (the authors' weighting)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes)
+    return (1.0 - counts / counts.sum()).astype(np.float32)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, X: Tensor, batch_size: int = 512) -> Tensor:
+    model.eval()
+    return torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
+
+
+def predict_proba(model: nn.Module, X: Tensor, batch_size: int = 512) -> np.ndarray:
+    """Protective-class probability per window."""
+    return torch.softmax(predict_logits(model, X, batch_size).float(), 1)[:, 1].numpy()
+
+
+def fit(
+    model: nn.Module,
+    X_train: Tensor,
+    y_train: Tensor,
+    X_select: Tensor,
+    y_select: Tensor,
+    config: TrainConfig,
+    generator: torch.Generator,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Trains ``model`` in place and leaves it in its selected state (eval mode).
+
+    The state after the last epoch is kept in ``FitResult.final_state`` (the reference
+    protocol carries it to the next fold).
+    """
+    if len(X_train) == 0 or len(X_select) == 0:
+        raise ValueError(
+            f"need training and selection windows, got {len(X_train)} and {len(X_select)}"
+        )
+    weights = class_weights(y_train.numpy())
+    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = min(config.samples_per_epoch or len(X_train), len(X_train))
+    steps = math.ceil(per_epoch / config.batch_size)
+    train_forward = torch.compile(model, dynamic=False) if config.compile else model
+    result = FitResult(epoch_chosen=0, class_weights=weights.tolist())
+    best_key, best_state, stale = None, None, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(X_train), generator=generator)[:per_epoch]
+        total = 0.0
+        for step in range(steps):
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x = X_train[index]
+            if config.online_augment:
+                variant = torch.randint(n_variants(), (len(x),), generator=generator)
+                x = augment_batch(x, variant, generator)
+            loss = loss_fn(train_forward(x), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(index)
+            if on_batch is not None:
+                on_batch(len(index))
+        logits = predict_logits(model, X_select)
+        select_loss = float(loss_fn(logits, y_select))
+        prob = torch.softmax(logits, 1)[:, 1].numpy()
+        scores = binary_metrics(y_select.numpy(), prob)
+        macro = scores["macro_f1"] if scores["macro_f1"] is not None else -1.0
+        record = {
+            "epoch": epoch,
+            "train_loss": total / per_epoch,
+            "select_loss": select_loss,
+            "select_macro_f1": scores["macro_f1"],
+        }
+        result.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        key = (macro, -select_loss)
+        if best_key is None or key > best_key:
+            best_key, best_state, stale = key, copy.deepcopy(model.state_dict()), 0
+            result.epoch_chosen = epoch
+        else:
+            stale += 1
+            if config.patience is not None and stale >= config.patience:
+                break
+    result.final_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    return result

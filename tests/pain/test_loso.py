@@ -1,0 +1,173 @@
+"""The LOSO engine on a tiny synthetic cohort: protocol, files, resume, report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from poolwise.pain import loso as loso_module
+from poolwise.pain.data.readers import load_dataset
+from poolwise.pain.data.synth import write_synthetic_cohort
+from poolwise.pain.loso import (
+    LosoConfig,
+    choose_select_subjects,
+    fold_seed,
+    resolve_folds,
+    run_loso,
+)
+from poolwise.pain.report import load_run, summarise_run, write_report
+from poolwise.pain.train import TrainConfig, class_weights
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    write_synthetic_cohort(root, n_subjects=6, seed=3, n_healthy=2)
+    dataset = load_dataset(root)
+    keep = np.zeros(len(dataset), bool)
+    for s in dataset.subjects:  # 24 windows per subject keep the folds fast
+        keep[np.flatnonzero(dataset.subject == s)[:24]] = True
+    return dataset.subset(keep)
+
+
+def _config(**kw):
+    return LosoConfig("cnn_tap", train=TrainConfig(epochs=2, batch_size=32), **kw)
+
+
+def test_fold_seed_depends_on_seed_and_subject_only():
+    assert fold_seed(0, "P01") == fold_seed(0, "P01")
+    assert len({fold_seed(0, "P01"), fold_seed(1, "P01"), fold_seed(0, "P02")}) == 3
+
+
+def test_resolve_folds():
+    subjects = ["C01", "C02", "P01", "P02"]
+    assert resolve_folds(subjects, None) == subjects
+    assert resolve_folds(subjects, ["P02", "0", "1-2"]) == ["P02", "C01", "C02", "P01"]
+    with pytest.raises(ValueError, match="neither a subject"):
+        resolve_folds(subjects, ["X9"])
+    with pytest.raises(ValueError, match="outside"):
+        resolve_folds(subjects, ["2-7"])
+
+
+def test_class_weights_are_one_minus_frequency():
+    assert class_weights(np.array([0, 0, 0, 1])).tolist() == [0.25, 0.75]
+
+
+def test_selection_subjects_come_from_training_and_span_groups(cohort):
+    train = [s for s in cohort.subjects if s != "P01"]
+    chosen = choose_select_subjects(cohort, train, 3, np.random.default_rng(0))
+    assert len(chosen) == 3 and "P01" not in chosen and set(chosen) <= set(train)
+    assert cohort.y[np.isin(cohort.subject, chosen)].sum() > 0
+
+
+def test_clean_protocol_records_and_keeps_the_test_subject_out(cohort, tmp_path):
+    records = run_loso(cohort, tmp_path, _config(), folds=["P01", "C01"])
+    assert [r["test_subject"] for r in records] == ["P01", "C01"]
+    for r in records:
+        s = r["test_subject"]
+        assert s not in r["train_subjects"] and s not in r["val_subjects"]
+        assert set(r["val_subjects"]) <= set(r["train_subjects"])
+        assert set(r["normalisation"]["fitted_on"]) == set(r["train_subjects"]) - set(
+            r["val_subjects"]
+        )
+        fit = np.isin(cohort.subject, r["normalisation"]["fitted_on"])
+        expected_mean = cohort.X[fit].mean(axis=(0, 2))
+        assert np.allclose(r["normalisation"]["mean"], expected_mean, rtol=1e-4, atol=1e-4)
+        n = int((cohort.subject == s).sum())
+        assert len(r["test"]["probabilities"]) == n == len(r["test"]["labels"])
+        assert r["test"]["labels"] == cohort.y[cohort.subject == s].tolist()
+        assert r["seed"] == fold_seed(0, s) and 1 <= r["epoch_chosen"] <= 2
+        assert json.loads((tmp_path / f"fold_{s}.json").read_text()) == r
+        assert (tmp_path / f"fold_{s}.safetensors").is_file()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_folds_are_fresh_and_reproducible(cohort, tmp_path):
+    a = run_loso(cohort, tmp_path / "a", _config(), folds=["P02"])[0]
+    b = run_loso(cohort, tmp_path / "b", _config(), folds=["P02"])[0]
+    assert a["test"]["probabilities"] == pytest.approx(b["test"]["probabilities"], abs=1e-6)
+
+
+def test_killed_run_resumes_without_losing_folds(cohort, tmp_path, monkeypatch):
+    real = loso_module.run_fold
+    calls = []
+
+    def dies_on_third(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loso_module, "run_fold", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_loso(cohort, tmp_path, _config(), folds=["0-3"])
+    done = sorted(p.name for p in tmp_path.glob("fold_*.json"))
+    assert done == ["fold_C01.json", "fold_C02.json"]
+    before = {name: (tmp_path / name).read_text() for name in done}
+    monkeypatch.setattr(loso_module, "run_fold", real)
+    seen = []
+    records = run_loso(cohort, tmp_path, _config(), folds=["0-3"],
+                       on_fold=lambda r, resumed: seen.append((r["test_subject"], resumed)))
+    assert seen == [("C01", True), ("C02", True), ("P01", False), ("P02", False)]
+    assert {name: (tmp_path / name).read_text() for name in done} == before
+    assert len(records) == 4
+
+
+def test_run_folder_refuses_another_configuration(cohort, tmp_path):
+    run_loso(cohort, tmp_path, _config(), folds=["C01"])
+    with pytest.raises(ValueError, match="differs in model"):
+        run_loso(cohort, tmp_path, LosoConfig("lsfan", train=TrainConfig(epochs=2)), folds=["0"])
+
+
+def test_reference_protocol_leaks_as_documented(cohort, tmp_path, monkeypatch):
+    config = _config(protocol="reference")
+    with pytest.raises(ValueError, match="run that first"):
+        run_loso(cohort, tmp_path, config, folds=["C02"])
+    starts = []
+    real_fit = loso_module.fit
+
+    def recording_fit(model, *args, **kwargs):
+        starts.append({k: v.clone() for k, v in model.cnn.state_dict().items()})
+        return real_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(loso_module, "fit", recording_fit)
+    first, second = run_loso(cohort, tmp_path, config, folds=["0-1"])
+    assert "REFERENCE" in first["protocol_note"]
+    assert second["val_subjects"] == [second["test_subject"]]  # the held-out picks the epoch
+    assert second["cnn_chained_from"] == first["test_subject"]
+    assert len(second["test"]["labels"]) == 7 * int((cohort.subject == "C02").sum())
+    # global statistics over every subject's augmented windows
+    assert first["normalisation"]["mean"] == second["normalisation"]["mean"]
+    # the second fold's CNN starts where the first fold's last epoch ended
+    from safetensors.torch import load_file
+
+    chain = load_file(str(tmp_path / "reference_cnn_chain" / "after_C01.safetensors"))
+    assert chain.keys() == {f"cnn.{k}" for k in starts[1]}
+    assert all(torch.equal(chain[f"cnn.{k}"], v) for k, v in starts[1].items())
+    assert not all(torch.equal(starts[0][k], v) for k, v in starts[1].items())
+    assert "REFERENCE" in json.loads((tmp_path / "run.json").read_text())["protocol_note"]
+
+
+def test_jobs_run_folds_in_processes(cohort, tmp_path):
+    records = run_loso(cohort, tmp_path, _config(), folds=["0-1"], jobs=2)
+    assert [r["test_subject"] for r in records] == ["C01", "C02"]
+    with pytest.raises(ValueError, match="jobs=1"):
+        run_loso(cohort, tmp_path / "r", _config(protocol="reference"), jobs=2)
+
+
+def test_report_merges_runs(cohort, tmp_path):
+    run_loso(cohort, tmp_path / "clean", _config(), folds=["0-2"])
+    run_loso(cohort, tmp_path / "clean", _config(), folds=["3-5"])  # another array job
+    run_loso(cohort, tmp_path / "ref", _config(protocol="reference"), folds=["0-1"])
+    summary = summarise_run(load_run(tmp_path / "clean"))
+    assert summary["folds"] == 6 and summary["windows"] == len(cohort)
+    per_subject = summary["per_subject_summary"]["macro_f1"]
+    assert per_subject["n"] + per_subject["undefined"] == 6
+    path = write_report([tmp_path], tmp_path / "report", command="poolwise pain report X")
+    text = path.read_text()
+    assert "cnn_tap [clean]" in text and "cnn_tap [REFERENCE (leaky)]" in text
+    assert "Clean vs REFERENCE" in text and "nan" not in text.lower()
+    for name in ("confusion_matrices.png", "per_subject_macro_f1.png", "summary.json",
+                 "per_subject.csv"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
