@@ -120,6 +120,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from poolwise.pain.data.readers import load_dataset
+    from poolwise.pain.explain import explain_run, write_explanations
+
+    arrays = explain_run(args.run_dir, load_dataset(args.data))
+    for path in write_explanations(arrays, args.out or args.run_dir):
+        print(f"wrote {path}")
+    return 0
+
+
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     pain = commands.add_parser(
         "pain",
@@ -211,6 +221,18 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         description="Merge the fold files of one or more run folders (found recursively) "
         "into report.md, summary.json, per_subject.csv and PNG plots.",
     )
+    explain = sub.add_parser(
+        "explain",
+        help="Grad-CAM over time x signal column and encoder attention, per class and group",
+        description="Explain every fold model of a LOSO run on its own held-out windows: "
+        "Grad-CAM heat maps over time x signal column and the encoder's attention between "
+        "CNN channels, averaged per class and per subject group (PNG + explanations.npz).",
+    )
+    explain.add_argument("run_dir", metavar="RUN", help="a LOSO run folder")
+    explain.add_argument("data", help="the data the run was trained on")
+    explain.add_argument("--out", help="output folder (default: the run folder)")
+    explain.set_defaults(run=_cmd_explain)
+
     report.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
     report.add_argument("--out", help="report folder (default: the first RUN folder)")
     report.add_argument(
