@@ -35,3 +35,32 @@ def test_console_entry_point_runs():
         [sys.executable, "-m", "poolwise", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("poolwise ")
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--subjects", "5", "--epochs", "1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "lsfan [REFERENCE (leaky)]" in printed and "cnn_tap [clean]" in printed
+    report = (out / "report.md").read_text()
+    assert "Clean vs REFERENCE" in report and "poolwise demo --out" in report
+    for name in ("confusion_matrices.png", "per_subject.csv", "explain/gradcam.png",
+                 "explain/attention.png", "explain/explanations.npz"):
+        assert (out / name).stat().st_size > 0
+    assert len(list((out / "runs" / "lsfan-clean").glob("fold_*.json"))) == 5
+    stamp = (out / "runs" / "lsfan-clean" / "fold_C01.json").stat().st_mtime_ns
+    assert main(args) == 0  # a second run resumes: nothing is retrained
+    assert (out / "runs" / "lsfan-clean" / "fold_C01.json").stat().st_mtime_ns == stamp
+
+
+def test_loso_cli_errors_name_the_problem(tmp_path, capsys):
+    assert main(["pain", "loso", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    assert "nothing" in capsys.readouterr().err
+    from poolwise.pain.data.synth import write_synthetic_cohort
+
+    write_synthetic_cohort(tmp_path / "c", n_subjects=5, seed=0)
+    code = main(["pain", "loso", str(tmp_path / "c"), "--out", str(tmp_path / "r"),
+                 "--model", "nosuch"])
+    assert code == 2 and "unknown pain model 'nosuch'" in capsys.readouterr().err

@@ -97,7 +97,10 @@ def data_fingerprint(dataset: WindowDataset) -> str:
 def choose_select_subjects(
     dataset: WindowDataset, train_subjects: Sequence[str], n: int, rng: np.random.Generator
 ) -> list[str]:
-    """``n`` training subjects, spread over groups in proportion, with a protective window."""
+    """``n`` training subjects, spread over groups in proportion, with a protective window.
+
+    The subjects left for fitting must hold both classes too.
+    """
     if n >= len(train_subjects):
         raise ValueError(f"cannot hold out {n} selection subjects from {len(train_subjects)}")
     group_of = {s: str(dataset.group[dataset.subject == s][0]) for s in train_subjects}
@@ -114,9 +117,15 @@ def choose_select_subjects(
             for g, k in zip(groups, counts, strict=True)
             for s in rng.choice(members[g], k, replace=False)
         ]
-        if sum(positives[s] for s in chosen) > 0:
+        rest = [s for s in train_subjects if s not in chosen]
+        n_rest = int(np.isin(dataset.subject, rest).sum())
+        if sum(positives[s] for s in chosen) > 0 and 0 < sum(positives[s] for s in rest) < n_rest:
             return sorted(str(s) for s in chosen)
-    raise ValueError("no choice of selection subjects has a protective window")
+    raise ValueError(
+        f"no choice of {n} selection subjects among {len(train_subjects)} leaves protective "
+        "windows in both the selection and the fitting subjects; use more subjects or fewer "
+        "--select-subjects"
+    )
 
 
 def resolve_folds(subjects: Sequence[str], folds: Sequence[str] | None) -> list[str]:

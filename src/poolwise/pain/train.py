@@ -93,6 +93,11 @@ def fit(
         raise ValueError(
             f"need training and selection windows, got {len(X_train)} and {len(X_select)}"
         )
+    if len(torch.unique(y_train)) < 2:
+        raise ValueError(
+            f"the {len(y_train)} training windows hold only class {int(y_train[0])}: "
+            "a classifier cannot be fitted"
+        )
     weights = class_weights(y_train.numpy())
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -111,7 +116,9 @@ def fit(
             if config.online_augment:
                 variant = torch.randint(n_variants(), (len(x),), generator=generator)
                 x = augment_batch(x, variant, generator)
-            loss = loss_fn(train_forward(x), y_train[index])
+            # a short last batch runs eagerly: a compiled graph per batch size would recompile
+            forward = train_forward if len(index) == config.batch_size else model
+            loss = loss_fn(forward(x), y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
