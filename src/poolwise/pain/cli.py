@@ -115,7 +115,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from poolwise.pain.report import write_report
 
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
-    path = write_report(args.runs, args.out, command=command)
+    path = write_report(args.runs, args.out or args.runs[0], command=command)
     print(f"report -> {path}")
     return 0
 
@@ -238,5 +238,4 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--command-line", help="the command(s) that made the runs, quoted in the report"
     )
-    report.set_defaults(run=lambda a: _cmd_report(a) if a.out else _cmd_report(
-        argparse.Namespace(**{**vars(a), "out": a.runs[0]})))
+    report.set_defaults(run=_cmd_report)

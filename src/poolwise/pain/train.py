@@ -7,9 +7,9 @@ online augmentation if asked, and ends with a pass over the selection windows; t
 the best selection macro F1 (ties: lower selection loss) is kept, and training stops after
 ``patience`` epochs without improvement.
 
-``compile=True`` runs the training forward through ``torch.compile`` (same parameters; about
-1.7x the single-thread CPU throughput of L-SFAN, see benchmarks/bench_loso.py); evaluation
-always runs the plain module.
+``compile=True`` runs the training forward through ``torch.compile`` (same parameters; 1.38x
+the 2-thread CPU throughput of L-SFAN in benchmarks/bench_loso.py); evaluation always runs
+the plain module.
 """
 
 from __future__ import annotations
