@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from poolwise.pain.cli import add_pain_commands
 
     add_pain_commands(commands)
+    from poolwise.vision.cli import add_vision_commands
+
+    add_vision_commands(commands)
     return parser
 
 

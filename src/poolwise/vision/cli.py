@@ -1,0 +1,235 @@
+"""``poolwise vision ...``: train, retrieval, compare, dependence (argv parsing and printing)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+# The small-image ViT used by default for 28x28 data: 16 patches of 7x7, width 96, 4 blocks of
+# 6 heads (16 channels per head). Applied to ViT names only, for the options left unset.
+TINY28 = {"patch_size": 7, "embed_dim": 96, "depth": 4, "num_heads": 6, "mlp_ratio": 2.0}
+ARCH_OPTIONS = (("img_size", int), ("patch_size", int), ("embed_dim", int), ("depth", int),
+                ("num_heads", int), ("mlp_ratio", float))
+
+
+def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
+    from poolwise.pooling import list_pools
+
+    p.add_argument("--data", default="embedded",
+                   help="'embedded' (the shipped Fashion-MNIST subset), 'fashion-mnist' (the full "
+                   "set: Debian package folder, cache or download), a folder with the idx files, "
+                   "or an ImageFolder tree with train/ and test/ (default: embedded)")
+    p.add_argument("--model", default="vit_tiny_patch16_224", help="any timm model name")
+    p.add_argument("--preset", choices=("tiny28", "none"), default="tiny28",
+                   help="tiny28: patch 7, width 96, depth 4, 6 heads, MLP x2 for ViT names "
+                   "(options you set win); none: timm's architecture")
+    for name, kind in ARCH_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("--groups", type=int, default=None, help="GGeM groups (default: heads)")
+    p.add_argument("--norm", choices=("tokens", "pooled"), default=None,
+                   help="final LayerNorm before pooling (tokens) or after (pooled); default: "
+                   "the timm model's own placement")
+    p.add_argument("--pretrained", action="store_true", help="timm's pretrained weights")
+    p.add_argument("--checkpoint", default=None, help="local timm/poolwise weights to start from")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--p-lr-mult", type=float, default=10.0,
+                   help="lr multiplier of the pool's p (10)")
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--pools-help", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(known_pools=list_pools())
+
+
+def _spec(args: argparse.Namespace, pool: str, seed: int):
+    from poolwise.vision.train import RunSpec
+
+    kwargs = {name: getattr(args, name) for name, _ in ARCH_OPTIONS
+              if getattr(args, name) is not None}
+    if args.preset == "tiny28" and args.model.startswith(("vit_", "deit", "eva")):
+        kwargs = {**TINY28, **kwargs}
+    if args.model.startswith(("vit_", "deit", "eva", "beit")) and "img_size" not in kwargs:
+        from poolwise.vision.data import load_images
+
+        kwargs["img_size"] = load_images(args.data)["train"].image_size
+    return RunSpec(
+        model=args.model, pool=pool, groups=args.groups, norm=args.norm, model_kwargs=kwargs,
+        pretrained=args.pretrained, checkpoint=args.checkpoint, data=args.data,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, p_lr_mult=args.p_lr_mult, augment=not args.no_augment,
+        amp=args.amp, seed=seed,
+    )
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _epoch_printer(prefix: str = ""):
+    def show(r: dict) -> None:
+        p = "" if not r.get("p") else " p=[" + ", ".join(f"{v:.2f}" for v in r["p"][:8]) + "]"
+        print(f"{prefix}epoch {r['epoch']}: train loss {r['train_loss']:.4f}, test accuracy "
+              f"{100 * r['test_accuracy']:.2f}% ({r['seconds']:.0f}s){p}", flush=True)
+    return show
+
+
+def _bar():
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def on_batch(step: int, total: int) -> None:
+        if state["bar"] is None or step == 1:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = tqdm(total=total, unit="batch", leave=False, file=sys.stderr)
+        state["bar"].update(1)
+
+    return on_batch
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from poolwise.vision.train import run_classification
+
+    _threads(args)
+    spec = _spec(args, args.pool, args.seed)
+    result = run_classification(spec, args.out, on_epoch=_epoch_printer(), on_batch=_bar(),
+                                workers=args.workers)
+    if not result:  # a non-zero rank under torchrun
+        return 0
+    ret = result["retrieval"]
+    print(f"{args.out}: test accuracy {100 * result['accuracy']:.2f}%, Recall@1 "
+          f"{100 * ret['recall@1']:.2f}%, mAP@R {100 * ret['map@r']:.2f}%"
+          + (f", head dependence {result['dependence']:.3f}" if "dependence" in result else ""))
+    if result.get("p"):
+        print("learned p: " + ", ".join(f"{v:.3f}" for v in result["p"]))
+    return 0
+
+
+def _cmd_retrieval(args: argparse.Namespace) -> int:
+    from poolwise.vision.retrieval_protocol import run_retrieval
+
+    _threads(args)
+    result = run_retrieval(_spec(args, args.pool, args.seed), args.out,
+                           on_epoch=_epoch_printer(), on_batch=_bar())
+    print("| test classes | Recall@1 | Recall@2 | Recall@4 | Recall@8 | R-precision | mAP@R |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("unseen", "seen"):
+        m = result[name]
+        print(f"| {name} ({', '.join(result[name + '_classes'])}) | " + " | ".join(
+            f"{100 * m[k]:.2f}" for k in ("recall@1", "recall@2", "recall@4", "recall@8",
+                                           "r_precision", "map@r")) + " |")
+    print(f"written: {Path(args.out) / 'retrieval.json'}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from poolwise.vision.compare import run_compare, write_compare_report
+
+    _threads(args)
+    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    unknown = [p for p in pools if p not in args.known_pools]
+    if unknown:
+        print(f"error: unknown pools {unknown}; known: {', '.join(args.known_pools)}",
+              file=sys.stderr)
+        return 2
+    seeds = list(range(args.seeds))
+    base = _spec(args, pools[0], 0)
+    print(f"{len(pools)} pools x {len(seeds)} seeds on {args.data}: {base.model} "
+          f"{json.dumps(base.model_kwargs)}, {base.epochs} epochs", flush=True)
+
+    def on_cell(pool: str, seed: int, r: dict) -> None:
+        print(f"  {pool} seed {seed}: accuracy {100 * r['accuracy']:.2f}%, mAP@R "
+              f"{100 * r['retrieval']['map@r']:.2f}%", flush=True)
+
+    def on_epoch(pool: str, seed: int, r: dict) -> None:
+        _epoch_printer(f"    {pool}/{seed} ")(r)
+
+    results = run_compare(args.out, base, pools, seeds, jobs=args.jobs, on_cell=on_cell,
+                          on_epoch=on_epoch if args.jobs <= 1 else None)
+    command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
+    report = write_compare_report(args.out, results, command)
+    print(f"\nreport: {report}")
+    text = report.read_text()
+    print(text[text.index("| pool"): text.index("![")].strip())
+    return 0
+
+
+def _cmd_dependence(args: argparse.Namespace) -> int:
+    from poolwise._io import write_json, write_text
+    from poolwise.vision.dependence import run_dependence
+
+    _threads(args)
+    runs = []
+    for run in args.runs:
+        path = Path(run)
+        found = [path] if (path / "run.json").exists() else sorted(
+            p.parent for p in path.glob("*/run.json"))
+        if not found:
+            print(f"error: {run}: no run folder (run.json) here or one level down",
+                  file=sys.stderr)
+            return 2
+        runs.extend(found)
+    rows = [run_dependence(r, max_images=args.max_images) for r in runs]
+    lines = ["| run | pool | seed | groups | mean CKA between groups | max |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['pool']} | {r['seed']} | {r['groups']} | {r['mean']:.4f} | "
+              f"{r['max']:.4f} |" for r in rows]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        write_text(Path(args.out) / "dependence.md", "# Head-wise dependence\n\n" + table + "\n")
+        write_json(Path(args.out) / "dependence.json", rows)
+        print(f"written: {Path(args.out) / 'dependence.md'}")
+    return 0
+
+
+def add_vision_commands(commands) -> None:
+    vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
+                                 description="Image classification, retrieval, pool comparisons "
+                                 "and head-wise dependence with pooled timm models.")
+    sub = vision.add_subparsers(dest="vision_command", metavar="COMMAND", required=True)
+
+    train = sub.add_parser("train", help="train a classifier; resumable run folder",
+                           description="Train a pooled timm model for classification. Under "
+                           "torchrun it runs data-parallel (DDP) with no other change.")
+    _add_spec_options(train, epochs=10)
+    train.add_argument("--pool", default="ggem")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    train.add_argument("--out", required=True, help="run folder (resumes if it exists)")
+    train.set_defaults(run=_cmd_train)
+
+    retrieval = sub.add_parser("retrieval", help="class-disjoint retrieval: train on half of "
+                               "the classes, retrieve the other half")
+    _add_spec_options(retrieval, epochs=10)
+    retrieval.add_argument("--pool", default="ggem")
+    retrieval.add_argument("--seed", type=int, default=0)
+    retrieval.add_argument("--out", required=True)
+    retrieval.set_defaults(run=_cmd_retrieval)
+
+    compare = sub.add_parser("compare", help="pools x seeds grid: table, verdict, plots")
+    _add_spec_options(compare, epochs=5)
+    compare.add_argument("--pools", default="token,avg,max,gem,ggem",
+                         help="comma-separated pool names (token,avg,max,gem,ggem)")
+    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (3)")
+    compare.add_argument("--jobs", type=int, default=1, help="cells trained in parallel")
+    compare.add_argument("--out", required=True)
+    compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    compare.set_defaults(run=_cmd_compare)
+
+    dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
+    dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
+    dep.add_argument("--max-images", type=int, default=None)
+    dep.add_argument("--threads", type=int, default=None)
+    dep.add_argument("--out", default=None, help="folder for dependence.md/json")
+    dep.set_defaults(run=_cmd_dependence)

@@ -1,0 +1,232 @@
+"""The pools x seeds comparison: one classification run per cell, then tables and plots.
+
+Each cell is an ordinary :func:`~poolwise.vision.train.run_classification` run folder
+(``OUT/<pool>-seed<seed>/``), so a killed grid resumes cell by cell and epoch by epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from poolwise._io import atomic_path, write_json, write_text
+from poolwise.vision.train import RunSpec, run_classification
+
+METRICS = (  # key in result.json, column title, scale
+    ("accuracy", "top-1 accuracy (%)", 100.0),
+    ("recall@1", "Recall@1 (%)", 100.0),
+    ("map@r", "mAP@R (%)", 100.0),
+    ("dependence", "head dependence (CKA)", 1.0),
+)
+
+
+def cell_dir(out: Path, pool: str, seed: int) -> Path:
+    return Path(out) / f"{pool}-seed{seed}"
+
+
+def _run_cell(spec_json: dict, run_dir: str, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_classification(RunSpec(**spec_json), run_dir)
+
+
+def run_compare(
+    out: str | Path,
+    base: RunSpec,
+    pools: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    jobs: int = 1,
+    on_cell: Callable[[str, int, dict], None] | None = None,
+    on_epoch: Callable[[str, int, dict], None] | None = None,
+) -> list[dict]:
+    """Runs every (pool, seed) cell (``jobs`` processes at a time) and returns the results."""
+    out = Path(out)
+    cells = [(pool, seed) for pool in pools for seed in seeds]
+    specs = {c: dataclasses.replace(base, pool=c[0], seed=c[1]) for c in cells}
+    results: dict[tuple[str, int], dict] = {}
+    if jobs <= 1:
+        for pool, seed in cells:
+            callback = None if on_epoch is None else (lambda r, p=pool, s=seed: on_epoch(p, s, r))
+            results[(pool, seed)] = run_classification(
+                specs[(pool, seed)], cell_dir(out, pool, seed), on_epoch=callback)
+            if on_cell is not None:
+                on_cell(pool, seed, results[(pool, seed)])
+    else:
+        import multiprocessing
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool_exec:
+            futures = {
+                pool_exec.submit(_run_cell, specs[c].to_json(), str(cell_dir(out, *c)), threads): c
+                for c in cells
+            }
+            for future in as_completed(futures):
+                cell = futures[future]
+                results[cell] = future.result()
+                if on_cell is not None:
+                    on_cell(cell[0], cell[1], results[cell])
+    return [results[c] for c in cells]
+
+
+def _metric(result: dict, key: str) -> float | None:
+    if key in ("accuracy", "dependence"):
+        return result.get(key)
+    return result.get("retrieval", {}).get(key)
+
+
+def summarise(results: Sequence[dict]) -> list[dict]:
+    """One row per pool: mean, std (ddof=1) and n of each metric, mean learned p per group."""
+    by_pool: dict[str, list[dict]] = {}
+    for r in results:
+        by_pool.setdefault(r["spec"]["pool"], []).append(r)
+    rows = []
+    for pool, runs in by_pool.items():
+        row = {"pool": pool, "seeds": [r["spec"]["seed"] for r in runs],
+               "parameters": runs[0]["parameters"]}
+        for key, _, scale in METRICS:
+            values = [v * scale for v in (_metric(r, key) for r in runs) if v is not None]
+            row[key] = {
+                "mean": float(np.mean(values)) if values else None,
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "n": len(values), "values": values,
+            }
+        ps = [r["p"] for r in runs if r.get("p")]
+        row["p"] = np.mean(ps, axis=0).tolist() if ps else None
+        rows.append(row)
+    return rows
+
+
+def verdict(rows: Sequence[dict], key: str = "accuracy", pool: str = "ggem") -> str:
+    """A plain sentence: did ``pool`` beat the best other pool on ``key``, relative to the
+    seed-to-seed spread (the larger of the two pools' std)?"""
+    mine = next((r for r in rows if r["pool"] == pool), None)
+    others = [r for r in rows if r["pool"] != pool and r[key]["mean"] is not None]
+    if mine is None or not others or mine[key]["mean"] is None:
+        return f"no {pool} result to compare"
+    best = max(others, key=lambda r: r[key]["mean"])
+    diff = mine[key]["mean"] - best[key]["mean"]
+    spread = max(s for s in (mine[key]["std"], best[key]["std"], 0.0) if s is not None)
+    title = dict((k, t) for k, t, _ in METRICS)[key]
+    if spread == 0:
+        relation = "no seed spread to compare with (one seed)"
+    elif abs(diff) <= spread:
+        relation = f"within the seed-to-seed spread (std up to {spread:.2f}): no clear difference"
+    elif diff > 0:
+        relation = f"larger than the seed-to-seed spread (std up to {spread:.2f}): {pool} is ahead"
+    else:
+        relation = f"larger than the seed-to-seed spread (std up to {spread:.2f}): {pool} is behind"
+    return (f"{title}: {pool} {mine[key]['mean']:.2f} vs the best other pool, {best['pool']}, "
+            f"{best[key]['mean']:.2f}; difference {diff:+.2f}, {relation}.")
+
+
+def _fmt(cell: dict) -> str:
+    if cell["mean"] is None:
+        return "n/a"
+    std = "" if cell["std"] is None else f" ± {cell['std']:.2f}"
+    return f"{cell['mean']:.2f}{std}"
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    head = "| pool | seeds | " + " | ".join(t for _, t, _ in METRICS) + " | learned p per group |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+    for r in rows:
+        p = "—" if not r["p"] else ", ".join(f"{v:.2f}" for v in r["p"][:12])
+        if r["p"] and len(r["p"]) > 12:
+            p += f", … ({len(r['p'])})"
+        cells = " | ".join(_fmt(r[k]) for k, _, _ in METRICS)
+        lines.append(f"| {r['pool']} | {len(r['seeds'])} | {cells} | {p} |")
+    return "\n".join(lines)
+
+
+def write_compare_report(out: str | Path, results: Sequence[dict], command: str) -> Path:
+    """compare.md (table, verdicts, setup), compare.json, compare.csv, compare.png, p.png."""
+    out = Path(out)
+    rows = summarise(results)
+    spec = dict(results[0]["spec"])
+    spec.pop("pool"), spec.pop("seed")
+    lines = [
+        "# Pooling comparison", "",
+        f"Command: `{command}`", "",
+        f"Data: `{spec['data']}`; model `{spec['model']}` {json.dumps(spec['model_kwargs'])}, "
+        f"{results[0]['parameters']:,} parameters (ggem); {spec['epochs']} epochs, batch "
+        f"{spec['batch_size']}, lr {spec['lr']}, weight decay {spec['weight_decay']}; "
+        f"{len(results[0]['classes'])} classes; test images: {results[0]['n']:,}.", "",
+        "Mean ± std over seeds (std with ddof=1). Retrieval: the test images query each other "
+        "(cosine, the query excluded). Head dependence: mean linear CKA between the pooled "
+        "features of the head groups (lower = less dependent).", "",
+        markdown_table(rows), "",
+        "## Verdict", "",
+        *(f"- {verdict(rows, key)}" for key in ("accuracy", "map@r")), "",
+        "![metrics](compare.png)", "", "![learned p](p.png)", "",
+        "Training time per run (s): "
+        + ", ".join(f"{r['spec']['pool']}/{r['spec']['seed']} {r['train_seconds']:.0f}"
+                    for r in results),
+        "",
+    ]
+    write_text(out / "compare.md", "\n".join(lines))
+    verdicts = {k: verdict(rows, k) for k in ("accuracy", "map@r")}
+    write_json(out / "compare.json", {"command": command, "rows": rows, "verdict": verdicts})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["pool", "seed", "accuracy", "recall@1", "map@r", "r_precision",
+                     "dependence", "p"])
+    for r in results:
+        ret = r.get("retrieval", {})
+        writer.writerow([r["spec"]["pool"], r["spec"]["seed"], r["accuracy"], ret.get("recall@1"),
+                         ret.get("map@r"), ret.get("r_precision"), r.get("dependence"),
+                         " ".join(f"{v:.4f}" for v in r["p"] or [])])
+    write_text(out / "compare.csv", buffer.getvalue())
+    _plot(out, rows, results)
+    return out / "compare.md"
+
+
+def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
+    for ax, (key, title, _) in zip(axes, METRICS, strict=True):
+        names = [r["pool"] for r in rows if r[key]["mean"] is not None]
+        for i, r in enumerate(r for r in rows if r[key]["mean"] is not None):
+            ax.bar(i, r[key]["mean"], yerr=r[key]["std"] or 0, color="C0" if r["pool"] != "ggem"
+                   else "C3", alpha=0.7, capsize=4)
+            ax.plot([i] * len(r[key]["values"]), r[key]["values"], "k.", ms=4)
+        ax.set_xticks(range(len(names)), names, rotation=30)
+        ax.set_title(title, fontsize=10)
+        values = [v for r in rows for v in r[key]["values"]]
+        if values:
+            lo, hi = min(values), max(values)
+            pad = max(1e-3, 0.5 * (hi - lo))
+            ax.set_ylim(lo - pad, hi + pad)
+    fig.tight_layout()
+    with atomic_path(out / "compare.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for r in results:
+        if r.get("p"):
+            style = "o-" if len(r["p"]) > 1 else "s"
+            ax.plot(range(1, len(r["p"]) + 1), r["p"], style, alpha=0.7,
+                    label=f"{r['spec']['pool']} seed {r['spec']['seed']}")
+    ax.axhline(3.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("group (attention head)")
+    ax.set_ylabel("learned p")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(out / "p.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,276 @@
+"""Image data: Fashion-MNIST (idx files), the embedded Fashion-MNIST subset, ImageFolder trees.
+
+Every loader returns :class:`ImageSplit`s: ``dataset`` (map-style, items are
+``(image float32 (C, H, W) normalised, label)``), ``labels`` (numpy int64), ``classes`` (names),
+``channels`` and ``image_size``. In-memory splits (:class:`ArrayImages`) also hand out whole
+batches at once (``__getitems__``), so a DataLoader over them costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# mean and std of the 60,000 Fashion-MNIST training images, pixel values in [0, 1]
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+EMBEDDED = Path(__file__).parent / "assets" / "fashion_mnist_subset.npz"
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An idx file (``.gz`` or plain) as a numpy array.
+
+    Raises:
+        ValueError: naming the file, for a bad magic number, dtype code or size.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an idx file (magic bytes {data[:4]!r})")
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unknown idx dtype code 0x{code:02x}")
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: header says shape {shape} ({expected} bytes) but {len(data) - header} "
+            "bytes follow"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+class ArrayImages(Dataset):
+    """Images held in memory as uint8 ``(N, C, H, W)``; normalised on the fly."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean: float, std: float) -> None:
+        if images.ndim == 3:
+            images = images[:, None]
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.mean, self.std = float(mean), float(std)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def _convert(self, images: Tensor) -> Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self._convert(self.images[index]), int(self.targets[index])
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self._convert(self.images[index]), self.targets[index]
+
+
+def collate_batch(batch):
+    """DataLoader collate for datasets that return whole batches from ``__getitems__``."""
+    if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], Tensor):
+        return batch
+    return torch.utils.data.default_collate(batch)
+
+
+@dataclass
+class ImageSplit:
+    dataset: Dataset
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset_classes(self, keep: list[int]) -> ImageSplit:
+        """The images whose label is in ``keep``, labels renumbered 0..len(keep)-1."""
+        if not isinstance(self.dataset, ArrayImages):
+            from torch.utils.data import Subset
+
+            index = np.flatnonzero(np.isin(self.labels, keep))
+            mapping = {c: i for i, c in enumerate(keep)}
+            labels = np.array([mapping[c] for c in self.labels[index]], dtype=np.int64)
+            return ImageSplit(
+                _Relabel(Subset(self.dataset, index.tolist()), mapping), labels,
+                tuple(self.classes[c] for c in keep), self.channels, self.image_size, self.source,
+            )
+        index = np.flatnonzero(np.isin(self.labels, keep))
+        mapping = np.full(max(len(self.classes), max(keep) + 1), -1, dtype=np.int64)
+        mapping[keep] = np.arange(len(keep))
+        labels = mapping[self.labels[index]]
+        ds = ArrayImages(self.dataset.images[index].numpy(), labels, self.dataset.mean,
+                         self.dataset.std)
+        return ImageSplit(ds, labels, tuple(self.classes[c] for c in keep), self.channels,
+                          self.image_size, self.source)
+
+
+class _Relabel(Dataset):
+    def __init__(self, dataset: Dataset, mapping: dict[int, int]) -> None:
+        self.dataset, self.mapping = dataset, mapping
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return image, self.mapping[int(label)]
+
+
+def _array_split(images: np.ndarray, labels: np.ndarray, source: str) -> ImageSplit:
+    ds = ArrayImages(images, labels, FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    return ImageSplit(ds, ds.targets.numpy(), FASHION_MNIST_CLASSES, 1, images.shape[-1], source)
+
+
+def fashion_mnist_places(root: str | Path | None = None) -> list[Path]:
+    """Where :func:`load_fashion_mnist` looks, in order."""
+    places = [Path(root)] if root is not None else []
+    if os.environ.get("POOLWISE_FASHION_MNIST"):
+        places.append(Path(os.environ["POOLWISE_FASHION_MNIST"]))
+    places.append(DEBIAN_FASHION_MNIST)
+    places.append(Path.home() / ".cache" / "poolwise" / "FashionMNIST" / "raw")
+    return places
+
+
+def _has_files(folder: Path) -> bool:
+    return all((folder / name).is_file() for pair in FASHION_MNIST_FILES.values() for name in pair)
+
+
+def load_fashion_mnist(
+    root: str | Path | None = None, *, download: bool = True
+) -> dict[str, ImageSplit]:
+    """The full Fashion-MNIST (60,000 train, 10,000 test) from the four idx .gz files.
+
+    Looks in ``root``, ``$POOLWISE_FASHION_MNIST``, the Debian package folder
+    (/usr/share/datasets/fashion-mnist) and ~/.cache/poolwise; if none has the files and
+    ``download``, torchvision downloads them into the cache.
+
+    Raises:
+        FileNotFoundError: naming every place it looked (and the download error, if any).
+    """
+    places = fashion_mnist_places(root)
+    folder = next((p for p in places if _has_files(p)), None)
+    download_error = None
+    if folder is None and download:
+        try:
+            from torchvision.datasets import FashionMNIST
+
+            FashionMNIST(str(places[-1].parent.parent), train=True, download=True)
+            FashionMNIST(str(places[-1].parent.parent), train=False, download=True)
+            folder = places[-1] if _has_files(places[-1]) else None
+        except Exception as error:
+            download_error = error
+    if folder is None:
+        needed = ", ".join(n for pair in FASHION_MNIST_FILES.values() for n in pair)
+        looked = "\n  ".join(str(p) for p in places)
+        extra = f"\ntorchvision download failed: {download_error}" if download_error else ""
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found; looked for {needed} in:\n  {looked}{extra}\n"
+            "Pass the folder, or install the Debian package dataset-fashion-mnist."
+        )
+    splits = {}
+    for split, (images_name, labels_name) in FASHION_MNIST_FILES.items():
+        images = read_idx(folder / images_name)
+        labels = read_idx(folder / labels_name)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"{folder}: {images_name} has shape {images.shape}, {labels_name} {labels.shape}"
+            )
+        splits[split] = _array_split(images, labels, f"fashion-mnist:{folder}")
+    return splits
+
+
+def load_embedded() -> dict[str, ImageSplit]:
+    """The Fashion-MNIST subset shipped inside the package (see docs/vision.md): the first 300
+    training and the first 100 test images of each class, in file order."""
+    with np.load(EMBEDDED) as data:
+        return {
+            split: _array_split(data[f"{split}_images"], data[f"{split}_labels"], "embedded")
+            for split in ("train", "test")
+        }
+
+
+def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, ImageSplit]:
+    """An ImageFolder tree with ``train/`` and ``test/`` (or ``val/``) subfolders, one folder
+    per class; images resized to ``image_size`` and normalised with ImageNet statistics."""
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    test_name = "test" if (root / "test").is_dir() else "val"
+    for name in ("train", test_name):
+        if not (root / name).is_dir():
+            raise FileNotFoundError(f"{root}: expected subfolders train/ and test/ (or val/)")
+    transform = transforms.Compose([
+        transforms.Resize((image_size, image_size)),
+        transforms.ToTensor(),
+        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ])
+    splits = {}
+    for split, name in (("train", "train"), ("test", test_name)):
+        ds = datasets.ImageFolder(str(root / name), transform=transform,
+                                  loader=lambda p: datasets.folder.default_loader(p))
+        splits[split] = ImageSplit(ds, np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes),
+                                   3, image_size, f"imagefolder:{root}")
+    if splits["train"].classes != splits["test"].classes:
+        raise ValueError(f"{root}: train/ and {test_name}/ have different class folders")
+    return splits
+
+
+def load_images(name: str, *, image_size: int | None = None) -> dict[str, ImageSplit]:
+    """``"embedded"``, ``"fashion-mnist"`` (the full set, found as above), a folder holding the
+    Fashion-MNIST idx files, or an ImageFolder tree."""
+    if name == "embedded":
+        return load_embedded()
+    if name == "fashion-mnist":
+        return load_fashion_mnist()
+    path = Path(name)
+    if path.is_dir() and _has_files(path):
+        return load_fashion_mnist(path, download=False)
+    if path.is_dir():
+        return load_image_folder(path, image_size=image_size or 224)
+    raise FileNotFoundError(
+        f"{name}: not 'embedded', 'fashion-mnist', a Fashion-MNIST folder or an ImageFolder tree"
+    )
+
+
+def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
+    """Per-image random crop after zero padding, and a random horizontal flip (a batch op)."""
+    b, _, h, w = images.shape
+    if padding > 0:
+        padded = torch.nn.functional.pad(images, (padding,) * 4)
+        dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h)[None]).view(b, 1, h, 1)
+        cols = (dx[:, None] + torch.arange(w)[None]).view(b, 1, 1, w)
+        batch = torch.arange(b).view(b, 1, 1, 1)
+        chans = torch.arange(images.shape[1]).view(1, -1, 1, 1)
+        images = padded[batch, chans, rows, cols]
+    flip = torch.rand(b, generator=generator) < 0.5
+    return torch.where(flip.view(b, 1, 1, 1), images.flip(-1), images)

@@ -1,0 +1,121 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from poolwise.vision import data as vd
+
+
+def _write_idx(path, array, code=0x08):
+    header = bytes([0, 0, code, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape)
+    payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(payload)
+
+
+def _fake_fashion_mnist(folder, n_train=20, n_test=10):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_name, labels_name = vd.FASHION_MNIST_FILES[split]
+        _write_idx(folder / images_name, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _write_idx(folder / labels_name, (np.arange(n) % 10).astype(np.uint8))
+
+
+def test_read_idx_round_trips_and_names_the_file_at_fault(tmp_path):
+    array = np.arange(24, dtype=np.int32).reshape(2, 3, 4)
+    _write_idx(tmp_path / "a.idx", array, code=0x0C)
+    np.testing.assert_array_equal(vd.read_idx(tmp_path / "a.idx"), array)
+    u8 = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    _write_idx(tmp_path / "b.idx.gz", u8)
+    np.testing.assert_array_equal(vd.read_idx(tmp_path / "b.idx.gz"), u8)
+    (tmp_path / "bad.idx").write_bytes(b"\x01\x02\x08\x01" + bytes(8))
+    with pytest.raises(ValueError, match=r"bad\.idx: not an idx file"):
+        vd.read_idx(tmp_path / "bad.idx")
+    raw = (tmp_path / "a.idx").read_bytes()
+    (tmp_path / "short.idx").write_bytes(raw[:-4])
+    with pytest.raises(ValueError, match=r"short\.idx: header says shape \(2, 3, 4\)"):
+        vd.read_idx(tmp_path / "short.idx")
+
+
+def test_fashion_mnist_is_found_in_the_given_folder_else_every_place_is_named(tmp_path,
+                                                                               monkeypatch):
+    _fake_fashion_mnist(tmp_path)
+    splits = vd.load_fashion_mnist(tmp_path, download=False)
+    assert len(splits["train"]) == 20 and len(splits["test"]) == 10
+    image, label = splits["train"].dataset[3]
+    assert image.shape == (1, 28, 28) and label == 3
+    expected = (splits["train"].dataset.images[3].float() / 255 - 0.2860) / 0.3530
+    torch.testing.assert_close(image, expected)
+    assert vd.load_images(str(tmp_path))["train"].source.startswith("fashion-mnist:")
+
+    monkeypatch.setattr(vd, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("POOLWISE_FASHION_MNIST", raising=False)
+    with pytest.raises(FileNotFoundError) as error:
+        vd.load_fashion_mnist(tmp_path / "empty", download=False)
+    message = str(error.value)
+    for place in ("empty", "nowhere", "home/.cache/poolwise"):
+        assert place in message
+    assert "train-images-idx3-ubyte.gz" in message
+
+
+def test_embedded_subset_is_the_documented_one():
+    splits = vd.load_embedded()
+    train, test = splits["train"], splits["test"]
+    assert len(train) == 3000 and len(test) == 1000
+    assert np.bincount(train.labels).tolist() == [300] * 10
+    assert np.bincount(test.labels).tolist() == [100] * 10
+    assert train.classes == vd.FASHION_MNIST_CLASSES and train.image_size == 28
+    if vd._has_files(vd.DEBIAN_FASHION_MNIST):  # the shipped images are the first per class
+        full = vd.load_fashion_mnist(vd.DEBIAN_FASHION_MNIST, download=False)["test"]
+        with np.load(vd.EMBEDDED) as arrays:
+            index = arrays["test_index"]
+        first = np.sort(np.concatenate(
+            [np.flatnonzero(full.labels == c)[:100] for c in range(10)]))
+        np.testing.assert_array_equal(index, first)
+        assert torch.equal(test.dataset.images, full.dataset.images[index])
+
+
+def test_subset_classes_renumbers_labels():
+    test = vd.load_embedded()["test"]
+    sub = test.subset_classes([7, 2])
+    assert sub.classes == ("Sneaker", "Pullover") and len(sub) == 200
+    images, labels = sub.dataset.__getitems__(list(range(len(sub))))
+    assert labels.tolist() == sub.labels.tolist() and set(sub.labels.tolist()) == {0, 1}
+    original = test.dataset.images[np.flatnonzero(test.labels == 7)[0]]
+    assert torch.equal(sub.dataset.images[np.flatnonzero(sub.labels == 0)[0]], original)
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+                    tmp_path / split / cls / f"{i}.png")
+    splits = vd.load_images(str(tmp_path), image_size=16)
+    assert splits["train"].classes == ("cat", "dog") and len(splits["test"]) == 6
+    image, label = splits["train"].dataset[4]
+    assert image.shape == (3, 16, 16) and label == 1
+    (tmp_path / "val" / "bird").mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "val" / "bird" / "0.png")
+    with pytest.raises(ValueError, match="different class folders"):
+        vd.load_images(str(tmp_path))
+
+
+def test_random_crop_flip_is_a_shifted_crop_or_its_mirror():
+    images = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5) + 1
+    out = vd.random_crop_flip(images, 2, torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for b in range(2):
+        crops = [padded[b, :, dy:dy + 5, dx:dx + 5] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[b], c) or torch.equal(out[b], c.flip(-1)) for c in crops)
+    same = vd.random_crop_flip(images, 0, torch.Generator().manual_seed(0))
+    for b in range(2):
+        assert torch.equal(same[b], images[b]) or torch.equal(same[b], images[b].flip(-1))

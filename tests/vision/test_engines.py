@@ -1,0 +1,115 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from poolwise.vision.compare import run_compare, summarise, verdict, write_compare_report
+from poolwise.vision.retrieval_protocol import run_retrieval, split_classes
+from poolwise.vision.train import RunSpec, load_trained, run_classification
+
+TINY = {"img_size": 28, "patch_size": 7, "embed_dim": 24, "depth": 1, "num_heads": 2,
+        "mlp_ratio": 2.0}
+
+
+def tiny_spec(**changes) -> RunSpec:
+    spec = RunSpec(model="vit_tiny_patch16_224", pool="ggem", model_kwargs=TINY,
+                   data="embedded", classes=[0, 1, 7], epochs=2, batch_size=64, lr=3e-3,
+                   p_lr_mult=10.0)
+    for key, value in changes.items():
+        setattr(spec, key, value)
+    return spec
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_run_writes_results_and_resumes_to_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    straight = run_classification(tiny_spec(), tmp_path / "straight")
+    assert straight["accuracy"] > 0.6  # 3 easy classes: T-shirt, trouser, sneaker
+    assert set(straight["retrieval"]) >= {"recall@1", "map@r", "r_precision"}
+    assert 0 <= straight["dependence"] <= 1 and len(straight["p"]) == 2
+    assert straight["p"] != [3.0, 3.0]  # p was trained
+    log = (tmp_path / "straight" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+
+    def stop_after_first(record):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_classification(tiny_spec(), tmp_path / "resumed", on_epoch=stop_after_first)
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    assert len((tmp_path / "resumed" / "log.jsonl").read_text().splitlines()) == 1
+    resumed = run_classification(tiny_spec(), tmp_path / "resumed")
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["accuracy"] == straight["accuracy"]
+
+    again = run_classification(tiny_spec(), tmp_path / "straight")  # finished: read back
+    assert again == json.loads((tmp_path / "straight" / "result.json").read_text())
+    with pytest.raises(ValueError, match="other settings \\(lr\\)"):
+        run_classification(tiny_spec(lr=1e-2), tmp_path / "straight")
+    model, spec = load_trained(tmp_path / "straight")
+    assert spec.pool == "ggem" and model.p_values() == pytest.approx(straight["p"])
+
+
+def test_class_disjoint_retrieval(tmp_path):
+    torch.set_num_threads(1)
+    assert split_classes(10) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
+    result = run_retrieval(tiny_spec(classes=None, epochs=1), tmp_path)
+    assert result["unseen_classes"] == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert result["unseen"]["queries"] == 500 and result["seen"]["queries"] == 500
+    # a trained embedding retrieves unseen classes far above chance (1/5 for Recall@1)
+    assert result["unseen"]["recall@1"] > 0.4
+    saved = json.loads((tmp_path / "retrieval.json").read_text())
+    assert saved["spec"]["classes"] == [0, 1, 2, 3, 4]
+
+
+def test_compare_grid_table_and_verdict(tmp_path):
+    torch.set_num_threads(1)
+    base = tiny_spec(epochs=1)
+    results = run_compare(tmp_path, base, ["avg", "ggem"], [0, 1])
+    assert [(r["spec"]["pool"], r["spec"]["seed"]) for r in results] == [
+        ("avg", 0), ("avg", 1), ("ggem", 0), ("ggem", 1)]
+    rows = summarise(results)
+    avg = rows[0]
+    values = [100 * r["accuracy"] for r in results[:2]]
+    assert avg["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
+    assert avg["accuracy"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    report = write_compare_report(tmp_path, results, "poolwise vision compare ...")
+    text = report.read_text()
+    assert "| avg | 2 |" in text and "| ggem | 2 |" in text and "ggem" in verdict(rows)
+    for name in ("compare.json", "compare.csv", "compare.png", "p.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_verdict_wording():
+    def row(pool, mean, std):
+        cell = {"mean": mean, "std": std, "n": 3, "values": []}
+        return {"pool": pool, "accuracy": cell}
+
+    assert "no clear difference" in verdict([row("ggem", 90.1, 0.3), row("avg", 90.0, 0.2)])
+    assert "ggem is ahead" in verdict([row("ggem", 91.0, 0.3), row("avg", 90.0, 0.2)])
+    assert "ggem is behind" in verdict([row("ggem", 89.0, 0.3), row("gem", 90.0, 0.2)])
+
+
+@pytest.mark.slow
+def test_cli_train_under_torchrun_two_processes(tmp_path):
+    """DDP on CPU (gloo): the same CLI command, two processes, one run folder."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29533", "-m", "poolwise", "vision", "train", "--epochs", "1",
+           "--embed-dim", "24", "--depth", "1", "--num-heads", "2", "--batch-size", "128",
+           "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["n"] == 1000 and len(result["history"]) == 1
+    assert "test accuracy" in done.stdout
