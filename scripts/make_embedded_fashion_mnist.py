@@ -23,7 +23,8 @@ def main() -> None:
     for split, per_class in PER_CLASS.items():
         images = read_idx(folder / FASHION_MNIST_FILES[split][0])
         labels = read_idx(folder / FASHION_MNIST_FILES[split][1])
-        index = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)]))
+        firsts = [np.flatnonzero(labels == c)[:per_class] for c in range(10)]
+        index = np.sort(np.concatenate(firsts))
         arrays[f"{split}_images"] = images[index]
         arrays[f"{split}_labels"] = labels[index].astype(np.uint8)
         arrays[f"{split}_index"] = index.astype(np.int32)

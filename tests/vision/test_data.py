@@ -83,7 +83,7 @@ def test_subset_classes_renumbers_labels():
     test = vd.load_embedded()["test"]
     sub = test.subset_classes([7, 2])
     assert sub.classes == ("Sneaker", "Pullover") and len(sub) == 200
-    images, labels = sub.dataset.__getitems__(list(range(len(sub))))
+    _, labels = sub.dataset.__getitems__(list(range(len(sub))))
     assert labels.tolist() == sub.labels.tolist() and set(sub.labels.tolist()) == {0, 1}
     original = test.dataset.images[np.flatnonzero(test.labels == 7)[0]]
     assert torch.equal(sub.dataset.images[np.flatnonzero(sub.labels == 0)[0]], original)
