@@ -40,12 +40,16 @@ def test_console_entry_point_runs():
 @pytest.mark.slow
 def test_demo_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--subjects", "5", "--epochs", "1"]
+    args = ["demo", "--out", str(out), "--subjects", "5", "--epochs", "1", "--image-epochs", "1"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "lsfan [REFERENCE (leaky)]" in printed and "cnn_tap [clean]" in printed
     report = (out / "report.md").read_text()
     assert "Clean vs REFERENCE" in report and "poolwise demo --out" in report
+    assert "image pools:" in printed and "| ggem | 2 |" in printed
+    images = (out / "vision" / "compare.md").read_text()
+    assert "| token | 2 |" in images and "## Verdict" in images
+    assert len(list((out / "vision").glob("*/result.json"))) == 10
     for name in ("confusion_matrices.png", "per_subject.csv", "explain/gradcam.png",
                  "explain/attention.png", "explain/explanations.npz"):
         assert (out / name).stat().st_size > 0

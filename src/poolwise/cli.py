@@ -31,9 +31,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         text = "undefined" if f1 is None else f"{f1:.3f}"
         print(f"    held out {record['test_subject']}: macro F1 {text}", flush=True)
 
-    report = run_demo(
+    def on_cell(pool: str, seed: int, r: dict) -> None:
+        print(f"    {pool} seed {seed}: accuracy {100 * r['accuracy']:.2f}%", flush=True)
+
+    report, images = run_demo(
         args.out, subjects=args.subjects, epochs=args.epochs, seed=args.seed,
-        on_stage=lambda text: print(f"== {text}", flush=True), on_fold=on_fold,
+        image_epochs=args.image_epochs, image_seeds=args.image_seeds,
+        on_stage=lambda text: print(f"== {text}", flush=True), on_fold=on_fold, on_cell=on_cell,
     )
     print(f"\nreport: {report}")
     print("| run | pooled macro F1 | MCC | ROC-AUC | macro F1 per subject |\n|---|---|---|---|---|")
@@ -41,6 +45,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         p, per = s["pooled"], s["per_subject_summary"]["macro_f1"]
         print(f"| {s['label']} | {p['macro_f1']:.3f} | {p['mcc']:.3f} | {p['roc_auc']:.3f} "
               f"| {per['mean']:.3f} ± {per['std']:.3f} |")
+    text = images.read_text()
+    print(f"\nimage pools: {images}")
+    print(text[text.index("| pool"): text.index("## Verdict")].strip())
     return 0
 
 
@@ -64,12 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the main job: a short end-to-end run on embedded data (a few minutes on a CPU)",
         description="Generate a synthetic EmoPain-like cohort, run a short leave-one-subject-"
         "out evaluation of L-SFAN and the CNN-TAP baseline (and L-SFAN under the authors' "
-        "leaky protocol), explain L-SFAN, and write one report folder.",
+        "leaky protocol), explain L-SFAN, compare the image pools (CLS, avg, max, GeM, GGeM) on "
+        "the embedded Fashion-MNIST subset, and write one report folder.",
     )
     demo.add_argument("--out", default="poolwise-demo", help="report folder (poolwise-demo)")
     demo.add_argument("--subjects", type=int, default=10, help="synthetic subjects (10)")
     demo.add_argument("--epochs", type=int, default=3, help="epochs per fold (3)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--image-epochs", type=int, default=4,
+                      help="epochs of each image pooling run (4)")
+    demo.add_argument("--image-seeds", type=int, default=2, help="seeds per image pool (2)")
     demo.set_defaults(run=_cmd_demo)
 
     from poolwise.pain.cli import add_pain_commands
