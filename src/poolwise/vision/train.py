@@ -9,7 +9,7 @@ resumed run gives the same weights as an uninterrupted one.
 
 Scaling out needs no new code: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel, the batches are sharded with a DistributedSampler (``batch_size`` is
-per process) and only rank 0 writes.
+per process) and only rank 0 writes; the run folder must be on a filesystem every rank sees.
 """
 
 from __future__ import annotations
@@ -197,8 +197,10 @@ def run_classification(
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _check_spec(run_dir, spec)
-        if (run_dir / "result.json").exists():
-            return json.loads((run_dir / "result.json").read_text())
+    if world > 1:
+        dist.barrier()  # every rank reads the same run folder (a shared filesystem)
+    if (run_dir / "result.json").exists():
+        return json.loads((run_dir / "result.json").read_text()) if rank == 0 else {}
     device = device or default_device()
     train, test = load_splits(spec)
     model = build_model(spec, train).to(device)
@@ -263,6 +265,8 @@ def run_classification(
         write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         if on_epoch is not None:
             on_epoch(record)
+    if world > 1:
+        dist.destroy_process_group()
     if rank != 0:
         return {}
     from safetensors.torch import save_file
