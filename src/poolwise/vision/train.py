@@ -87,11 +87,13 @@ def load_splits(spec: RunSpec) -> tuple[ImageSplit, ImageSplit]:
     return train, test
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call created the process group)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    created = world > 1 and not dist.is_initialized()
+    if created:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    return (dist.get_rank(), world, created) if world > 1 else (0, 1, False)
 
 
 def default_device() -> torch.device:
@@ -193,7 +195,7 @@ def run_classification(
 ) -> dict:
     """Trains (or resumes, or returns the finished result of) the run in ``run_dir``."""
     run_dir = Path(run_dir)
-    rank, world = _distributed()
+    rank, world, created = _distributed()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _check_spec(run_dir, spec)
@@ -265,7 +267,7 @@ def run_classification(
         write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         if on_epoch is not None:
             on_epoch(record)
-    if world > 1:
+    if created:
         dist.destroy_process_group()
     if rank != 0:
         return {}
