@@ -9,6 +9,7 @@ import torch
 from poolwise.pain import loso as loso_module
 from poolwise.pain.data.readers import load_dataset
 from poolwise.pain.data.synth import write_synthetic_cohort
+from poolwise.pain.detector import Detector
 from poolwise.pain.loso import (
     LosoConfig,
     choose_select_subjects,
@@ -79,7 +80,15 @@ def test_clean_protocol_records_and_keeps_the_test_subject_out(cohort, tmp_path)
         assert r["test"]["labels"] == cohort.y[cohort.subject == s].tolist()
         assert r["seed"] == fold_seed(0, s) and 1 <= r["epoch_chosen"] <= 2
         assert json.loads((tmp_path / f"fold_{s}.json").read_text()) == r
-        assert (tmp_path / f"fold_{s}.safetensors").is_file()
+        # the fold weights are a complete detector: raw windows in, the same probabilities out
+        detector = Detector.load(tmp_path / f"fold_{s}.safetensors")
+        assert detector.config.channel_names == cohort.channel_names
+        assert (detector.config.frame_rate, detector.config.hop) == (cohort.frame_rate,
+                                                                     cohort.step)
+        assert detector.threshold == r["threshold"]["value"]
+        raw = cohort.X[r["test"]["window_index"]]
+        assert detector.predict_proba(raw) == pytest.approx(r["test"]["probabilities"],
+                                                            abs=1e-5)
     assert not list(tmp_path.glob(".*tmp"))
 
 

@@ -231,3 +231,19 @@ def test_bad_channel_dim_and_layout():
         ggem(torch.rand(2, 3, 4), torch.ones(1), channel_dim=3)
     with pytest.raises(ValueError, match="'diagonal'"):
         ggem(torch.rand(2, 3, 4), torch.ones(2), layout="diagonal")
+
+
+def test_plain_ops_path_used_in_exports_matches_the_kernel():
+    from poolwise.pooling.functional import _ggem_plain, expand_group_exponents
+
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.rand(3, 17, 12, generator=g) * 20, torch.randn(2, 12, 5, 5, generator=g)):
+        cdim = -1 if x.ndim == 3 else 1
+        p = torch.tensor([1.0, 3.0, 30.0])
+        expected = ggem(x, p, channel_dim=cdim)
+        p_ch = expand_group_exponents(p, x.shape[cdim])
+        torch.testing.assert_close(_ggem_plain(x, p_ch, 1e-6, cdim % x.ndim), expected)
+    traced = torch.jit.trace(lambda t: ggem(t, torch.tensor([2.0, 4.0])), torch.rand(2, 5, 8))
+    assert "prim::PythonOp" not in str(traced.graph)  # no custom autograd function
+    x = torch.rand(2, 5, 8)
+    torch.testing.assert_close(traced(x), ggem(x, torch.tensor([2.0, 4.0])))

@@ -130,6 +130,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from poolwise.pain.export import export_detector
+
+    checkpoint = Path(args.checkpoint)
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    out = Path(args.out) if args.out else checkpoint.with_suffix(suffix)
+    path = export_detector(checkpoint, out, args.format)
+    print(f"wrote {path} and {path.name}.json (input: raw windows (batch, channels, window); "
+          "output: protective-behaviour probability)")
+    return 0
+
+
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     pain = commands.add_parser(
         "pain",
@@ -232,6 +244,19 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("data", help="the data the run was trained on")
     explain.add_argument("--out", help="output folder (default: the run folder)")
     explain.set_defaults(run=_cmd_explain)
+
+    export = sub.add_parser(
+        "export",
+        help="export a fold checkpoint (detector) to ONNX or TorchScript",
+        description="Export a detector checkpoint (a LOSO fold_<subject>.safetensors) to ONNX "
+        "or TorchScript: raw windows in (dynamic batch axis), probability out; normalisation "
+        "and softmax included; the config (channels, frame rate, window, hop, threshold) is "
+        "written beside it as JSON.",
+    )
+    export.add_argument("checkpoint", help="fold_<subject>.safetensors of a LOSO run")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--out", help="output file (default: the checkpoint's name, .onnx/.pt)")
+    export.set_defaults(run=_cmd_export)
 
     report.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
     report.add_argument("--out", help="report folder (default: the first RUN folder)")

@@ -18,7 +18,8 @@ the CNN is one object shared by every fold (each fold starts from the CNN state 
 fold ended with; models without a CNN only get the other leaks). Its numbers are optimistic by
 construction and are labelled as such in every file and table.
 
-Each fold writes ``fold_<subject>.json`` (and the chosen weights ``fold_<subject>.safetensors``)
+Each fold writes ``fold_<subject>.json`` (and the chosen weights ``fold_<subject>.safetensors``,
+a complete detector checkpoint: see :mod:`poolwise.pain.detector`)
 atomically in the run folder; ``run.json`` holds the configuration. A restarted run skips the
 folds whose file exists, so a killed run loses at most the folds in flight.
 """
@@ -42,6 +43,7 @@ from poolwise import __version__
 from poolwise._io import atomic_path, write_json
 from poolwise.pain.augment import apply_zscore, expand, fit_zscore
 from poolwise.pain.data.dataset import WindowDataset
+from poolwise.pain.detector import DetectorConfig, choose_threshold, save_detector
 from poolwise.pain.metrics import binary_metrics
 from poolwise.pain.models import count_parameters, create_model
 from poolwise.pain.train import TrainConfig, fit, predict_proba
@@ -301,6 +303,7 @@ def run_fold(
     )
     X_test, source, variant = arrays["test"]
     prob = predict_proba(model, torch.from_numpy(X_test))
+    threshold = choose_threshold(y_select.numpy(), predict_proba(model, X_select))
     labels = dataset.y[source]
     record = {
         "poolwise_version": __version__,
@@ -329,12 +332,23 @@ def run_fold(
             "exercise": dataset.exercise[source].tolist(),
             "augmentation_variant": variant.tolist(),
         },
+        "threshold": {"value": threshold, "chosen_on": "val_subjects windows, best macro F1",
+                      "note": "metrics use 0.5; the threshold is for deployment"},
         "metrics": binary_metrics(labels, prob),
         "metrics_original_windows": binary_metrics(labels[variant == 0], prob[variant == 0]),
         "seconds": time.perf_counter() - start,
     }
+    norm = arrays["normalisation"]
+    detector = DetectorConfig(
+        model=config.model, model_kwargs=config.model_kwargs,
+        channel_names=dataset.channel_names, frame_rate=float(dataset.frame_rate),
+        window=dataset.window, hop=int(dataset.step), mean=norm["mean"], std=norm["std"],
+        threshold=threshold,
+        provenance={"protocol": config.protocol, "test_subject": subject, "seed": seed,
+                    "poolwise_version": __version__},
+    )
+    save_detector(run_dir / f"fold_{subject}.safetensors", detector, model.state_dict())
     metadata = {"model": config.model, "model_kwargs": json.dumps(config.model_kwargs)}
-    _save_weights(run_dir / f"fold_{subject}.safetensors", model.state_dict(), metadata)
     if config.protocol == "reference" and hasattr(model, "cnn"):
         cnn_state = {k: v for k, v in result.final_state.items() if k.startswith("cnn.")}
         _save_weights(_chain_path(run_dir, subject), cnn_state, metadata)

@@ -299,7 +299,21 @@ def ggem(
     """
     cdim = _check_ggem_args(x, p, channel_dim, eps)
     p_ch = expand_group_exponents(p, x.shape[cdim], layout)
+    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return _ggem_plain(x, p_ch.to(x.device), eps, cdim)
     return _GGeMFunction.apply(x, p_ch.to(x.device), float(eps), cdim)
+
+
+def _ggem_plain(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+    """The same values as the kernel from plain ops (clamp, amax, div, pow, mean, mul), so that
+    ONNX/TorchScript exports hold no custom function. The per-channel max shift keeps
+    ``(x / max) ** p <= 1``, so nothing overflows."""
+    dims = _reduce_dims(x.ndim, cdim)
+    xc = x.to(_compute_dtype(x)).clamp(min=eps)
+    p_v = _channel_view(p_ch.to(xc.dtype), x.ndim, cdim)
+    top = xc.amax(dim=dims, keepdim=True)
+    pooled = top * (xc / top).pow(p_v).mean(dim=dims, keepdim=True).pow(1.0 / p_v)
+    return _to_bc(pooled, x.shape[0], x.shape[cdim]).to(x.dtype)
 
 
 def gem(x: Tensor, p: float | Tensor = 3.0, *, channel_dim: int = -1, eps: float = 1e-6) -> Tensor:
