@@ -142,6 +142,99 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import sys
+
+    from poolwise.pain.detector import Detector
+    from poolwise.pain.replay import (
+        FAME_FRAME_RATE,
+        fame_channel_names,
+        iter_csv_frames,
+        read_fame_frames,
+    )
+    from poolwise.pain.streaming import StreamingDetector
+
+    detector = Detector.load(args.checkpoint)
+    config = detector.config
+    if args.input.endswith(".mat"):
+        detector.check(channel_names=fame_channel_names(), frame_rate=FAME_FRAME_RATE)
+        session = read_fame_frames(args.input)
+        chunks = ((session[i:i + args.chunk], None) for i in range(0, len(session), args.chunk))
+    else:
+        if args.frame_rate is not None:
+            detector.check(frame_rate=args.frame_rate)
+        handle = sys.stdin if args.input == "-" else open(args.input, newline="")
+        chunks = iter_csv_frames(handle, config.channel_names, chunk=args.chunk,
+                                 name="stdin" if args.input == "-" else args.input)
+    stream = StreamingDetector(detector, max_missing=args.max_missing)
+    decisions = []
+    print(f"# window {config.window} frames, hop {config.hop} ({config.hop / config.frame_rate:g}"
+          f" s), threshold {config.threshold:.3f}; time_s start end probability label status")
+    for chunk, times in chunks:
+        for d in stream.push(chunk, times):
+            decisions.append(d)
+            p = "-" if d.probability is None else f"{d.probability:.4f}"
+            label = {None: "unknown", 0: "not-protective", 1: "PROTECTIVE"}[d.label]
+            print(f"{d.time_s:8.2f} {d.start} {d.end} {p} {label} {d.status}"
+                  + (f" ({d.detail})" if d.detail else ""), flush=True)
+    n_frames = stream.frames
+    unavailable = sum(d.probability is None for d in decisions)
+    print(f"# {len(decisions)} decisions over {n_frames} frames "
+          f"({n_frames / config.frame_rate:.1f} s); {unavailable} unavailable")
+    if args.out:
+        _write_stream_outputs(Path(args.out), decisions, n_frames, config)
+        print(f"# written: {args.out}/decisions.csv, frames.csv, stream.png")
+    return 0
+
+
+def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from poolwise._io import atomic_path, write_text
+    from poolwise.pain.streaming import frame_labels
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["time_s", "start", "end", "probability", "label", "status", "detail"])
+    for d in decisions:
+        writer.writerow([f"{d.time_s:.4f}", d.start, d.end,
+                         "" if d.probability is None else f"{d.probability:.6f}",
+                         "" if d.label is None else d.label, d.status, d.detail])
+    write_text(out / "decisions.csv", buffer.getvalue())
+    prob, labels = frame_labels(decisions, n_frames, config.threshold)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["frame", "time_s", "probability", "label"])
+    for i in range(n_frames):
+        writer.writerow([i, f"{i / config.frame_rate:.4f}",
+                         "" if prob[i] != prob[i] else f"{prob[i]:.6f}", int(labels[i])])
+    write_text(out / "frames.csv", buffer.getvalue())
+    fig, ax = plt.subplots(figsize=(10, 3))
+    t = [d.time_s for d in decisions if d.probability is not None]
+    ax.plot(t, [d.probability for d in decisions if d.probability is not None], ".-", ms=3,
+            label="window probability (at its end)")
+    ax.axhline(config.threshold, color="grey", ls="--", lw=0.8, label="threshold")
+    frames_t = [i / config.frame_rate for i in range(n_frames)]
+    ax.fill_between(frames_t, 0, 1, where=labels == 1, color="C3", alpha=0.15, step="post",
+                    label="protective frames")
+    ax.fill_between(frames_t, 0, 1, where=labels == -1, color="k", alpha=0.07, step="post",
+                    label="unknown")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("P(protective)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_path(out / "stream.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     pain = commands.add_parser(
         "pain",
@@ -257,6 +350,26 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     export.add_argument("--out", help="output file (default: the checkpoint's name, .onnx/.pt)")
     export.set_defaults(run=_cmd_export)
+
+    stream = sub.add_parser(
+        "stream",
+        help="replay a recording (CSV, stdin or FAME .mat) through a detector as a stream",
+        description="Replay a recording as a live stream through a detector checkpoint: one "
+        "protective-behaviour probability per hop, printed as it is made; gaps, NaNs and "
+        "dropped sensors follow the documented policy (docs/pain.md#streaming).",
+    )
+    stream.add_argument("checkpoint", help="a detector checkpoint (LOSO fold .safetensors)")
+    stream.add_argument("--input", required=True,
+                        help="CSV file with a header of channel names (optional 'time' column), "
+                        "'-' for CSV on stdin, or a raw FAME .mat session")
+    stream.add_argument("--chunk", type=int, default=45, help="frames per push (45)")
+    stream.add_argument("--frame-rate", type=float, default=None,
+                        help="the CSV's frame rate, checked against the detector's")
+    stream.add_argument("--max-missing", type=float, default=0.1,
+                        help="largest missing fraction of a channel in a window that is "
+                        "interpolated (0.1); beyond it the decision is unavailable")
+    stream.add_argument("--out", help="folder for decisions.csv, frames.csv and stream.png")
+    stream.set_defaults(run=_cmd_stream)
 
     report.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
     report.add_argument("--out", help="report folder (default: the first RUN folder)")
