@@ -41,6 +41,20 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return _MODELS[name][0](**kwargs)
 
 
+# models built on the 2D CNN need the window length; the recurrent ones take any length
+_WINDOWED = {"lsfan", "lsfan_ggem", "cnn_tap", "cnn_sap"}
+
+
+def model_input_kwargs(name: str, n_channels: int, window: int) -> dict:
+    """The constructor arguments that fit a model to inputs ``(n, n_channels, window)``."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown pain model {name!r}; known: {', '.join(list_models())}")
+    kwargs = {"n_channels": n_channels}
+    if name in _WINDOWED:
+        kwargs["window"] = window
+    return kwargs
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -54,4 +68,5 @@ __all__ = [
     "describe_models",
     "list_models",
     "map_reference_state_dict",
+    "model_input_kwargs",
 ]

@@ -1,0 +1,130 @@
+"""scikit-learn/aeon-style estimators: ``LSFANClassifier`` and ``PainClassifier(model=...)``.
+
+They take numpy3D ``(n_cases, n_channels, n_timepoints)`` (a 2-D ``(n_cases, n_timepoints)``
+array is one channel, as in aeon), any two class labels, and ``groups`` (subjects) in ``fit``.
+``fit`` holds out a validation part for picking the epoch: whole groups when ``groups`` is
+given (so no subject is in both parts), else a stratified fraction of the windows. The z-score
+statistics come from the fitting part only. Parameters are plain constructor arguments, so
+``clone``, ``GridSearchCV``, ``cross_validate`` and ``LeaveOneGroupOut`` work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from poolwise.pain.augment import apply_zscore, fit_zscore
+from poolwise.pain.models import create_model, model_input_kwargs
+from poolwise.pain.train import TrainConfig, fit, predict_proba
+
+
+def _as_3d(X: np.ndarray) -> np.ndarray:
+    """Validated X as (n_cases, n_channels, n_timepoints): 2-D means one channel."""
+    if X.ndim == 2:
+        X = X[:, None, :]
+    if X.ndim != 3:
+        raise ValueError(f"X must be (n_cases, n_channels, n_timepoints), got shape {X.shape}")
+    return X
+
+
+class PainClassifier(ClassifierMixin, BaseEstimator):
+    """A poolwise pain model (``model``: any name of ``poolwise pain models``) as a binary
+    classifier. The positive class is the larger of the two labels (1 = protective)."""
+
+    def __init__(self, model: str = "lsfan", *, epochs: int = 20, batch_size: int = 40,
+                 lr: float = 1e-3, weight_decay: float = 0.0, augment: bool = True,
+                 validation_fraction: float = 0.2, model_kwargs: dict | None = None,
+                 random_state: int | None = None) -> None:
+        self.model = model
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.augment = augment
+        self.validation_fraction = validation_fraction
+        self.model_kwargs = model_kwargs
+        self.random_state = random_state
+
+    def _split(self, y: np.ndarray, groups, rng: np.random.Generator) -> np.ndarray:
+        """Boolean mask of the validation cases."""
+        n = len(y)
+        if groups is not None:
+            groups = np.asarray(groups)
+            if len(groups) != n:
+                raise ValueError(f"{n} cases but {len(groups)} groups")
+            names = rng.permutation(np.unique(groups))
+            if len(names) >= 2:
+                k = max(1, round(self.validation_fraction * len(names)))
+                for start in range(len(names)):  # first choice whose rest has both classes
+                    chosen = np.roll(names, -start)[:k]
+                    mask = np.isin(groups, chosen)
+                    if len(np.unique(y[~mask])) == 2:
+                        return mask
+        mask = np.zeros(n, dtype=bool)
+        for c in np.unique(y):
+            index = rng.permutation(np.flatnonzero(y == c))
+            take = min(len(index) - 1, max(1, round(self.validation_fraction * len(index))))
+            mask[index[:take]] = True
+        return mask
+
+    def fit(self, X, y, groups=None):
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
+        X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
+        X = _as_3d(X)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) != 2:
+            raise ValueError(f"Only binary classification is supported; y holds "
+                             f"{len(self.classes_)} classes: {self.classes_[:5].tolist()}")
+        target = (y == self.classes_[1]).astype(np.int64)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        rng = np.random.default_rng(seed)
+        select = self._split(target, groups, rng)
+        self.mean_, self.std_ = fit_zscore(X[~select])
+        self.n_channels_, self.n_timepoints_ = X.shape[1], X.shape[2]
+        torch.manual_seed(seed)
+        kwargs = {**model_input_kwargs(self.model, X.shape[1], X.shape[2]),
+                  **(self.model_kwargs or {})}
+        self.module_ = create_model(self.model, **kwargs)
+        config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                             weight_decay=self.weight_decay, online_augment=self.augment)
+        result = fit(
+            self.module_,
+            torch.from_numpy(apply_zscore(X[~select], self.mean_, self.std_)),
+            torch.from_numpy(target[~select]),
+            torch.from_numpy(apply_zscore(X[select], self.mean_, self.std_)),
+            torch.from_numpy(target[select]),
+            config, torch.Generator().manual_seed(seed),
+        )
+        self.epoch_chosen_ = result.epoch_chosen
+        self.history_ = result.history
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "module_")
+        X = _as_3d(validate_data(self, X, allow_nd=True, dtype=np.float32, reset=False))
+        if X.shape[1:] != (self.n_channels_, self.n_timepoints_):
+            raise ValueError(f"X has shape {X.shape[1:]} per case, the classifier was fitted "
+                             f"on {(self.n_channels_, self.n_timepoints_)}")
+        p = predict_proba(self.module_, torch.from_numpy(apply_zscore(X, self.mean_, self.std_)))
+        return np.stack([1.0 - p, p], axis=1).astype(np.float64)
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "module_")
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.non_deterministic = False
+        tags.input_tags.three_d_array = True  # informative; sklearn's checks use 2-D X
+        return tags
+
+
+class LSFANClassifier(PainClassifier):
+    """L-SFAN (the published network) as a scikit-learn classifier; see PainClassifier."""
