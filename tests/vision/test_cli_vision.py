@@ -37,3 +37,34 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "none: not 'embedded'" in capsys.readouterr().err
     assert main(["vision", "dependence", str(tmp_path)]) == 2
     assert "no run folder" in capsys.readouterr().err
+
+
+def test_export_ggem_vit_matches_pytorch(tmp_path, capsys):
+    import numpy as np
+    import pytest
+    import torch
+
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from poolwise.vision.train import load_trained
+
+    run = tmp_path / "run"
+    assert main(["vision", "train", "--epochs", "1", *TINY, "--out", str(run)]) == 0
+    assert main(["vision", "export", str(run)]) == 0
+    assert main(["vision", "export", str(run), "--format", "torchscript", "--embedding"]) == 0
+    model, _ = load_trained(run)
+    images = torch.randn(64, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.softmax(model(images), -1).numpy()
+        embedding = model.forward_head(model.forward_features(images), pre_logits=True).numpy()
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    script = torch.jit.load(str(run / "model.pt"))
+    for batch in (1, 64):
+        got = session.run(None, {"images": images[:batch].numpy()})[0]
+        np.testing.assert_allclose(got, expected[:batch], atol=1e-5)
+        np.testing.assert_allclose(script(images[:batch]).detach().numpy(), embedding[:batch],
+                                   atol=1e-5)
+    graph = onnx.load(str(run / "model.onnx")).graph
+    assert {node.domain for node in graph.node} <= {"", "ai.onnx"}  # standard ops only
+    assert "Pow" in {node.op_type for node in graph.node}  # GGeM, as plain ops
+    assert json.loads((run / "model.onnx.json").read_text())["input"] == ["batch", 1, 28, 28]

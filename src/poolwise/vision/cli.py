@@ -193,6 +193,16 @@ def _cmd_dependence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from poolwise.vision.export import export_run
+
+    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"model{suffix}"
+    path = export_run(args.run_dir, out, args.format, embedding=args.embedding)
+    print(f"wrote {path} and {path.name}.json")
+    return 0
+
+
 def add_vision_commands(commands) -> None:
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
                                  description="Image classification, retrieval, pool comparisons "
@@ -226,6 +236,16 @@ def add_vision_commands(commands) -> None:
     compare.add_argument("--out", required=True)
     compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     compare.set_defaults(run=_cmd_compare)
+
+    export = sub.add_parser("export", help="export a trained run to ONNX or TorchScript",
+                            description="Export a finished `vision train` run: images in "
+                            "(dynamic batch axis), class probabilities (or --embedding) out; "
+                            "GGeM as plain ops.")
+    export.add_argument("run_dir", metavar="RUN", help="a finished run folder")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--embedding", action="store_true", help="output the pooled embedding")
+    export.add_argument("--out", help="output file (default: RUN/model.onnx or .pt)")
+    export.set_defaults(run=_cmd_export)
 
     dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
     dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")

@@ -1,0 +1,62 @@
+"""Export a trained pooled timm model (a ``poolwise vision train`` run) to ONNX or TorchScript.
+
+The graph takes normalised images ``(batch, channels, height, width)`` with a dynamic batch
+axis and returns class probabilities ``(batch, classes)``, or with ``embedding=True`` the
+pooled embedding ``forward_head(pre_logits=True)``. GGeM is exported as plain ops (clamp, max,
+pow, mean), so any ONNX runtime runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from poolwise._io import atomic_path, write_text
+from poolwise.vision.train import load_splits, load_trained
+
+FORMATS = ("onnx", "torchscript")
+
+
+class _Probabilities(nn.Module):
+    def __init__(self, model: nn.Module, embedding: bool) -> None:
+        super().__init__()
+        self.model, self.embedding = model, embedding
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(images)
+        if self.embedding:
+            return self.model.forward_head(features, pre_logits=True)
+        return torch.softmax(self.model.forward_head(features), dim=-1)
+
+
+def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", *,
+               embedding: bool = False) -> Path:
+    """Writes ``out`` and ``out.json`` (the run's spec, input shape and class names)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    model, spec = load_trained(run_dir)
+    result = json.loads((Path(run_dir) / "result.json").read_text())
+    train, _ = load_splits(spec)
+    channels, size = train.channels, train.image_size
+    example = torch.zeros(2, channels, size, size)
+    wrapper = _Probabilities(model, embedding).eval()
+    out = Path(out)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with atomic_path(out) as tmp:
+            if fmt == "onnx":
+                name = "embedding" if embedding else "probabilities"
+                torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
+                                  output_names=[name], dynamo=False, opset_version=17,
+                                  dynamic_axes={"images": {0: "batch"}, name: {0: "batch"}})
+            else:
+                torch.jit.save(torch.jit.trace(wrapper, example), str(tmp))
+    info = {"spec": spec.to_json(), "input": ["batch", channels, size, size],
+            "output": "embedding" if embedding else "probabilities",
+            "classes": result.get("classes"), "p": model.p_values()}
+    write_text(out.with_name(out.name + ".json"), json.dumps(info, indent=1) + "\n")
+    return out
