@@ -44,7 +44,7 @@ def retrieval_metrics(
         raise ValueError(f"need at least 2 embeddings, got {n}")
     if any(k < 1 or k >= n for k in ks):
         raise ValueError(f"every K must be in [1, {n - 1}], got {ks}")
-    emb = torch.nn.functional.normalize(embeddings.double(), dim=1)
+    emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
     labels = labels.long()
     counts = torch.bincount(labels - labels.min())
     r_all = counts[labels - labels.min()] - 1  # other items with the query's label
