@@ -203,6 +203,75 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_clip_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="embedded",
+                   help="'embedded' or 'fashion-mnist' (built-in captions), or TRAIN.csv,TEST.csv "
+                   "(tab-separated 'filepath' and 'title' columns, as open_clip reads them)")
+    p.add_argument("--model", default=None,
+                   help="an open_clip model name (default: the built-in tiny dual encoder)")
+    p.add_argument("--pretrained", default=None, help="open_clip pretrained tag")
+    p.add_argument("--groups", type=int, default=None, help="GGeM groups (default: heads)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--p-lr-mult", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True)
+
+
+def _clip_spec(args: argparse.Namespace, pool: str, seed: int):
+    from poolwise.vision.clip.train import ClipSpec
+
+    return ClipSpec(model=args.model, pretrained=args.pretrained, pool=pool, groups=args.groups,
+                    data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    p_lr_mult=args.p_lr_mult, seed=seed)
+
+
+def _print_clip(result: dict) -> None:
+    keys = [k for k in result if "R@" in k or k == "zero-shot accuracy"]
+    print(" | ".join(f"{k} {100 * result[k]:.2f}%" for k in keys))
+    if result.get("p"):
+        print("learned p: " + ", ".join(f"{v:.3f}" for v in result["p"]))
+
+
+def _cmd_clip_train(args: argparse.Namespace) -> int:
+    from poolwise.vision.clip.train import run_clip
+
+    _threads(args)
+
+    def show(r: dict) -> None:
+        print(f"epoch {r['epoch']}: loss {r['train_loss']:.4f}, temperature scale "
+              f"{r['logit_scale']:.1f} ({r['seconds']:.0f}s)", flush=True)
+
+    _print_clip(run_clip(_clip_spec(args, args.pool, args.seed), args.out, on_epoch=show))
+    return 0
+
+
+def _cmd_clip_compare(args: argparse.Namespace) -> int:
+    from poolwise.vision.clip.compare import run_clip_compare, write_clip_report
+
+    _threads(args)
+    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    unknown = [p for p in pools if p not in args.known_pools]
+    if unknown:
+        print(f"error: unknown pools {unknown}; known: {', '.join(args.known_pools)}",
+              file=sys.stderr)
+        return 2
+
+    def on_cell(pool: str, seed: int, r: dict) -> None:
+        print(f"  {pool} seed {seed}: image->text R@1 {100 * r['image->text R@1']:.2f}%, "
+              f"text->image R@1 {100 * r['text->image R@1']:.2f}%", flush=True)
+
+    results = run_clip_compare(args.out, _clip_spec(args, pools[0], 0), pools,
+                               list(range(args.seeds)), jobs=args.jobs, on_cell=on_cell)
+    command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
+    report = write_clip_report(args.out, results, command)
+    text = report.read_text()
+    print(f"\nreport: {report}")
+    print(text[text.index("| pool"):text.index("![")].strip())
+    return 0
+
+
 def add_vision_commands(commands) -> None:
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
                                  description="Image classification, retrieval, pool comparisons "
@@ -246,6 +315,23 @@ def add_vision_commands(commands) -> None:
     export.add_argument("--embedding", action="store_true", help="output the pooled embedding")
     export.add_argument("--out", help="output file (default: RUN/model.onnx or .pt)")
     export.set_defaults(run=_cmd_export)
+
+    from poolwise.pooling import list_pools
+
+    clip_train = sub.add_parser("clip-train", help="CLIP-style image-text training with a pool "
+                                "on the image tower (open_clip)")
+    _add_clip_options(clip_train)
+    clip_train.add_argument("--pool", default="ggem")
+    clip_train.add_argument("--seed", type=int, default=0)
+    clip_train.set_defaults(run=_cmd_clip_train)
+
+    clip_compare = sub.add_parser("clip-compare", help="pools x seeds for CLIP-style training")
+    _add_clip_options(clip_compare)
+    clip_compare.add_argument("--pools", default="token,avg,gem,ggem")
+    clip_compare.add_argument("--seeds", type=int, default=3)
+    clip_compare.add_argument("--jobs", type=int, default=1)
+    clip_compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    clip_compare.set_defaults(run=_cmd_clip_compare, known_pools=list_pools())
 
     dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
     dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")

@@ -1,0 +1,212 @@
+"""Contrastive image-text training of a pooled open_clip model, resumable like the classifier.
+
+The loss is CLIP's symmetric cross-entropy over the in-batch similarity matrix scaled by the
+learnable temperature (``logit_scale``, clamped after every step so that exp(logit_scale) <= 100,
+as in CLIP), with one change that matters when captions repeat: every caption in the batch that
+describes an image (by the image-to-captions map) is a positive for it, and the target is
+uniform over the positives. With unique captions this is exactly CLIP's loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poolwise._io import atomic_path, write_json, write_text
+from poolwise.vision.clip.data import (
+    FASHION_MNIST_NAMES,
+    ZERO_SHOT_TEMPLATES,
+    PairedSplit,
+    fashion_mnist_pairs,
+    read_pairs_csv,
+)
+from poolwise.vision.clip.metrics import image_text_recall, zero_shot_accuracy
+from poolwise.vision.clip.towers import create_clip, pool_of
+from poolwise.vision.data import random_crop_flip
+from poolwise.vision.models import param_groups
+from poolwise.vision.train import _check_spec, _lr_factor
+
+MAX_LOGIT_SCALE = math.log(100.0)
+# a CPU-sized dual encoder for 28x28 images: ViT 7x7 patches, width 96, 4 blocks of 6 heads;
+# text transformer width 64, 2 layers, 16 tokens; 64-d joint space
+TINY_CLIP = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 28, "patch_size": 7, "width": 96, "layers": 4,
+                   "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 16, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+@dataclass
+class ClipSpec:
+    model: str | None = None  # an open_clip model name; None: the ``config`` dict
+    pretrained: str | None = None
+    config: dict = field(default_factory=lambda: json.loads(json.dumps(TINY_CLIP)))
+    pool: str = "ggem"
+    groups: int | None = None
+    pool_kwargs: dict = field(default_factory=dict)
+    data: str = "embedded"  # 'embedded', 'fashion-mnist', or TRAIN.csv[,TEST.csv]
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    p_lr_mult: float = 10.0
+    warmup_epochs: float = 1.0
+    augment: bool = True
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_pairs(spec: ClipSpec) -> tuple[PairedSplit, PairedSplit]:
+    if spec.data in ("embedded", "fashion-mnist"):
+        pairs = fashion_mnist_pairs(spec.data)
+        return pairs["train"], pairs["test"]
+    files = spec.data.split(",")
+    if len(files) != 2:
+        raise ValueError(f"data {spec.data!r}: expected 'embedded', 'fashion-mnist' or "
+                         "TRAIN.csv,TEST.csv")
+    size = spec.config.get("vision_cfg", {}).get("image_size", 224)
+    return tuple(read_pairs_csv(f, image_size=size) for f in files)
+
+
+def build(spec: ClipSpec):
+    torch.manual_seed(spec.seed)
+    if spec.model is None:
+        return create_clip(config=spec.config, pool=spec.pool, groups=spec.groups,
+                           pool_kwargs=spec.pool_kwargs)
+    return create_clip(spec.model, pretrained=spec.pretrained, pool=spec.pool,
+                       groups=spec.groups, pool_kwargs=spec.pool_kwargs)
+
+
+def _rgb(images: Tensor) -> Tensor:
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def clamp_logit_scale(model) -> None:
+    """CLIP's clamp: the learnable temperature scale exp(logit_scale) stays in [1, 100]."""
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
+                     positive: Tensor) -> Tensor:
+    """Symmetric multi-positive InfoNCE; ``positive[i, j]`` is True when text j describes
+    image i (the diagonal must be True)."""
+    image_emb = torch.nn.functional.normalize(image_emb, dim=1)
+    text_emb = torch.nn.functional.normalize(text_emb, dim=1)
+    logits = logit_scale * image_emb @ text_emb.T
+    target = positive.float()
+    i2t = -(target / target.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    t2i = -(target.T / target.T.sum(1, keepdim=True) * logits.T.log_softmax(1)).sum(1).mean()
+    return (i2t + t2i) / 2
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, pairs: PairedSplit, batch_size: int = 256) -> dict:
+    model.eval()
+    images = []
+    ds = pairs.images.dataset
+    for start in range(0, len(ds), batch_size):
+        batch, _ = ds.__getitems__(list(range(start, min(len(ds), start + batch_size))))
+        images.append(model.encode_image(_rgb(batch)))
+    image_emb = torch.cat(images)
+    text_emb = torch.cat([model.encode_text(tokenizer(pairs.captions[s:s + batch_size]))
+                          for s in range(0, len(pairs.captions), batch_size)])
+    result = image_text_recall(image_emb, text_emb, pairs.image_to_captions)
+    if pairs.class_captions is not None:
+        prompts = [t.format(names[0]) for names in FASHION_MNIST_NAMES for t in ZERO_SHOT_TEMPLATES]
+        prompt_emb = model.encode_text(tokenizer(prompts)).reshape(
+            len(FASHION_MNIST_NAMES), len(ZERO_SHOT_TEMPLATES), -1)
+        labels = torch.as_tensor(pairs.images.labels)
+        result["zero-shot accuracy"] = zero_shot_accuracy(image_emb, labels, prompt_emb)
+    return result
+
+
+def run_clip(spec: ClipSpec, run_dir: str | Path, *,
+             on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Trains (or resumes, or returns the finished result of) the CLIP run in ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_spec(run_dir, spec)
+    if (run_dir / "result.json").exists():
+        return json.loads((run_dir / "result.json").read_text())
+    train, test = load_pairs(spec)
+    model, tokenizer = build(spec)
+    optimizer = torch.optim.AdamW(param_groups(model, lr=spec.lr, weight_decay=spec.weight_decay,
+                                               p_lr_mult=spec.p_lr_mult), lr=spec.lr)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    history: list[dict] = []
+    start = 0
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history, start = list(ckpt["history"]), int(ckpt["epoch"]) + 1
+    n = len(train.images)
+    steps = math.ceil(n / spec.batch_size)
+    total, warmup = spec.epochs * steps, int(spec.warmup_epochs * steps)
+    caption_sets = [set(c) for c in train.image_to_captions]
+    for epoch in range(start, spec.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(spec.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(spec.seed * 7_919 + epoch)
+        order = torch.randperm(n, generator=generator)
+        model.train()
+        loss_sum = 0.0
+        for step in range(steps):
+            index = order[step * spec.batch_size:(step + 1) * spec.batch_size].tolist()
+            images, _ = train.images.dataset.__getitems__(index)
+            if spec.augment:
+                images = random_crop_flip(images, max(1, images.shape[-1] // 14), generator)
+            chosen = [train.image_to_captions[i][int(torch.randint(
+                len(train.image_to_captions[i]), (1,), generator=generator))] for i in index]
+            positive = torch.tensor([[c in caption_sets[i] for c in chosen] for i in index])
+            factor = _lr_factor(epoch * steps + step, total, warmup)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            text = tokenizer([train.captions[c] for c in chosen])
+            loss = contrastive_loss(model.encode_image(_rgb(images)), model.encode_text(text),
+                                    model.logit_scale.exp(), positive)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            clamp_logit_scale(model)
+            loss_sum += float(loss.detach()) * len(index)
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / n,
+                  "logit_scale": float(model.logit_scale.detach().exp()),
+                  "p": _p(model), "seconds": time.perf_counter() - t0}
+        history.append(record)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch, "history": history}, tmp)
+        write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        if on_epoch is not None:
+            on_epoch(record)
+    from safetensors.torch import save_file
+
+    result = evaluate(model, tokenizer, test)
+    result.update({"spec": spec.to_json(), "p": _p(model), "history": history,
+                   "parameters": sum(p.numel() for p in model.parameters()),
+                   "train_seconds": float(np.sum([h["seconds"] for h in history])),
+                   "test_images": len(test.images), "test_captions": len(test.captions)})
+    with atomic_path(run_dir / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(run_dir / "result.json", result)
+    return result
+
+
+def _p(model) -> list[float] | None:
+    pool = pool_of(model)
+    return pool.effective_p().detach().tolist() if hasattr(pool, "effective_p") else None
