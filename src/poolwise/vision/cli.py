@@ -43,7 +43,6 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--pools-help", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(known_pools=list_pools())
 
 
