@@ -242,7 +242,8 @@ def _cmd_clip_train(args: argparse.Namespace) -> int:
         print(f"epoch {r['epoch']}: loss {r['train_loss']:.4f}, temperature scale "
               f"{r['logit_scale']:.1f} ({r['seconds']:.0f}s)", flush=True)
 
-    _print_clip(run_clip(_clip_spec(args, args.pool, args.seed), args.out, on_epoch=show))
+    _print_clip(run_clip(_clip_spec(args, args.pool, args.seed), args.out, on_epoch=show,
+                         on_batch=_bar()))
     return 0
 
 

@@ -134,7 +134,8 @@ def evaluate(model, tokenizer, pairs: PairedSplit, batch_size: int = 256) -> dic
 
 
 def run_clip(spec: ClipSpec, run_dir: str | Path, *,
-             on_epoch: Callable[[dict], None] | None = None) -> dict:
+             on_epoch: Callable[[dict], None] | None = None,
+             on_batch: Callable[[int, int], None] | None = None) -> dict:
     """Trains (or resumes, or returns the finished result of) the CLIP run in ``run_dir``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +185,8 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
             optimizer.step()
             clamp_logit_scale(model)
             loss_sum += float(loss.detach()) * len(index)
+            if on_batch is not None:
+                on_batch(step + 1, steps)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / n,
                   "logit_scale": float(model.logit_scale.detach().exp()),
                   "p": _p(model), "seconds": time.perf_counter() - t0}
