@@ -79,6 +79,7 @@ def test_clean_protocol_records_and_keeps_the_test_subject_out(cohort, tmp_path)
         assert len(r["test"]["probabilities"]) == n == len(r["test"]["labels"])
         assert r["test"]["labels"] == cohort.y[cohort.subject == s].tolist()
         assert r["seed"] == fold_seed(0, s) and 1 <= r["epoch_chosen"] <= 2
+        assert r["environment"]["torch_threads"] == torch.get_num_threads()
         assert json.loads((tmp_path / f"fold_{s}.json").read_text()) == r
         # the fold weights are a complete detector: raw windows in, the same probabilities out
         detector = Detector.load(tmp_path / f"fold_{s}.safetensors")

@@ -307,6 +307,8 @@ def run_fold(
     labels = dataset.y[source]
     record = {
         "poolwise_version": __version__,
+        # thread count and versions: float reductions, hence trajectories, depend on them
+        "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "protocol": config.protocol,
         **({"protocol_note": REFERENCE_LABEL} if config.protocol == "reference" else {}),
         "model": config.model,
