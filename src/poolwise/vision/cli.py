@@ -66,6 +66,17 @@ def _spec(args: argparse.Namespace, pool: str, seed: int):
     )
 
 
+def _pools(args: argparse.Namespace) -> list[str] | None:
+    """The --pools list, or None after printing which names are unknown."""
+    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    unknown = [p for p in pools if p not in args.known_pools]
+    if unknown:
+        print(f"error: unknown pools {unknown}; known: {', '.join(args.known_pools)}",
+              file=sys.stderr)
+        return None
+    return pools
+
+
 def _threads(args: argparse.Namespace) -> None:
     if args.threads:
         import torch
@@ -135,11 +146,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from poolwise.vision.compare import run_compare, write_compare_report
 
     _threads(args)
-    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
-    unknown = [p for p in pools if p not in args.known_pools]
-    if unknown:
-        print(f"error: unknown pools {unknown}; known: {', '.join(args.known_pools)}",
-              file=sys.stderr)
+    pools = _pools(args)
+    if pools is None:
         return 2
     seeds = list(range(args.seeds))
     base = _spec(args, pools[0], 0)
@@ -251,11 +259,8 @@ def _cmd_clip_compare(args: argparse.Namespace) -> int:
     from poolwise.vision.clip.compare import run_clip_compare, write_clip_report
 
     _threads(args)
-    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
-    unknown = [p for p in pools if p not in args.known_pools]
-    if unknown:
-        print(f"error: unknown pools {unknown}; known: {', '.join(args.known_pools)}",
-              file=sys.stderr)
+    pools = _pools(args)
+    if pools is None:
         return 2
 
     def on_cell(pool: str, seed: int, r: dict) -> None:

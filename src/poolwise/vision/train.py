@@ -169,7 +169,27 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _check_spec(run_dir: Path, spec: RunSpec) -> None:
+def save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+               history: list[dict]) -> None:
+    """The resumable state (``checkpoint.pt``, weights-only loadable) and ``log.jsonl``, both
+    written atomically."""
+    with atomic_path(run_dir / "checkpoint.pt") as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "epoch": epoch, "history": history}, tmp)
+    write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+def save_final(run_dir: Path, model: nn.Module, result: dict) -> None:
+    """``model.safetensors`` and ``result.json``; the result is written last (it marks a
+    finished run)."""
+    from safetensors.torch import save_file
+
+    with atomic_path(run_dir / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(run_dir / "result.json", result)
+
+
+def _check_spec(run_dir: Path, spec) -> None:
     path = run_dir / "run.json"
     wanted = json.loads(json.dumps(spec.to_json()))
     if path.exists():
@@ -261,18 +281,13 @@ def run_classification(
         record.update({"test_accuracy": test_eval["accuracy"], "test_loss": test_eval["loss"],
                        "p": model.p_values(), "seconds": time.perf_counter() - t0})
         history.append(record)
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "epoch": epoch, "history": history}, tmp)
-        write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        save_epoch(run_dir, model, optimizer, epoch, history)
         if on_epoch is not None:
             on_epoch(record)
     if created:
         dist.destroy_process_group()
     if rank != 0:
         return {}
-    from safetensors.torch import save_file
-
     result = evaluate(model, test, device=device, amp=spec.amp)
     result.update({
         "spec": spec.to_json(), "p": model.p_values(), "groups": model.groups,
@@ -281,9 +296,7 @@ def run_classification(
         "train_seconds": float(np.sum([h["seconds"] for h in history])),
         "classes": list(train.classes), "history": history,
     })
-    with atomic_path(run_dir / "model.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    write_json(run_dir / "result.json", result)
+    save_final(run_dir, model, result)
     return result
 
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from poolwise._io import atomic_path, write_json, write_text
 from poolwise.vision.clip.data import (
     FASHION_MNIST_NAMES,
     ZERO_SHOT_TEMPLATES,
@@ -33,7 +32,7 @@ from poolwise.vision.clip.metrics import image_text_recall, zero_shot_accuracy
 from poolwise.vision.clip.towers import create_clip, pool_of
 from poolwise.vision.data import random_crop_flip
 from poolwise.vision.models import param_groups
-from poolwise.vision.train import _check_spec, _lr_factor
+from poolwise.vision.train import _check_spec, _lr_factor, save_epoch, save_final
 
 MAX_LOGIT_SCALE = math.log(100.0)
 # a CPU-sized dual encoder for 28x28 images: ViT 7x7 patches, width 96, 4 blocks of 6 heads;
@@ -191,22 +190,15 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
                   "logit_scale": float(model.logit_scale.detach().exp()),
                   "p": _p(model), "seconds": time.perf_counter() - t0}
         history.append(record)
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "epoch": epoch, "history": history}, tmp)
-        write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+        save_epoch(run_dir, model, optimizer, epoch, history)
         if on_epoch is not None:
             on_epoch(record)
-    from safetensors.torch import save_file
-
     result = evaluate(model, tokenizer, test)
     result.update({"spec": spec.to_json(), "p": _p(model), "history": history,
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "train_seconds": float(np.sum([h["seconds"] for h in history])),
                    "test_images": len(test.images), "test_captions": len(test.captions)})
-    with atomic_path(run_dir / "model.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    write_json(run_dir / "result.json", result)
+    save_final(run_dir, model, result)
     return result
 
 
