@@ -55,7 +55,7 @@ def main() -> None:
 
         def torch_once(detector=detector, x=x):
             with torch.inference_mode():
-                detector.model(detector.normalise(x))
+                detector.net(x)
 
         for _ in range(20):
             torch_once()

@@ -145,19 +145,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_stream(args: argparse.Namespace) -> int:
     import sys
 
+    from poolwise.pain.data.layout import CHANNEL_NAMES
     from poolwise.pain.detector import Detector
-    from poolwise.pain.replay import (
-        FAME_FRAME_RATE,
-        fame_channel_names,
-        iter_csv_frames,
-        read_fame_frames,
-    )
+    from poolwise.pain.replay import FAME_FRAME_RATE, iter_csv_frames, read_fame_frames
     from poolwise.pain.streaming import StreamingDetector
 
     detector = Detector.load(args.checkpoint)
     config = detector.config
     if args.input.endswith(".mat"):
-        detector.check(channel_names=fame_channel_names(), frame_rate=FAME_FRAME_RATE)
+        detector.check(channel_names=CHANNEL_NAMES, frame_rate=FAME_FRAME_RATE)
         session = read_fame_frames(args.input)
         chunks = ((session[i:i + args.chunk], None) for i in range(0, len(session), args.chunk))
     else:

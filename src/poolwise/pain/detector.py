@@ -105,6 +105,21 @@ def read_detector(path: str | Path) -> tuple[DetectorConfig, dict[str, Tensor]]:
     return DetectorConfig(**json.loads(metadata["poolwise_detector"])), state
 
 
+class ProbabilityNet(nn.Module):
+    """Normalisation + model + softmax: raw windows -> protective probability (B,). The one
+    inference path: :class:`Detector`, the streaming detector and the exports all run it."""
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None])
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None])
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.model((x - self.mean) / self.std)
+        return torch.softmax(logits.float(), dim=1)[:, 1]
+
+
 class Detector:
     """Raw windows in, protective-behaviour probabilities out.
 
@@ -118,9 +133,7 @@ class Detector:
         self.config = config
         self.model = create_model(config.model, **config.model_kwargs)
         self.model.load_state_dict(state)
-        self.model.eval()
-        self.mean = torch.tensor(config.mean, dtype=torch.float32)[None, :, None]
-        self.std = torch.tensor(config.std, dtype=torch.float32)[None, :, None]
+        self.net = ProbabilityNet(self.model, config.mean, config.std).eval()
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
@@ -152,9 +165,6 @@ class Detector:
         if window is not None and window != c.window:
             raise ValueError(f"windows have {window} frames, the detector expects {c.window}")
 
-    def normalise(self, X: Tensor) -> Tensor:
-        return (X - self.mean) / self.std
-
     @torch.inference_mode()
     def predict_proba(self, X: np.ndarray | Tensor, *, channel_names: Sequence[str] | None = None,
                       frame_rate: float | None = None) -> np.ndarray:
@@ -167,21 +177,7 @@ class Detector:
         if not torch.isfinite(X).all():
             raise ValueError(f"{int((~torch.isfinite(X)).sum())} input values are NaN or inf; "
                              "the streaming detector has a policy for gaps, this call does not")
-        return torch.softmax(self.model(self.normalise(X)).float(), dim=1)[:, 1].numpy()
+        return self.net(X).numpy()
 
     def predict(self, X: np.ndarray | Tensor, **kwargs) -> np.ndarray:
         return (self.predict_proba(X, **kwargs) >= self.threshold).astype(np.int64)
-
-
-class ExportWrapper(nn.Module):
-    """Normalisation + model + softmax: raw windows -> protective probability (B,)."""
-
-    def __init__(self, detector: Detector) -> None:
-        super().__init__()
-        self.model = detector.model
-        self.register_buffer("mean", detector.mean.clone())
-        self.register_buffer("std", detector.std.clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits = self.model((x - self.mean) / self.std)
-        return torch.softmax(logits, dim=1)[:, 1]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from poolwise._io import atomic_path, write_text
-from poolwise.pain.detector import Detector, ExportWrapper
+from poolwise.pain.detector import Detector
 
 FORMATS = ("onnx", "torchscript")
 
@@ -38,7 +38,7 @@ def export_detector(checkpoint: str | Path, out: str | Path, fmt: str = "onnx") 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     detector = Detector.load(checkpoint)
-    wrapper = ExportWrapper(detector).eval()
+    wrapper = detector.net
     config = detector.config
     example = torch.zeros(2, len(config.channel_names), config.window)
     out = Path(out)

@@ -14,7 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
-from poolwise.pain.data.layout import CHANNEL_NAMES, FameLayout
+from poolwise.pain.data.layout import FameLayout
 from poolwise.pain.data.readers import load_mat_matrix
 
 FAME_FRAME_RATE = 60.0
@@ -73,6 +73,3 @@ def read_fame_frames(path: str | Path, layout: FameLayout | None = None) -> np.n
     matrix = load_mat_matrix(path, min_columns=max(layout.signals) + 1)
     return matrix[:, list(layout.signals)].astype(np.float32)
 
-
-def fame_channel_names() -> tuple[str, ...]:
-    return CHANNEL_NAMES

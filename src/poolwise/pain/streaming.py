@@ -138,8 +138,7 @@ class StreamingDetector:
             window = _interpolate(window, missing)
             status, detail = "filled", f"{int(missing.sum())} values interpolated"
         with torch.inference_mode():
-            x = self.detector.normalise(torch.from_numpy(window[None]))
-            p = float(torch.softmax(self.detector.model(x).float(), dim=1)[0, 1])
+            p = float(self.detector.net(torch.from_numpy(window[None]))[0])
         return Decision(start, end, end / self.rate, p, int(p >= self.detector.threshold),
                         status, detail)
 

@@ -32,24 +32,28 @@ def cell_dir(out: Path, pool: str, seed: int) -> Path:
     return Path(out) / f"{pool}-seed{seed}"
 
 
-def _run_cell(spec_json: dict, run_dir: str, threads: int) -> dict:
+def _run_cell(runner: Callable, spec_type: type, spec_json: dict, run_dir: str,
+              threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    return run_classification(RunSpec(**spec_json), run_dir)
+    return runner(spec_type(**spec_json), run_dir)
 
 
-def run_compare(
+def run_grid(
     out: str | Path,
-    base: RunSpec,
+    base,
     pools: Sequence[str],
     seeds: Sequence[int],
+    runner: Callable[..., dict],
     *,
     jobs: int = 1,
     on_cell: Callable[[str, int, dict], None] | None = None,
     on_epoch: Callable[[str, int, dict], None] | None = None,
 ) -> list[dict]:
-    """Runs every (pool, seed) cell (``jobs`` processes at a time) and returns the results."""
+    """Runs ``runner(spec, run_dir, on_epoch=...)`` for every (pool, seed) cell, ``jobs``
+    processes at a time (``runner`` must be a module-level function, the spec a dataclass with
+    ``to_json``), and returns the results in (pool, seed) order."""
     out = Path(out)
     cells = [(pool, seed) for pool in pools for seed in seeds]
     specs = {c: dataclasses.replace(base, pool=c[0], seed=c[1]) for c in cells}
@@ -57,8 +61,8 @@ def run_compare(
     if jobs <= 1:
         for pool, seed in cells:
             callback = None if on_epoch is None else (lambda r, p=pool, s=seed: on_epoch(p, s, r))
-            results[(pool, seed)] = run_classification(
-                specs[(pool, seed)], cell_dir(out, pool, seed), on_epoch=callback)
+            results[(pool, seed)] = runner(specs[(pool, seed)], cell_dir(out, pool, seed),
+                                           on_epoch=callback)
             if on_cell is not None:
                 on_cell(pool, seed, results[(pool, seed)])
     else:
@@ -68,7 +72,8 @@ def run_compare(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool_exec:
             futures = {
-                pool_exec.submit(_run_cell, specs[c].to_json(), str(cell_dir(out, *c)), threads): c
+                pool_exec.submit(_run_cell, runner, type(base), specs[c].to_json(),
+                                 str(cell_dir(out, *c)), threads): c
                 for c in cells
             }
             for future in as_completed(futures):
@@ -79,14 +84,21 @@ def run_compare(
     return [results[c] for c in cells]
 
 
+def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Sequence[int],
+                **kwargs) -> list[dict]:
+    """The classification grid: :func:`run_grid` over :func:`run_classification`."""
+    return run_grid(out, base, pools, seeds, run_classification, **kwargs)
+
+
 def _metric(result: dict, key: str) -> float | None:
-    if key in ("accuracy", "dependence"):
-        return result.get(key)
+    if key in result:
+        return result[key]
     return result.get("retrieval", {}).get(key)
 
 
-def summarise(results: Sequence[dict]) -> list[dict]:
-    """One row per pool: mean, std (ddof=1) and n of each metric, mean learned p per group."""
+def summarise(results: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> list[dict]:
+    """One row per pool: mean, std (ddof=1) and n of each metric, mean learned p per group.
+    ``metrics``: (key in result.json or its ``retrieval``, title, scale) triples."""
     by_pool: dict[str, list[dict]] = {}
     for r in results:
         by_pool.setdefault(r["spec"]["pool"], []).append(r)
@@ -94,7 +106,7 @@ def summarise(results: Sequence[dict]) -> list[dict]:
     for pool, runs in by_pool.items():
         row = {"pool": pool, "seeds": [r["spec"]["seed"] for r in runs],
                "parameters": runs[0]["parameters"]}
-        for key, _, scale in METRICS:
+        for key, _, scale in metrics:
             values = [v * scale for v in (_metric(r, key) for r in runs) if v is not None]
             row[key] = {
                 "mean": float(np.mean(values)) if values else None,
@@ -107,7 +119,8 @@ def summarise(results: Sequence[dict]) -> list[dict]:
     return rows
 
 
-def verdict(rows: Sequence[dict], key: str = "accuracy", pool: str = "ggem") -> str:
+def verdict(rows: Sequence[dict], key: str = "accuracy", pool: str = "ggem",
+            metrics: Sequence[tuple] = METRICS) -> str:
     """A plain sentence: did ``pool`` beat the best other pool on ``key``, relative to the
     seed-to-seed spread (the larger of the two pools' std)?"""
     mine = next((r for r in rows if r["pool"] == pool), None)
@@ -117,7 +130,7 @@ def verdict(rows: Sequence[dict], key: str = "accuracy", pool: str = "ggem") -> 
     best = max(others, key=lambda r: r[key]["mean"])
     diff = mine[key]["mean"] - best[key]["mean"]
     spread = max(s for s in (mine[key]["std"], best[key]["std"], 0.0) if s is not None)
-    title = dict((k, t) for k, t, _ in METRICS)[key]
+    title = dict((k, t) for k, t, _ in metrics)[key]
     if spread == 0:
         relation = "no seed spread to compare with (one seed)"
     elif abs(diff) <= spread:
@@ -137,14 +150,14 @@ def _fmt(cell: dict) -> str:
     return f"{cell['mean']:.2f}{std}"
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
-    head = "| pool | seeds | " + " | ".join(t for _, t, _ in METRICS) + " | learned p per group |"
-    lines = [head, "|" + "---|" * (len(METRICS) + 3)]
+def markdown_table(rows: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> str:
+    head = "| pool | seeds | " + " | ".join(t for _, t, _ in metrics) + " | learned p per group |"
+    lines = [head, "|" + "---|" * (len(metrics) + 3)]
     for r in rows:
         p = "—" if not r["p"] else ", ".join(f"{v:.2f}" for v in r["p"][:12])
         if r["p"] and len(r["p"]) > 12:
             p += f", … ({len(r['p'])})"
-        cells = " | ".join(_fmt(r[k]) for k, _, _ in METRICS)
+        cells = " | ".join(_fmt(r[k]) for k, _, _ in metrics)
         lines.append(f"| {r['pool']} | {len(r['seeds'])} | {cells} | {p} |")
     return "\n".join(lines)
 
@@ -191,14 +204,15 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str)
     return out / "compare.md"
 
 
-def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
+def plot_bars(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> None:
+    """One panel per metric: mean ± std per pool (GGeM in red) with the seeds as dots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
-    for ax, (key, title, _) in zip(axes, METRICS, strict=True):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
+    for ax, (key, title, _) in zip(axes, metrics, strict=True):
         names = [r["pool"] for r in rows if r[key]["mean"] is not None]
         for i, r in enumerate(r for r in rows if r[key]["mean"] is not None):
             ax.bar(i, r[key]["mean"], yerr=r[key]["std"] or 0, color="C0" if r["pool"] != "ggem"
@@ -212,10 +226,18 @@ def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
             pad = max(1e-3, 0.5 * (hi - lo))
             ax.set_ylim(lo - pad, hi + pad)
     fig.tight_layout()
-    with atomic_path(out / "compare.png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
+
+def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_bars(out / "compare.png", rows, METRICS)
     fig, ax = plt.subplots(figsize=(6, 3.4))
     for r in results:
         if r.get("p"):

@@ -137,12 +137,12 @@ class PooledModel(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         return self.backbone.forward_features(x)
 
-    def pool_features(self, features: Tensor) -> Tensor:
-        """The pooled embedding before the final norm placement is applied (B, C)."""
-        return self.pool(features)
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.pool(x)
+        return self.head_from_pooled(self.pool(x), pre_logits)
+
+    def head_from_pooled(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """The head after the pool: the final norm when it sits after pooling, dropout, and
+        (unless ``pre_logits``) the classifier."""
         if self.is_vit:
             x = self.backbone.fc_norm(x)
         x = self.head_drop(x)

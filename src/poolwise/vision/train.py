@@ -136,7 +136,7 @@ def embed(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
         with _autocast(device, amp):
             features = model.forward_features(images.to(device))
             pooled = model.pool(features)
-            embedding = model.forward_head(features, pre_logits=True)
+            embedding = model.head_from_pooled(pooled, pre_logits=True)
             logits = model.get_classifier()(embedding)
         for key, value in (("pooled", pooled), ("embedding", embedding), ("logits", logits)):
             out[key].append(value.float().cpu())

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from poolwise.vision.data import ImageSplit, load_images
+from poolwise.vision.data import ArrayImages, ImageSplit, load_images
 
 FASHION_MNIST_NAMES = (
     ("t-shirt", "top", "tee"),
@@ -49,10 +48,6 @@ class PairedSplit:
     captions: list[str]
     image_to_captions: list[list[int]]  # for image i, the indices of its captions
     class_captions: list[list[int]] | None = None  # for class c, its captions (built-in set)
-
-    def caption_for(self, index: int, generator: torch.Generator) -> str:
-        options = self.image_to_captions[index]
-        return self.captions[options[int(torch.randint(len(options), (1,), generator=generator))]]
 
 
 def fashion_mnist_pairs(data: str = "embedded") -> dict[str, PairedSplit]:
@@ -109,8 +104,6 @@ def read_pairs_csv(path: str | Path, *, image_key: str = "filepath", caption_key
         with Image.open(file) as image:
             arrays.append(np.asarray(image.convert("RGB").resize((image_size, image_size))))
     images = np.stack(arrays).transpose(0, 3, 1, 2)
-    from poolwise.vision.data import ArrayImages
-
     dataset = ArrayImages(images.astype(np.uint8), np.arange(len(images)), 0.5, 0.5)
     split = ImageSplit(dataset, np.arange(len(images)), tuple(order), 3, image_size, str(path))
     return PairedSplit(split, captions, image_to_captions)
