@@ -170,3 +170,100 @@ def test_clip_compare_cli(tmp_path, capsys):
     assert (out / "clip_compare.png").stat().st_size > 0
     rows = json.loads((out / "clip_compare.json").read_text())["rows"]
     assert [r["pool"] for r in rows] == ["avg", "ggem"]
+
+
+def _write_pairs(folder, count=32):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["filepath\ttitle"]
+    for i in range(count):
+        pixels = (rng.random((28, 28)) * 255 * (1 + i % 2) / 2).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+        rows.append(f"{folder / f'{i}.png'}\ta {'bright' if i % 2 else 'dark'} picture")
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_open_clip_recipe_trains_and_resumes_with_ggem_by_a_flag(tmp_path):
+    pytest.importorskip("open_clip_train.main")
+    _write_pairs(tmp_path)
+    config = tmp_path / "model"
+    config.mkdir()
+    (config / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": SMALL, "preprocess_cfg": {"size": 28}}))
+    recipe = ["--model", f"local-dir:{config}", "--train-data", str(tmp_path / "train.csv"),
+              "--dataset-type", "csv", "--batch-size", "8", "--workers", "0", "--lr", "1e-2",
+              "--warmup", "1", "--logs", str(tmp_path / "logs"), "--seed", "0"]
+    assert main(["vision", "open-clip-train", "--pool", "ggem", "--", *recipe,
+                 "--epochs", "2", "--name", "first"]) == 0
+    ckpt = tmp_path / "logs" / "first" / "checkpoints" / "epoch_2.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    p = state["visual.poolwise_pool.p"]
+    assert p.shape == (4,)  # one exponent per head: width 32 / head_width 8
+    assert not torch.allclose(p, torch.full_like(p, 3.0))  # trained by the recipe
+    # resuming loads the recipe's checkpoint strictly: it only works if p is in the model
+    assert main(["vision", "open-clip-train", "--pool", "ggem", "--", *recipe,
+                 "--epochs", "3", "--name", "resumed", "--resume", str(ckpt)]) == 0
+    resumed = torch.load(tmp_path / "logs" / "resumed" / "checkpoints" / "epoch_3.pt",
+                         map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == 3 and resumed["state_dict"].keys() == state.keys()
+    assert main(["vision", "open-clip-train", "--pool", "ggem"]) == 2  # no recipe arguments
+
+
+def _clip_batch(count=7):
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(count, 3, 28, 28, generator=g)
+    text = torch.randint(1, 400, (count, 12), generator=g)
+    positive = torch.eye(count, dtype=torch.bool)
+    positive[0, 1] = positive[1, 0] = True  # a repeated caption
+    return images, text, positive
+
+
+def _clip_grads(model, images, text, positive, *, gather=None):
+    from poolwise.vision.clip.train import _gather_batch
+
+    if gather is None:
+        loss = contrastive_loss(*model(images, text)[:3], positive)
+    else:
+        sizes, mine = gather
+        image_emb, text_emb, scale = model(images[mine], text[mine])[:3]
+        loss = contrastive_loss(_gather_batch(image_emb, sizes), _gather_batch(text_emb, sizes),
+                                scale, positive)
+    loss.backward()
+    module = getattr(model, "module", model)
+    return {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+def _ddp_worker(rank, world, init_file, out_file):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    torch.manual_seed(0)
+    model, _ = create_clip(config=SMALL, pool="ggem")
+    net = torch.nn.parallel.DistributedDataParallel(model)
+    images, text, positive = _clip_batch()
+    shares = torch.arange(len(images)).tensor_split(world)  # 4 + 3 rows: padding is exercised
+    grads = _clip_grads(net, images, text, positive,
+                        gather=([len(s) for s in shares], shares[rank]))
+    if rank == 0:
+        torch.save(grads, out_file)
+    dist.destroy_process_group()
+
+
+def test_data_parallel_clip_step_has_the_single_process_gradient(tmp_path):
+    """Two gloo processes, each encoding its share of a 7-pair batch and computing the loss over
+    the gathered batch, end with (DDP-averaged) gradients equal to one process's gradients on
+    the whole batch: the engine's DDP step is the single-process step."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "grads.pt")),
+             nprocs=2, join=True)
+    torch.manual_seed(0)
+    model, _ = create_clip(config=SMALL, pool="ggem")
+    expected = _clip_grads(model, *_clip_batch())
+    got = torch.load(tmp_path / "grads.pt", weights_only=True)
+    assert got.keys() == expected.keys() and "visual.poolwise_pool.p" in got
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)

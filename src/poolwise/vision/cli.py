@@ -277,6 +277,20 @@ def _cmd_clip_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_open_clip_train(args: argparse.Namespace) -> int:
+    from poolwise.vision.clip.recipe import run_open_clip_recipe
+
+    recipe_args = args.recipe_args[1:] if args.recipe_args[:1] == ["--"] else args.recipe_args
+    if not recipe_args:
+        print("error: give open_clip's training arguments after --, e.g. "
+              "poolwise vision open-clip-train --pool ggem -- --model ViT-B-32 --train-data ...",
+              file=sys.stderr)
+        return 2
+    run_open_clip_recipe(recipe_args, pool=args.pool, groups=args.groups,
+                         include_prefix_tokens=args.include_prefix_tokens)
+    return 0
+
+
 def add_vision_commands(commands) -> None:
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
                                  description="Image classification, retrieval, pool comparisons "
@@ -324,7 +338,10 @@ def add_vision_commands(commands) -> None:
     from poolwise.pooling import list_pools
 
     clip_train = sub.add_parser("clip-train", help="CLIP-style image-text training with a pool "
-                                "on the image tower (open_clip)")
+                                "on the image tower (open_clip)",
+                                description="Contrastive image-text training; resumable run "
+                                "folder. Under torchrun it runs data-parallel (DDP), the loss "
+                                "over the whole gathered batch.")
     _add_clip_options(clip_train)
     clip_train.add_argument("--pool", default="ggem")
     clip_train.add_argument("--seed", type=int, default=0)
@@ -337,6 +354,19 @@ def add_vision_commands(commands) -> None:
     clip_compare.add_argument("--jobs", type=int, default=1)
     clip_compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     clip_compare.set_defaults(run=_cmd_clip_compare, known_pools=list_pools())
+
+    recipe = sub.add_parser(
+        "open-clip-train", help="open_clip's own training recipe with a pool on the image tower",
+        description="Runs open_clip_train.main with every argument after -- unchanged; the "
+        "image tower's pooling is replaced right after the model (and any pretrained weights) "
+        "is built. Works under torchrun like the recipe itself.")
+    recipe.add_argument("--pool", default="ggem", choices=list_pools())
+    recipe.add_argument("--groups", type=int, default=None, help="GGeM groups (default: heads)")
+    recipe.add_argument("--include-prefix-tokens", action="store_true",
+                        help="pool the CLS token too (default: patch tokens only)")
+    recipe.add_argument("recipe_args", nargs=argparse.REMAINDER,
+                        help="-- then open_clip_train.main's arguments")
+    recipe.set_defaults(run=_cmd_open_clip_train)
 
     dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
     dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")

@@ -46,7 +46,8 @@ def use_pool(model: nn.Module, pool: str, *, groups: int | None = None,
             groups = heads
         visual.poolwise_pool = create_pool(
             pool, num_channels=width, groups=groups, channel_dim=-1,
-            num_prefix_tokens=0 if include_prefix_tokens else 1, **pool_kwargs)
+            num_prefix_tokens=0 if include_prefix_tokens else 1, **pool_kwargs,
+        ).to(visual.conv1.weight.device)
         visual._global_pool = types.MethodType(_vit_global_pool, visual)
         visual.poolwise_name, visual.poolwise_groups = pool, groups
         return model
@@ -54,6 +55,7 @@ def use_pool(model: nn.Module, pool: str, *, groups: int | None = None,
         visual.trunk = PooledModel(visual.trunk, pool, groups=groups,
                                    include_prefix_tokens=include_prefix_tokens,
                                    pool_kwargs=pool_kwargs)
+        visual.trunk.to(next(visual.trunk.backbone.parameters()).device)
         visual.poolwise_name, visual.poolwise_groups = pool, visual.trunk.groups
         return model
     raise ValueError(f"unsupported image tower {type(visual).__name__}: expected open_clip's "

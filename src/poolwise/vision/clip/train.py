@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from poolwise.vision.clip.data import (
@@ -32,7 +33,14 @@ from poolwise.vision.clip.metrics import image_text_recall, zero_shot_accuracy
 from poolwise.vision.clip.towers import create_clip, pool_of
 from poolwise.vision.data import random_crop_flip
 from poolwise.vision.models import param_groups
-from poolwise.vision.train import _check_spec, _lr_factor, save_epoch, save_final
+from poolwise.vision.train import (
+    _check_spec,
+    _distributed,
+    _lr_factor,
+    default_device,
+    save_epoch,
+    save_final,
+)
 
 MAX_LOGIT_SCALE = math.log(100.0)
 # a CPU-sized dual encoder for 28x28 images: ViT 7x7 patches, width 96, 4 blocks of 6 heads;
@@ -112,37 +120,84 @@ def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, pairs: PairedSplit, batch_size: int = 256) -> dict:
+def evaluate(model, tokenizer, pairs: PairedSplit, batch_size: int = 256,
+             device: torch.device | str = "cpu") -> dict:
     model.eval()
     images = []
     ds = pairs.images.dataset
     for start in range(0, len(ds), batch_size):
         batch, _ = ds.__getitems__(list(range(start, min(len(ds), start + batch_size))))
-        images.append(model.encode_image(_rgb(batch)))
-    image_emb = torch.cat(images)
-    text_emb = torch.cat([model.encode_text(tokenizer(pairs.captions[s:s + batch_size]))
-                          for s in range(0, len(pairs.captions), batch_size)])
+        images.append(model.encode_image(_rgb(batch).to(device)))
+    image_emb = torch.cat(images).cpu()
+    text_emb = torch.cat([model.encode_text(tokenizer(pairs.captions[s:s + batch_size]).to(device))
+                          for s in range(0, len(pairs.captions), batch_size)]).cpu()
     result = image_text_recall(image_emb, text_emb, pairs.image_to_captions)
     if pairs.class_captions is not None:
         prompts = [t.format(names[0]) for names in FASHION_MNIST_NAMES for t in ZERO_SHOT_TEMPLATES]
-        prompt_emb = model.encode_text(tokenizer(prompts)).reshape(
+        prompt_emb = model.encode_text(tokenizer(prompts).to(device)).cpu().reshape(
             len(FASHION_MNIST_NAMES), len(ZERO_SHOT_TEMPLATES), -1)
         labels = torch.as_tensor(pairs.images.labels)
         result["zero-shot accuracy"] = zero_shot_accuracy(image_emb, labels, prompt_emb)
     return result
 
 
+class _AllGather(torch.autograd.Function):
+    """Equal-sized all-gather whose backward hands each rank the sum over ranks of the gradient
+    of its own rows (every rank computes the same loss, and DDP then averages: the product is
+    the single-process gradient)."""
+
+    @staticmethod
+    def forward(ctx, local: Tensor) -> Tensor:
+        ctx.rank, ctx.rows = dist.get_rank(), local.shape[0]
+        out = local.new_empty(dist.get_world_size() * local.shape[0], *local.shape[1:])
+        dist.all_gather_into_tensor(out, local.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def _gather_batch(local: Tensor, sizes: list[int]) -> Tensor:
+    """Concatenates every rank's rows (rank order) with gradients flowing back to each rank.
+
+    Ranks may hold one row fewer than others (the last batch); rows are padded to the largest
+    count for the collective and the padding is dropped again.
+    """
+    rows = max(sizes)
+    if local.shape[0] < rows:
+        local = torch.cat([local, local.new_zeros(rows - local.shape[0], *local.shape[1:])])
+    full = _AllGather.apply(local)
+    return torch.cat([full[r * rows:r * rows + size] for r, size in enumerate(sizes)])
+
+
 def run_clip(spec: ClipSpec, run_dir: str | Path, *,
+             device: torch.device | None = None,
              on_epoch: Callable[[dict], None] | None = None,
              on_batch: Callable[[int, int], None] | None = None) -> dict:
-    """Trains (or resumes, or returns the finished result of) the CLIP run in ``run_dir``."""
+    """Trains (or resumes, or returns the finished result of) the CLIP run in ``run_dir``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the model runs data-parallel (DDP): every rank draws
+    the same global batch (same order, captions and augmentation), encodes its contiguous share,
+    and the loss is computed over the whole global batch from embeddings gathered with their
+    gradients, so a step is the single-process step (up to float summation order). Rank 0
+    writes the run folder (a shared filesystem) and evaluates.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _check_spec(run_dir, spec)
+    rank, world, created = _distributed()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_spec(run_dir, spec)
+    if world > 1:
+        dist.barrier()
     if (run_dir / "result.json").exists():
-        return json.loads((run_dir / "result.json").read_text())
+        return json.loads((run_dir / "result.json").read_text()) if rank == 0 else {}
+    device = device or default_device()
     train, test = load_pairs(spec)
     model, tokenizer = build(spec)
+    model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, lr=spec.lr, weight_decay=spec.weight_decay,
                                                p_lr_mult=spec.p_lr_mult), lr=spec.lr)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -150,10 +205,14 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
     start = 0
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"]) + 1
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     n = len(train.images)
     steps = math.ceil(n / spec.batch_size)
     total, warmup = spec.epochs * steps, int(spec.warmup_epochs * steps)
@@ -163,7 +222,7 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
         torch.manual_seed(spec.seed * 1_000_003 + epoch)
         generator = torch.Generator().manual_seed(spec.seed * 7_919 + epoch)
         order = torch.randperm(n, generator=generator)
-        model.train()
+        net.train()
         loss_sum = 0.0
         for step in range(steps):
             index = order[step * spec.batch_size:(step + 1) * spec.batch_size].tolist()
@@ -177,15 +236,27 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
             text = tokenizer([train.captions[c] for c in chosen])
-            loss = contrastive_loss(model.encode_image(_rgb(images)), model.encode_text(text),
-                                    model.logit_scale.exp(), positive)
+            images = _rgb(images)
+            if world > 1:  # this rank's contiguous share of the global batch
+                shares = torch.arange(len(index)).tensor_split(world)
+                sizes = [len(share) for share in shares]
+                mine = shares[rank]
+                image_emb, text_emb, scale = net(images[mine].to(device),
+                                                 text[mine].to(device))[:3]
+                image_emb = _gather_batch(image_emb, sizes)
+                text_emb = _gather_batch(text_emb, sizes)
+            else:
+                image_emb, text_emb, scale = net(images.to(device), text.to(device))[:3]
+            loss = contrastive_loss(image_emb, text_emb, scale, positive.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             clamp_logit_scale(model)
             loss_sum += float(loss.detach()) * len(index)
-            if on_batch is not None:
+            if on_batch is not None and rank == 0:
                 on_batch(step + 1, steps)
+        if rank != 0:
+            continue
         record = {"epoch": epoch + 1, "train_loss": loss_sum / n,
                   "logit_scale": float(model.logit_scale.detach().exp()),
                   "p": _p(model), "seconds": time.perf_counter() - t0}
@@ -193,11 +264,16 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
         save_epoch(run_dir, model, optimizer, epoch, history)
         if on_epoch is not None:
             on_epoch(record)
-    result = evaluate(model, tokenizer, test)
+    if created:
+        dist.destroy_process_group()
+    if rank != 0:
+        return {}
+    result = evaluate(model, tokenizer, test, device=device)
     result.update({"spec": spec.to_json(), "p": _p(model), "history": history,
                    "parameters": sum(p.numel() for p in model.parameters()),
                    "train_seconds": float(np.sum([h["seconds"] for h in history])),
-                   "test_images": len(test.images), "test_captions": len(test.captions)})
+                   "test_images": len(test.images), "test_captions": len(test.captions),
+                   "processes": world})
     save_final(run_dir, model, result)
     return result
 
