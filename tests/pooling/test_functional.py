@@ -187,6 +187,22 @@ def test_large_p_float32_close_to_float64(p_value):
     torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["overflow", "underflow", "clean"])
+def test_every_chunk_is_exact_whichever_path_it_takes(monkeypatch, case):
+    """The kernel sums x ** p unshifted and recomputes a chunk with the max shift only where a
+    (b, c) overflowed or underflowed; one odd entry in one chunk must not change the others."""
+    monkeypatch.setattr(PF, "_CHUNK_ELEMENTS", 2 * 30 * 8)  # two rows per chunk, 3 chunks
+    torch.manual_seed(0)
+    x = torch.rand(6, 30, 8) + 0.5
+    p = torch.tensor([12.0, 20.0])
+    if case == "overflow":
+        x[3, 7, 2] = 1e4  # 1e4 ** 12 > float32 max
+    elif case == "underflow":
+        x[4, :, 5] = 1e-3  # every 1e-3 ** 20 is below float32's smallest normal
+    want = ggem_reference(x.double(), p.double())
+    torch.testing.assert_close(ggem(x, p).double(), want, rtol=2e-6, atol=0)
+
+
 def test_bf16_gradient_of_p_close_to_float64():
     torch.manual_seed(0)
     x = torch.rand(8, 64, 12) * 4 + 0.05

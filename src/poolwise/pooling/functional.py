@@ -10,10 +10,12 @@ splits the C channels into G groups with one exponent each::
 
     y[b, c] = ( mean_n  max(x[b, n, c], eps) ** p[g(c)] ) ** (1 / p[g(c)])
 
-G = 1 is GeM (Radenovic et al.), G = C is channel-wise GeM. The kernel here evaluates it in log2
-space with a per-channel max shift, ``y = 2 ** (m + log2(mean 2 ** (p (log2 x - m))) / p)``
-with ``m = max_n log2 x``, so every power stays in (0, 1] and nothing overflows whatever p or the
-input dtype. Its backward is closed-form and needs only the input and the (B, C) output:
+G = 1 is GeM (Radenovic et al.), G = C is channel-wise GeM. The kernel evaluates it in log2
+space: ``y = 2 ** (log2(mean_n 2 ** (p log2 x)) / p)``, one log2 and one exp2 per element. Where a
+sum overflows or underflows (large p, large or tiny x, any dtype) those batch rows are recomputed
+with a per-channel max shift, ``y = 2 ** (m + log2(mean 2 ** (p (log2 x - m))) / p)`` with
+``m = max_n log2 x``, so every power lies in (0, 1] and nothing overflows whatever p or the input.
+Its backward is closed-form and needs only the input and the (B, C) output:
 
     dy/dx_n = (x_n / y) ** (p - 1) / N          (0 where x_n <= eps: the clamp)
     dy/dp   = y / p * mean_n[(x_n / y) ** p * ln(x_n / y)]
@@ -181,24 +183,41 @@ def _log2(src: Tensor, out: Tensor) -> Tensor:
 
 
 def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
-    """(B, C) output of GGeM in the compute dtype; see the module docstring."""
+    """(B, C) output of GGeM in the compute dtype; see the module docstring.
+
+    A first pass takes the unshifted sums ``s = sum_n 2 ** (p log2 x)``, which saves the max
+    pass. A sum is exact whenever it is finite and far above the subnormal range (then no term
+    overflowed and the terms lost to underflow weigh nothing); the batch rows where that fails
+    for any channel are recomputed with the per-channel max shift, finite for every input.
+    """
     batch, channels = x.shape[0], x.shape[cdim]
     rdims = _reduce_dims(x.ndim, cdim)
     n = x[0].numel() // channels
     work = _compute_dtype(x)
     p = _channel_view(p_ch.to(work), x.ndim, cdim)
-    out = torch.empty(batch, channels, dtype=work, device=x.device)
+    sums = torch.empty(batch, channels, dtype=work, device=x.device)
     rows = _chunk_rows(x)
     scratch = torch.empty((rows, *x.shape[1:]), dtype=work, device=x.device)
     for start in range(0, batch, rows):
         xb = x[start : start + rows]
-        t = scratch[: xb.shape[0]]
-        _log2(_clamp_into(xb, t, eps), out=t)
+        t = _log2(_clamp_into(xb, scratch[: xb.shape[0]], eps), out=scratch[: xb.shape[0]])
+        torch.sum(t.mul_(p).exp2_(), rdims, out=sums[start : start + rows])  # sum of x ** p
+    low = math.sqrt(torch.finfo(work).tiny)  # about 2**-63 in float32
+    smallest, largest = torch.aminmax(sums)
+    if smallest >= low and largest < math.inf:
+        failed = sums.new_empty(0, dtype=torch.long)
+    else:
+        failed = (~((sums >= low) & (sums < math.inf)).all(dim=1)).nonzero().flatten()
+    p_bc = p_ch.to(work).expand(batch, channels)
+    out = sums.div_(n).log2_().div_(p_bc).exp2_()  # (mean x ** p) ** (1 / p); may hold inf
+    for start in range(0, len(failed), rows):  # overflow or underflow: the max-shifted form
+        index = failed[start : start + rows]
+        xb = x.index_select(0, index)
+        t = _log2(_clamp_into(xb, scratch[: len(index)], eps), out=scratch[: len(index)])
         m = t.amax(rdims, keepdim=True)
-        t.sub_(m).mul_(p).exp2_()  # (x / max) ** p, in (0, 1]; the max itself gives exactly 1
+        t.sub_(m).mul_(p).exp2_()  # (x / max) ** p, in (0, 1]; the max itself gives 1
         s = t.sum(rdims, keepdim=True)  # in [1, n]: its log2 is finite
-        y = torch.exp2(m + torch.log2(s / n) / p)
-        out[start : start + rows] = _to_bc(y, xb.shape[0], channels)
+        out[index] = _to_bc(torch.exp2(m + torch.log2(s / n) / p), len(index), channels)
     return out
 
 
