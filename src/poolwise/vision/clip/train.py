@@ -237,7 +237,7 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
                 group["lr"] = base * factor
             text = tokenizer([train.captions[c] for c in chosen])
             images = _rgb(images)
-            if world > 1:  # this rank's contiguous share of the global batch
+            if world > 1:  # this rank's share of the global batch, through DDP's forward
                 shares = torch.arange(len(index)).tensor_split(world)
                 sizes = [len(share) for share in shares]
                 mine = shares[rank]
@@ -246,7 +246,9 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
                 image_emb = _gather_batch(image_emb, sizes)
                 text_emb = _gather_batch(text_emb, sizes)
             else:
-                image_emb, text_emb, scale = net(images.to(device), text.to(device))[:3]
+                image_emb = model.encode_image(images.to(device))
+                text_emb = model.encode_text(text.to(device))
+                scale = model.logit_scale.exp()
             loss = contrastive_loss(image_emb, text_emb, scale, positive.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
