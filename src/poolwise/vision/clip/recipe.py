@@ -21,6 +21,7 @@ and ``--resume`` restores them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from poolwise.vision.clip.towers import use_pool
@@ -53,9 +54,20 @@ def run_open_clip_recipe(argv: Sequence[str], *, pool: str = "ggem", groups: int
         return model, preprocess_train, preprocess_val
 
     recipe.create_model_and_transforms = create_with_pool
+    # the recipe sets the level of every logger and adds handlers to the root logger
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {name: logging.getLogger(name).level for name in [*root.manager.loggerDict, ""]}
     try:
         recipe.main(list(argv))
     finally:
         recipe.create_model_and_transforms = original
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for name in root.manager.loggerDict:
+            logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+        root.setLevel(levels[""])
     if not changed:
         raise RuntimeError("open_clip's recipe built no model; nothing was trained")
