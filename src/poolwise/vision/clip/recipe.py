@@ -70,4 +70,5 @@ def run_open_clip_recipe(argv: Sequence[str], *, pool: str = "ggem", groups: int
             logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
         root.setLevel(levels[""])
     if not changed:
-        raise RuntimeError("open_clip's recipe built no model; nothing was trained")
+        raise RuntimeError("open_clip's recipe stopped before it built a model (its log above "
+                           "says why, e.g. an existing --name); nothing was trained")
