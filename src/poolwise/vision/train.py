@@ -169,6 +169,45 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
+    """Rank, world size, whether this call created the process group, and the finished result
+    (``{}`` on ranks other than 0) when ``result.json`` already exists, else None. Rank 0
+    creates the folder and checks the spec against it; every rank then reads the same folder
+    (a shared filesystem)."""
+    rank, world, created = _distributed()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_spec(run_dir, spec)
+    if world > 1:
+        dist.barrier()
+    if not (run_dir / "result.json").exists():
+        return rank, world, created, None
+    if created:
+        dist.destroy_process_group()
+    return rank, world, created, (
+        json.loads((run_dir / "result.json").read_text()) if rank == 0 else {})
+
+
+def resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+           device: torch.device) -> tuple[list[dict], int]:
+    """Loads what :func:`save_epoch` wrote, if anything; returns (history, first epoch to run)."""
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return [], 0
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return list(ckpt["history"]), int(ckpt["epoch"]) + 1
+
+
+def data_parallel(model: nn.Module, device: torch.device, world: int) -> nn.Module:
+    """The model wrapped in DistributedDataParallel under torchrun, else the model itself."""
+    if world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
                history: list[dict]) -> None:
     """The resumable state (``checkpoint.pt``, weights-only loadable) and ``log.jsonl``, both
@@ -215,14 +254,9 @@ def run_classification(
 ) -> dict:
     """Trains (or resumes, or returns the finished result of) the run in ``run_dir``."""
     run_dir = Path(run_dir)
-    rank, world, created = _distributed()
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _check_spec(run_dir, spec)
-    if world > 1:
-        dist.barrier()  # every rank reads the same run folder (a shared filesystem)
-    if (run_dir / "result.json").exists():
-        return json.loads((run_dir / "result.json").read_text()) if rank == 0 else {}
+    rank, world, created, finished = open_run(run_dir, spec)
+    if finished is not None:
+        return finished
     device = device or default_device()
     train, test = load_splits(spec)
     model = build_model(spec, train).to(device)
@@ -230,18 +264,8 @@ def run_classification(
                           p_lr_mult=spec.p_lr_mult)
     optimizer = torch.optim.AdamW(groups, lr=spec.lr)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    history: list[dict] = []
-    start = 0
-    ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, start = list(ckpt["history"]), int(ckpt["epoch"]) + 1
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    history, start = resume(run_dir, model, optimizer, device)
+    net = data_parallel(model, device, world)
     scaler = torch.amp.GradScaler(enabled=spec.amp and device.type == "cuda")
     criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
     steps_per_epoch = math.ceil(len(train) / (spec.batch_size * world))

@@ -34,10 +34,11 @@ from poolwise.vision.clip.towers import create_clip, pool_of
 from poolwise.vision.data import random_crop_flip
 from poolwise.vision.models import param_groups
 from poolwise.vision.train import (
-    _check_spec,
-    _distributed,
     _lr_factor,
+    data_parallel,
     default_device,
+    open_run,
+    resume,
     save_epoch,
     save_final,
 )
@@ -186,14 +187,9 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
     writes the run folder (a shared filesystem) and evaluates.
     """
     run_dir = Path(run_dir)
-    rank, world, created = _distributed()
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _check_spec(run_dir, spec)
-    if world > 1:
-        dist.barrier()
-    if (run_dir / "result.json").exists():
-        return json.loads((run_dir / "result.json").read_text()) if rank == 0 else {}
+    rank, world, created, finished = open_run(run_dir, spec)
+    if finished is not None:
+        return finished
     device = device or default_device()
     train, test = load_pairs(spec)
     model, tokenizer = build(spec)
@@ -201,18 +197,8 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
     optimizer = torch.optim.AdamW(param_groups(model, lr=spec.lr, weight_decay=spec.weight_decay,
                                                p_lr_mult=spec.p_lr_mult), lr=spec.lr)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    history: list[dict] = []
-    start = 0
-    ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, start = list(ckpt["history"]), int(ckpt["epoch"]) + 1
-    net: torch.nn.Module = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    history, start = resume(run_dir, model, optimizer, device)
+    net = data_parallel(model, device, world)
     n = len(train.images)
     steps = math.ceil(n / spec.batch_size)
     total, warmup = spec.epochs * steps, int(spec.warmup_epochs * steps)
