@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from poolwise.pain.models.common import check_batch
+from poolwise.pain.models.conv import LayoutConv2d
 from poolwise.pooling import create_pool
 
 POOL_AXES = ("time", "sensor")
@@ -33,7 +34,7 @@ def _cnn(widths: Sequence[int]) -> nn.Sequential:
     in_ch = 1
     for i, out_ch in enumerate(widths):
         layers += [
-            nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=(0, 1)),
+            LayoutConv2d(in_ch, out_ch, kernel_size=3, padding=(0, 1)),
             nn.BatchNorm2d(out_ch),
             nn.ReLU(),
         ]

@@ -1,0 +1,147 @@
+"""The 2D CNN's convolution, with its memory layout chosen per layer under ``torch.compile``.
+
+L-SFAN's convolutions have 1 to 16 channels. On CPU two layouts fight over them:
+
+- oneDNN's convolution backward is several times slower in NCHW than in channels-last
+  (NHWC) for 2 to 8 channels (measured here: 20 vs 5 ms per batch of 40 for the 2 -> 4 conv);
+- inductor's fused batch-norm / ReLU / max-pool kernels are slower on channels-last maps with
+  so few channels (a 16-lane vector holds 2 to 8 useful values) than on NCHW maps.
+
+Left alone, inductor puts every convolution of the graph, and so every map, in one layout.
+:class:`LayoutConv2d` runs each convolution as one opaque op (``poolwise::conv2d_in_layout``)
+that converts its input to the layout that suits the layer, convolves, and hands an NCHW map
+back, so the kernels around it stay NCHW. Its backward is a second opaque op. The first
+convolution (one input channel) stays NCHW and computes its weight gradient as one matrix
+product over the nine shifted views of the input, which is faster here than oneDNN's.
+``benchmarks/bench_loso.py`` measures the step this gives.
+
+Outside ``torch.compile`` (eager training, evaluation, tracing, ONNX/TorchScript export)
+:class:`LayoutConv2d` *is* ``nn.Conv2d``: same parameters, same state-dict keys, same call.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LayoutConv2d", "conv2d_in_layout"]
+
+
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _output_size(x: Tensor, weight: Tensor, padding: list[int]) -> tuple[int, int, int, int]:
+    height = x.shape[2] + 2 * padding[0] - weight.shape[2] + 1
+    width = x.shape[3] + 2 * padding[1] - weight.shape[3] + 1
+    return x.shape[0], weight.shape[0], height, width
+
+
+@torch.library.custom_op("poolwise::conv2d_in_layout", mutates_args=())
+def conv2d_in_layout(
+    x: Tensor, weight: Tensor, bias: Tensor, padding: list[int], channels_last: bool
+) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, no dilation, one group),
+    computed in the given layout; the result is NCHW-contiguous."""
+    fmt = _memory_format(channels_last)
+    return F.conv2d(x.contiguous(memory_format=fmt), weight, bias, padding=padding).contiguous()
+
+
+@conv2d_in_layout.register_fake
+def _(x, weight, bias, padding, channels_last):
+    return x.new_empty(_output_size(x, weight, padding))
+
+
+def _single_channel_weight_grad(grad: Tensor, x: Tensor, kernel: tuple[int, int], padding):
+    """d loss / d weight of a one-input-channel conv: (C_out, B*T*S) @ (B*T*S, kh*kw)."""
+    kh, kw = kernel
+    _, channels, height, width = grad.shape
+    xp = F.pad(x[:, 0], (padding[1], padding[1], padding[0], padding[0]))
+    shifted = torch.stack(
+        [xp[:, i : i + height, j : j + width] for i in range(kh) for j in range(kw)]
+    )
+    g = grad.transpose(0, 1).reshape(channels, -1)
+    return (g @ shifted.reshape(kh * kw, -1).T).view(channels, 1, kh, kw)
+
+
+@torch.library.custom_op("poolwise::conv2d_in_layout_backward", mutates_args=())
+def conv2d_in_layout_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    padding: list[int],
+    channels_last: bool,
+    need_input_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients for (x, weight, bias) of :func:`conv2d_in_layout`; NCHW-contiguous. The x
+    gradient is zeros when ``need_input_grad`` is False."""
+    fmt = _memory_format(channels_last)
+    grad = grad.contiguous(memory_format=fmt)
+    if x.shape[1] == 1 and not channels_last and not need_input_grad:
+        grad_w = _single_channel_weight_grad(grad, x, weight.shape[2:], padding)
+        return x.new_zeros(x.shape), grad_w, grad.sum((0, 2, 3))
+    grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+        grad,
+        x.contiguous(memory_format=fmt),
+        weight,
+        [weight.shape[0]],
+        [1, 1],
+        padding,
+        [1, 1],
+        False,
+        [0, 0],
+        1,
+        [need_input_grad, True, True],
+    )
+    if grad_x is None:
+        grad_x = x.new_zeros(x.shape)
+    return grad_x.contiguous(), grad_w.contiguous(), grad_b
+
+
+@conv2d_in_layout_backward.register_fake
+def _(grad, x, weight, padding, channels_last, need_input_grad):
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[0])
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, _, padding, channels_last = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.padding, ctx.channels_last = padding, channels_last
+
+
+def _backward(ctx, grad: Tensor):
+    x, weight = ctx.saved_tensors
+    need_x = ctx.needs_input_grad[0]
+    grad_x, grad_w, grad_b = conv2d_in_layout_backward(
+        grad, x, weight, ctx.padding, ctx.channels_last, need_x
+    )
+    return (grad_x if need_x else None), grad_w, grad_b, None, None
+
+
+conv2d_in_layout.register_autograd(_backward, setup_context=_setup_context)
+
+
+class LayoutConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that, under ``torch.compile``, runs as :func:`conv2d_in_layout`:
+    channels-last when it has more than one input channel, NCHW otherwise.
+
+    Only stride 1, no dilation, one group, numeric padding and a bias take that path; any
+    other configuration is plain ``nn.Conv2d`` everywhere.
+    """
+
+    def _layout_path(self) -> bool:
+        return (
+            torch.compiler.is_compiling()
+            and self.bias is not None
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._layout_path():
+            return super().forward(x)
+        return conv2d_in_layout(x, self.weight, self.bias, list(self.padding), self.in_channels > 1)
