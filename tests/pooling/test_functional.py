@@ -134,6 +134,24 @@ def test_many_batch_chunks_match_one(monkeypatch):
     torch.testing.assert_close(ggem(x, p), whole)
 
 
+@pytest.mark.parametrize("numpy_log2", [True, False])
+def test_numpy_and_torch_log2_paths_agree(monkeypatch, numpy_log2):
+    """The CPU kernel takes log2 from numpy where numpy vectorises it (AVX-512) and from torch
+    elsewhere; both must give the float64 value and gradients, clamped entries included."""
+    monkeypatch.setattr(PF, "_NUMPY_LOG2", numpy_log2)
+    torch.manual_seed(0)
+    x = torch.randn(5, 40, 12) * 3
+    p = torch.tensor([1.5, 3.0, 7.0])
+    x32, p32 = x.clone().requires_grad_(), p.clone().requires_grad_()
+    ggem(x32, p32).sum().backward()
+    x64, p64 = x.double().requires_grad_(), p.double().requires_grad_()
+    want = ggem_reference(x64, p64)
+    want.sum().backward()
+    torch.testing.assert_close(ggem(x, p).double(), want.detach(), rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-4, atol=1e-6)
+
+
 # --- numerical safety ---------------------------------------------------------------------
 
 

@@ -172,11 +172,36 @@ def _clamp_into(src: Tensor, out: Tensor, eps: float) -> Tensor:
     return out.copy_(src).clamp_(min=eps)
 
 
+def _numpy_log2_is_vectorised() -> bool:
+    """Whether numpy runs float32 ``log2`` with a SIMD kernel on this CPU.
+
+    numpy >= 2.0 reports the kernel each ufunc dispatched to. Its float32/float64 ``log2`` is
+    vectorised only for AVX-512 (``X86_V4``); elsewhere it is a scalar loop, about 3x slower
+    than torch's (measured on an AVX2 machine, see docs/pooling.md).
+    """
+    try:
+        from numpy.lib.introspect import opt_func_info
+    except ImportError:  # numpy < 2.0 cannot tell
+        return False
+    try:
+        info = opt_func_info(func_name="^log2$", signature="float32")
+        current = info["log2"]["ff"]["current"]
+    except (KeyError, TypeError, ValueError):
+        return False
+    return not current.startswith("baseline")
+
+
+_NUMPY_LOG2 = _numpy_log2_is_vectorised()
+
+
 def _log2(src: Tensor, out: Tensor) -> Tensor:
-    """out = log2(src), same dtype, ``out`` may be ``src``. On CPU numpy's vectorised log2 runs
-    about 3x faster than torch's here (see docs/benchmarks.md), so it works on the same memory
-    through numpy views."""
-    if src.device.type == "cpu" and src.dtype in (torch.float32, torch.float64):
+    """out = log2(src), same dtype, ``out`` may be ``src``.
+
+    On a CPU where numpy's log2 is vectorised (AVX-512) it runs about 3x faster than torch's,
+    so it works on the same memory through numpy views; elsewhere torch's ``log2`` is the
+    faster one (see docs/pooling.md).
+    """
+    if _NUMPY_LOG2 and src.device.type == "cpu" and src.dtype in (torch.float32, torch.float64):
         np.log2(src.numpy(), out=out.numpy())
         return out
     return torch.log2(src, out=out)
