@@ -7,9 +7,9 @@ online augmentation if asked, and ends with a pass over the selection windows; t
 the best selection macro F1 (ties: lower selection loss) is kept, and training stops after
 ``patience`` epochs without improvement.
 
-``compile=True`` runs the training forward through ``torch.compile`` (same parameters; 1.38x
-the 2-thread CPU throughput of L-SFAN in benchmarks/bench_loso.py); evaluation always runs
-the plain module.
+``compile=True`` runs the training forward through ``torch.compile`` (same parameters; the CNN's
+convolutions then run in the layout that suits each, see :mod:`poolwise.pain.models.conv`, and
+docs/pain.md for the measured speed); evaluation always runs the plain module.
 """
 
 from __future__ import annotations
