@@ -243,7 +243,7 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         "synth",
         help="write a synthetic cohort in the raw FAME .mat layout",
         description="Write a synthetic EmoPain-like cohort (raw FAME .mat "
-        "layout; see docs/synthetic_cohort.md).",
+        "layout; see docs/pain.md, section 'The synthetic cohort').",
     )
     synth.add_argument("out_dir", help="destination folder")
     synth.add_argument("--subjects", type=int, default=30, help="subjects in all (default 30)")

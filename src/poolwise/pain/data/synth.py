@@ -1,7 +1,7 @@
 """A synthetic EmoPain-like cohort written in the raw FAME .mat layout.
 
 EmoPain is released only on application, so every poolwise path must also run without it. The
-generative model (documented in docs/synthetic_cohort.md) in short:
+generative model (documented in docs/pain.md, "The synthetic cohort") in short:
 
 - Subjects: ``C01..`` healthy and ``P01..`` CLBP. Each has a range-of-motion scale
   (lognormal, sd 0.25), a movement speed (sd 0.2), four resting sEMG levels (sd 0.5), a
