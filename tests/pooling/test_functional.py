@@ -152,6 +152,22 @@ def test_numpy_and_torch_log2_paths_agree(monkeypatch, numpy_log2):
     torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        ({"log2": {"ff": {"current": "X86_V4", "available": "X86_V4 baseline(X86_V2)"}}}, True),
+        ({"log2": {"ff": {"current": "AVX512_SKX", "available": "AVX512_SKX"}}}, True),
+        ({"log2": {"ff": {"current": "baseline(X86_V2)", "available": "X86_V4"}}}, False),
+        ({"log2": {}}, False),
+        ({}, False),
+    ],
+)
+def test_numpy_log2_used_only_where_numpy_reports_a_simd_kernel(monkeypatch, report, expected):
+    introspect = pytest.importorskip("numpy.lib.introspect")
+    monkeypatch.setattr(introspect, "opt_func_info", lambda **kwargs: report)
+    assert PF._numpy_log2_is_vectorised() is expected
+
+
 # --- numerical safety ---------------------------------------------------------------------
 
 

@@ -184,11 +184,10 @@ def _numpy_log2_is_vectorised() -> bool:
     except ImportError:  # numpy < 2.0 cannot tell
         return False
     try:
-        info = opt_func_info(func_name="^log2$", signature="float32")
-        current = info["log2"]["ff"]["current"]
-    except (KeyError, TypeError, ValueError):
+        kernels = list(opt_func_info(func_name="^log2$", signature="float32")["log2"].values())
+        return bool(kernels) and all(not k["current"].startswith("baseline") for k in kernels)
+    except (KeyError, TypeError, ValueError, AttributeError):
         return False
-    return not current.startswith("baseline")
 
 
 _NUMPY_LOG2 = _numpy_log2_is_vectorised()
