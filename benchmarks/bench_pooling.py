@@ -12,11 +12,13 @@ at most 2*B*C values.
 
     python benchmarks/bench_pooling.py            # full table (CPU, a few minutes)
     python benchmarks/bench_pooling.py --quick    # one shape, fewer repeats
+    python benchmarks/bench_pooling.py --reuse-memory   # no fresh memory: arithmetic alone
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import platform
 import resource
@@ -49,6 +51,16 @@ def saved_bytes(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn(x)
     return sum(seen.values())
+
+
+def keep_freed_memory() -> None:
+    """Asks glibc's malloc to serve every allocation from memory it already holds and never to
+    hand freed memory back, so no contender pays page faults for a fresh gradient: the ratios
+    then compare the arithmetic alone. Linux with glibc only."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameter numbers in <malloc.h>
+    if not (libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30)):
+        raise OSError("glibc's mallopt refused the thresholds")
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
@@ -137,7 +149,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write the raw numbers to this file")
+    parser.add_argument(
+        "--reuse-memory",
+        action="store_true",
+        help="keep freed memory in the process (glibc), so no fwd+bwd pays page faults",
+    )
     args = parser.parse_args()
+    if args.reuse_memory:
+        keep_freed_memory()
     device = torch.device(args.device)
     shapes = SHAPES[:1] if args.quick else SHAPES
     repeats = 5 if args.quick else args.repeats
@@ -146,10 +165,11 @@ def main() -> None:
         for groups in group_counts(shape[-1]):
             rows.append(bench_case(shape, groups, repeats, device))
             print(f"measured {shape} G={groups}", flush=True)
+    memory = "; freed memory kept (--reuse-memory)" if args.reuse_memory else ""
     print(
         f"\nGGeM vs mean pooling, float32, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-        f"median of {repeats}\n"
+        f"median of {repeats}{memory}\n"
     )
     print(markdown(rows))
     if args.json:
