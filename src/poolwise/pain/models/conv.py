@@ -1,22 +1,25 @@
-"""The 2D CNN's convolution, with its memory layout chosen per layer under ``torch.compile``.
+"""The 2D CNN's layers under ``torch.compile``: convolutions in the kernel or layout that suits
+each layer, and a max-pool with a vectorised backward.
 
-L-SFAN's convolutions have 1 to 16 channels. On CPU two layouts fight over them:
+L-SFAN's convolutions have 1 to 16 channels, where oneDNN's kernels do poorly on CPU:
 
-- oneDNN's convolution backward is several times slower in NCHW than in channels-last
-  (NHWC) for 2 to 8 channels (measured here: 20 vs 5 ms per batch of 40 for the 2 -> 4 conv);
+- its convolution backward is several times slower in NCHW than in channels-last (NHWC) for
+  2 to 8 channels (measured here: 20 vs 5 ms per batch of 40 for the 2 -> 4 conv);
 - inductor's fused batch-norm / ReLU / max-pool kernels are slower on channels-last maps with
   so few channels (a 16-lane vector holds 2 to 8 useful values) than on NCHW maps.
 
-Left alone, inductor puts every convolution of the graph, and so every map, in one layout.
-:class:`LayoutConv2d` runs each convolution as one opaque op (``poolwise::conv2d_in_layout``)
-that converts its input to the layout that suits the layer, convolves, and hands an NCHW map
-back, so the kernels around it stay NCHW. Its backward is a second opaque op. The first
+Where the C++ direct convolution of :mod:`poolwise.pain.models.native` is built (it needs the
+C++ compiler that ``torch.compile`` on CPU needs anyway), :class:`LayoutConv2d` runs on it, in
+NCHW, forward and backward. Otherwise each convolution is one opaque op
+(``poolwise::conv2d_in_layout``) that converts its input to the layout that suits the layer,
+convolves with oneDNN and hands an NCHW map back, so the kernels around it stay NCHW; the first
 convolution (one input channel) stays NCHW and computes its weight gradient as one matrix
-product over the nine shifted views of the input, which is faster here than oneDNN's.
-``benchmarks/bench_loso.py`` measures the step this gives.
+product over the nine shifted views of the input. ``benchmarks/bench_loso.py`` measures the
+training step; docs/pain.md has the numbers.
 
 Outside ``torch.compile`` (eager training, evaluation, tracing, ONNX/TorchScript export)
-:class:`LayoutConv2d` *is* ``nn.Conv2d``: same parameters, same state-dict keys, same call.
+:class:`LayoutConv2d` *is* ``nn.Conv2d`` and :class:`RowMaxPool2d` *is* ``nn.MaxPool2d``: same
+parameters, same state-dict keys, same call.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LayoutConv2d", "conv2d_in_layout"]
+from poolwise.pain.models import native
+
+__all__ = ["LayoutConv2d", "RowMaxPool2d", "conv2d_in_layout"]
 
 
 def _memory_format(channels_last: bool) -> torch.memory_format:
@@ -123,10 +128,12 @@ conv2d_in_layout.register_autograd(_backward, setup_context=_setup_context)
 
 
 class LayoutConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that, under ``torch.compile``, runs as :func:`conv2d_in_layout`:
-    channels-last when it has more than one input channel, NCHW otherwise.
+    """``nn.Conv2d`` that, under ``torch.compile``, runs as
+    :func:`poolwise.pain.models.native.conv2d_direct` where that supports the call, else as
+    :func:`conv2d_in_layout` (channels-last when it has more than one input channel, NCHW
+    otherwise).
 
-    Only stride 1, no dilation, one group, numeric padding and a bias take that path; any
+    Only stride 1, no dilation, one group, numeric padding and a bias take these paths; any
     other configuration is plain ``nn.Conv2d`` everywhere.
     """
 
@@ -144,4 +151,35 @@ class LayoutConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         if not self._layout_path():
             return super().forward(x)
-        return conv2d_in_layout(x, self.weight, self.bias, list(self.padding), self.in_channels > 1)
+        padding = list(self.padding)
+        if native.supports(x, self.weight, padding):
+            return native.conv2d_direct(x, self.weight, self.bias, padding)
+        return conv2d_in_layout(x, self.weight, self.bias, padding, self.in_channels > 1)
+
+
+class RowMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that, under ``torch.compile`` and for a (2, 1) window with stride (2, 1),
+    is the elementwise maximum of the even and the odd rows.
+
+    Inductor lowers max-pool's backward to a scalar scatter over the whole map; the maximum of
+    two strided views has a vectorised backward. The gradient only differs on exact ties
+    between the two rows (shared equally instead of going to the first row); after the ReLU
+    that precedes every pool in the CNN, ties are zeros, whose gradient the ReLU drops anyway.
+    """
+
+    def _rows_path(self) -> bool:
+        return (
+            torch.compiler.is_compiling()
+            and self.kernel_size == (2, 1)
+            and self.stride == (2, 1)
+            and self.padding == 0
+            and self.dilation == 1
+            and not self.ceil_mode
+            and not self.return_indices
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._rows_path():
+            return super().forward(x)
+        rows = x.shape[-2] // 2 * 2
+        return torch.maximum(x[..., 0:rows:2, :], x[..., 1:rows:2, :])

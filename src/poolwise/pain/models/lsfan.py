@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from poolwise.pain.models.common import check_batch
-from poolwise.pain.models.conv import LayoutConv2d
+from poolwise.pain.models.conv import LayoutConv2d, RowMaxPool2d
 from poolwise.pooling import create_pool
 
 POOL_AXES = ("time", "sensor")
@@ -39,7 +39,7 @@ def _cnn(widths: Sequence[int]) -> nn.Sequential:
             nn.ReLU(),
         ]
         if i % 2 == 1:
-            layers.append(nn.MaxPool2d((2, 1)))
+            layers.append(RowMaxPool2d((2, 1)))
         in_ch = out_ch
     return nn.Sequential(*layers)
 
