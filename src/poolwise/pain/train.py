@@ -8,8 +8,9 @@ the best selection macro F1 (ties: lower selection loss) is kept, and training s
 ``patience`` epochs without improvement.
 
 ``compile=True`` runs the training forward through ``torch.compile`` (same parameters; the CNN's
-convolutions then run in the layout that suits each, see :mod:`poolwise.pain.models.conv`, and
-docs/pain.md for the measured speed); evaluation always runs the plain module.
+convolutions then run on a C++ direct convolution where a compiler can build it, else in the
+oneDNN layout that suits each, see :mod:`poolwise.pain.models.conv`, and docs/pain.md for the
+measured speed); evaluation always runs the plain module.
 """
 
 from __future__ import annotations
