@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poolwise.pain.models import create_model, native
-from poolwise.pain.models.conv import LayoutConv2d, RowMaxPool2d, conv2d_in_layout
+from poolwise.pain.models.conv import ConvStack, LayoutConv2d, RowMaxPool2d, conv2d_in_layout
 
 HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
 needs_native = pytest.mark.skipif(
@@ -136,6 +136,83 @@ def test_direct_conv_passes_opcheck():
     torch.library.opcheck(native.conv2d_direct, args)
 
 
+def _bn_against_float64(x, w, b, pool, threads):
+    """The fused float32 op against batch norm + ReLU (+ max-pool) in float64."""
+    torch.set_num_threads(threads)
+    try:
+        leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+        out, mean, var = native.bn_relu_pool(*leaves, 1e-5, pool)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
+        ours = torch.autograd.grad(out, leaves, grad)
+    finally:
+        torch.set_num_threads(2)
+    exact = [t.double().requires_grad_() for t in (x, w, b)]
+    ref = F.relu(F.batch_norm(exact[0], None, None, exact[1], exact[2], True, 0.0, 1e-5))
+    ref = F.max_pool2d(ref, (2, 1)) if pool else ref
+    theirs = torch.autograd.grad(ref, exact, grad.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    xd = x.double()
+    torch.testing.assert_close(mean.double(), xd.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(var.double(), xd.var((0, 2, 3), correction=0), rtol=1e-5, atol=1e-6)
+    for name, a, t in zip(("x", "weight", "bias"), ours, theirs, strict=True):
+        scale = float(t.abs().max()) + 1.0
+        torch.testing.assert_close(a.double() / scale, t / scale, rtol=0, atol=2e-6, msg=name)
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize(
+    ("batch", "channels", "height", "width"),
+    [(40, 16, 84, 30), (3, 5, 7, 9), (2, 3, 4, 5), (4, 2, 2, 8)],  # L-SFAN's last map, odd/short
+)
+def test_bn_relu_pool_matches_reference(batch, channels, height, width, pool, threads):
+    g = torch.Generator().manual_seed(batch + channels)
+    x = torch.randn(batch, channels, height, width, generator=g) * 2 + 0.5
+    w, b = torch.randn(channels, generator=g), torch.randn(channels, generator=g)
+    _bn_against_float64(x, w, b, pool, threads)
+
+
+@needs_native
+@settings(max_examples=30, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    channels=st.integers(1, 6),
+    height=st.integers(2, 11),
+    width=st.integers(1, 20),
+    pool=st.booleans(),
+    threads=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_bn_relu_pool_property(batch, channels, height, width, pool, threads, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, generator=g)
+    w, b = torch.randn(channels, generator=g), torch.randn(channels, generator=g)
+    _bn_against_float64(x, w, b, pool, threads)
+
+
+@needs_native
+def test_bn_relu_pool_ties_go_to_the_first_row():
+    """Equal row pairs: nn.MaxPool2d sends the gradient to the first row; so does the op."""
+    g = torch.Generator().manual_seed(2)
+    half = torch.randn(2, 3, 4, 9, generator=g)
+    x = half.repeat_interleave(2, dim=2)  # rows 2h and 2h + 1 equal
+    w, b = torch.rand(3, generator=g) + 0.5, torch.randn(3, generator=g)
+    _bn_against_float64(x, w, b, True, 1)  # F.max_pool2d's first-row choice, in float64
+    leaf = x.clone().requires_grad_()
+    out, _, _ = native.bn_relu_pool(leaf, w, b, 1e-5, True)
+    out.sum().backward()
+    # shared equally, the two rows of a pair would get the same gradient
+    assert not torch.allclose(leaf.grad[:, :, 0::2], leaf.grad[:, :, 1::2])
+
+
+@needs_native
+def test_bn_relu_pool_passes_opcheck():
+    g = torch.Generator().manual_seed(4)
+    x, w, b = torch.randn(2, 3, 6, 9, generator=g), torch.randn(3, generator=g), torch.randn(3)
+    torch.library.opcheck(native.bn_relu_pool, (x, w, b, 1e-5, True))
+
+
 def test_supports_only_what_the_kernel_computes():
     x, w = torch.randn(2, 3, 9, 6), torch.randn(4, 3, 3, 3)
     available = native.library() is not None
@@ -170,7 +247,7 @@ def test_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
         native.library.cache_clear()
         assert native.library() is not None
         (built,) = tmp_path.iterdir()
-        assert built.name.startswith("direct_conv-")
+        assert built.name.startswith("poolwise_kernels-")
         stamp = built.stat().st_mtime_ns
         native.library.cache_clear()
         assert native.library() is not None
@@ -196,19 +273,25 @@ def test_row_max_pool_compiled_matches_max_pool2d(height):
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_lsfan_step_matches_eager():
-    """Under torch.compile every conv runs through a custom op (the C++ one where it is built);
-    logits and parameter gradients stay those of the eager model (no dropout, so both see the
-    same function)."""
+    """Under torch.compile every conv, and where the C++ kernels are built every batch norm +
+    ReLU (+ pool), runs through a custom op; logits, parameter gradients and the running
+    statistics stay those of the eager model (no dropout, so both see the same function)."""
     torch.manual_seed(0)
     model = create_model("lsfan", dropout=0.0).train()
+    assert isinstance(model.cnn, ConvStack)
+    start_buffers = {n: b.clone() for n, b in model.named_buffers()}
     x = torch.randn(8, 30, 180)
     eager = model(x)
     eager.square().sum().backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    eager_buffers = {n: b.clone() for n, b in model.named_buffers()}
     model.zero_grad(set_to_none=True)
+    model.load_state_dict({**model.state_dict(), **start_buffers})
     compiled = torch.compile(model, dynamic=False)(x)
     compiled.square().sum().backward()
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    for name, buffer in model.named_buffers():  # batch norm's running statistics
+        torch.testing.assert_close(buffer, eager_buffers[name], rtol=1e-5, atol=1e-6, msg=name)
     conv_biases = {f"cnn.{i}.bias" for i, m in enumerate(model.cnn) if isinstance(m, LayoutConv2d)}
     for name, param in model.named_parameters():
         if name in conv_biases:
@@ -224,5 +307,8 @@ def test_compiled_lsfan_step_matches_eager():
     explained = torch._dynamo.explain(model)(x)
     assert explained.graph_break_count == 0
     code = "".join(str(g.code) for g in explained.graphs)
-    op = "poolwise.conv2d_direct" if native.library() is not None else "poolwise.conv2d_in_layout"
-    assert code.count(op) == 4  # every conv of the CNN took the op
+    if native.library() is not None:
+        assert code.count("poolwise.conv2d_direct") == 4  # every conv of the CNN took the op
+        assert code.count("poolwise.bn_relu_pool") == 4  # and every norm-ReLU(-pool) run
+    else:
+        assert code.count("poolwise.conv2d_in_layout") == 4

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from poolwise.pain.models import native
 
-__all__ = ["LayoutConv2d", "RowMaxPool2d", "conv2d_in_layout"]
+__all__ = ["ConvStack", "LayoutConv2d", "RowMaxPool2d", "conv2d_in_layout"]
 
 
 def _memory_format(channels_last: bool) -> torch.memory_format:
@@ -183,3 +183,51 @@ class RowMaxPool2d(nn.MaxPool2d):
             return super().forward(x)
         rows = x.shape[-2] // 2 * 2
         return torch.maximum(x[..., 0:rows:2, :], x[..., 1:rows:2, :])
+
+
+def _fusable_norm(norm: nn.Module, relu: nn.Module, x: Tensor) -> bool:
+    return (
+        type(norm) is nn.BatchNorm2d
+        and type(relu) is nn.ReLU
+        and norm.training
+        and norm.affine
+        and norm.track_running_stats
+        and norm.momentum is not None
+        and native.supports_bn(x)
+    )
+
+
+def _fused_norm_relu(norm: nn.BatchNorm2d, x: Tensor, pool: bool) -> Tensor:
+    """``relu(norm(x))`` (then the row max-pool if ``pool``) as one C++ op, with the running
+    statistics updated as ``nn.BatchNorm2d`` does in training (unbiased running variance)."""
+    out, mean, var = native.bn_relu_pool(x, norm.weight, norm.bias, norm.eps, pool)
+    count = x.numel() // x.shape[1]
+    with torch.no_grad():
+        norm.num_batches_tracked.add_(1)
+        norm.running_mean.mul_(1 - norm.momentum).add_(mean, alpha=norm.momentum)
+        unbiased = var * (count / max(count - 1, 1))
+        norm.running_var.mul_(1 - norm.momentum).add_(unbiased, alpha=norm.momentum)
+    return out
+
+
+class ConvStack(nn.Sequential):
+    """``nn.Sequential`` of the CNN's layers. Under ``torch.compile`` in training mode, each
+    ``BatchNorm2d, ReLU[, RowMaxPool2d]`` run is one fused C++ op
+    (:func:`poolwise.pain.models.native.bn_relu_pool`) where that is built: inductor's kernels
+    for it make several passes over the batch's maps; this one handles each channel whole,
+    so its second pass reads from cache. Anywhere else it is the plain sequence."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (torch.compiler.is_compiling() and self.training):
+            return super().forward(x)
+        layers, i = list(self), 0
+        while i < len(layers):
+            if i + 1 < len(layers) and _fusable_norm(layers[i], layers[i + 1], x):
+                after = layers[i + 2] if i + 2 < len(layers) else None
+                pool = isinstance(after, RowMaxPool2d) and after._rows_path()
+                x = _fused_norm_relu(layers[i], x, pool)
+                i += 3 if pool else 2
+                continue
+            x = layers[i](x)
+            i += 1
+        return x

@@ -22,13 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from poolwise.pain.models.common import check_batch
-from poolwise.pain.models.conv import LayoutConv2d, RowMaxPool2d
+from poolwise.pain.models.conv import ConvStack, LayoutConv2d, RowMaxPool2d
 from poolwise.pooling import create_pool
 
 POOL_AXES = ("time", "sensor")
 
 
-def _cnn(widths: Sequence[int]) -> nn.Sequential:
+def _cnn(widths: Sequence[int]) -> ConvStack:
     """conv-BN-ReLU blocks; a (2, 1) max-pool after every second one (time only)."""
     layers: list[nn.Module] = []
     in_ch = 1
@@ -41,7 +41,7 @@ def _cnn(widths: Sequence[int]) -> nn.Sequential:
         if i % 2 == 1:
             layers.append(RowMaxPool2d((2, 1)))
         in_ch = out_ch
-    return nn.Sequential(*layers)
+    return ConvStack(*layers)
 
 
 def cnn_output_length(window: int, n_convs: int) -> int:

@@ -1,13 +1,16 @@
-"""The C++ direct convolution of ``direct_conv.cpp``: built on first use, loaded with ctypes.
+"""The pain CNN's C++ kernels: the direct convolution of ``direct_conv.cpp`` and the fused
+batch norm / ReLU / row max-pool of ``bn_relu_pool.cpp``; built on first use, loaded with ctypes.
 
 The library is compiled once per source version, compiler and CPU class with the C++ compiler
 that ``torch.compile`` on CPU needs anyway (``$CXX``, else ``g++``, ``c++`` or ``clang++``) and
 cached in ``$POOLWISE_CACHE`` (default ``~/.cache/poolwise``), written atomically. Where no
-compiler works, :func:`library` returns None with a warning and callers keep oneDNN's
-convolution. ``POOLWISE_NATIVE_CONV=0`` switches the native path off.
+compiler works, :func:`library` returns None with a warning and callers keep PyTorch's own
+kernels. ``POOLWISE_NATIVE_CONV=0`` switches the native path off.
 
 :func:`conv2d_direct` is a ``torch.library`` custom op (opaque to ``torch.compile``) for 3x3,
-stride-1, one-group float32 convolutions on CPU; its backward is a second op.
+stride-1, one-group float32 convolutions on CPU; :func:`bn_relu_pool` is one for training-mode
+batch norm followed by ReLU and an optional (2, 1) row max-pool. Each has its backward as a
+second op.
 """
 
 from __future__ import annotations
@@ -26,9 +29,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "conv2d_direct", "conv2d_direct_backward", "library", "supports"]
+__all__ = [
+    "available",
+    "bn_relu_pool",
+    "bn_relu_pool_backward",
+    "conv2d_direct",
+    "conv2d_direct_backward",
+    "library",
+    "supports",
+    "supports_bn",
+]
 
-SOURCE = Path(__file__).with_name("direct_conv.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("direct_conv.cpp", "bn_relu_pool.cpp")]
 
 
 def _compiler() -> str | None:
@@ -58,7 +70,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
         subprocess.run(
-            [compiler, *flags, "-o", str(partial), str(SOURCE)],
+            [compiler, *flags, "-o", str(partial), *map(str, SOURCES)],
             check=True,
             capture_output=True,
             text=True,
@@ -73,22 +85,24 @@ def library() -> ctypes.CDLL | None:
         return None
     compiler = _compiler()
     if compiler is None:
-        warnings.warn("no C++ compiler: the pain CNN keeps oneDNN's convolution", stacklevel=2)
+        warnings.warn("no C++ compiler: the pain CNN keeps PyTorch's own kernels", stacklevel=2)
         return None
     flags = _flags()
+    texts = [source.read_text() for source in SOURCES]
     key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), compiler, *flags, platform.machine()]).encode()
+        "\0".join([*texts, compiler, *flags, platform.machine()]).encode()
     ).hexdigest()[:16]
-    target = cache_dir() / f"direct_conv-{key}.so"
+    target = cache_dir() / f"poolwise_kernels-{key}.so"
     try:
         if not target.exists():
             _build(compiler, flags, target)
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", None) or str(error)
+        names = ", ".join(source.name for source in SOURCES)
         warnings.warn(
-            f"building {SOURCE.name} with {compiler} failed, the pain CNN keeps oneDNN's "
-            f"convolution: {detail.strip()[-500:]}",
+            f"building {names} with {compiler} failed, the pain CNN keeps PyTorch's own "
+            f"kernels: {detail.strip()[-500:]}",
             stacklevel=2,
         )
         return None
@@ -96,6 +110,14 @@ def library() -> ctypes.CDLL | None:
     for function in (lib.pw_conv_forward, lib.pw_conv_weight_grad):
         function.argtypes = [pointer] * 4 + [integer] * 8
         function.restype = None
+    real = ctypes.c_float
+    lib.pw_bn_relu_pool_forward.argtypes = (
+        [pointer] * 3 + [real, integer] + [pointer] * 3 + [integer] * 5
+    )
+    lib.pw_bn_relu_pool_backward.argtypes = (
+        [pointer] * 6 + [real, integer] + [pointer] * 3 + [integer] * 5
+    )
+    lib.pw_bn_relu_pool_forward.restype = lib.pw_bn_relu_pool_backward.restype = None
     return lib
 
 
@@ -200,3 +222,98 @@ def _backward(ctx, grad: Tensor):
 
 
 conv2d_direct.register_autograd(_backward, setup_context=_setup_context)
+
+
+def supports_bn(x: Tensor) -> bool:
+    """Whether :func:`bn_relu_pool` handles this input (a 4-d float32 CPU map)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and available()
+
+
+def _pooled_shape(x: Tensor, pool: bool) -> tuple[int, int, int, int]:
+    b, c, h, w = x.shape
+    return b, c, (h // 2 if pool else h), w
+
+
+@torch.library.custom_op("poolwise::bn_relu_pool", mutates_args=())
+def bn_relu_pool(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float, pool: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``relu(batch_norm(x))`` with batch statistics, then ``max_pool2d(., (2, 1))`` if
+    ``pool``; also returns the batch mean and biased variance per channel (for the running
+    statistics, which the caller updates)."""
+    x = x.contiguous()
+    out = x.new_empty(_pooled_shape(x, pool))
+    mean, var = x.new_empty(x.shape[1]), x.new_empty(x.shape[1])
+    library().pw_bn_relu_pool_forward(
+        x.data_ptr(),
+        weight.contiguous().data_ptr(),
+        bias.contiguous().data_ptr(),
+        eps,
+        pool,
+        out.data_ptr(),
+        mean.data_ptr(),
+        var.data_ptr(),
+        *x.shape,
+        torch.get_num_threads(),
+    )
+    return out, mean, var
+
+
+@bn_relu_pool.register_fake
+def _(x, weight, bias, eps, pool):
+    return x.new_empty(_pooled_shape(x, pool)), x.new_empty(x.shape[1]), x.new_empty(x.shape[1])
+
+
+@torch.library.custom_op("poolwise::bn_relu_pool_backward", mutates_args=())
+def bn_relu_pool_backward(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    eps: float,
+    pool: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients for (x, weight, bias) of :func:`bn_relu_pool`."""
+    grad, x = grad.contiguous(), x.contiguous()
+    grad_x = torch.empty_like(x)
+    grad_w, grad_b = weight.new_empty(weight.shape), weight.new_empty(weight.shape)
+    library().pw_bn_relu_pool_backward(
+        grad.data_ptr(),
+        x.data_ptr(),
+        weight.contiguous().data_ptr(),
+        bias.contiguous().data_ptr(),
+        mean.data_ptr(),
+        var.data_ptr(),
+        eps,
+        pool,
+        grad_x.data_ptr(),
+        grad_w.data_ptr(),
+        grad_b.data_ptr(),
+        *x.shape,
+        torch.get_num_threads(),
+    )
+    return grad_x, grad_w, grad_b
+
+
+@bn_relu_pool_backward.register_fake
+def _(grad, x, weight, bias, mean, var, eps, pool):
+    return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
+
+
+def _bn_setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, eps, pool = inputs
+    _, mean, var = output
+    ctx.save_for_backward(x, weight, bias, mean, var)
+    ctx.eps, ctx.pool = eps, pool
+    ctx.mark_non_differentiable(mean, var)
+
+
+def _bn_backward(ctx, grad: Tensor, _grad_mean, _grad_var):
+    x, weight, bias, mean, var = ctx.saved_tensors
+    grads = bn_relu_pool_backward(grad, x, weight, bias, mean, var, ctx.eps, ctx.pool)
+    return (*grads, None, None)
+
+
+bn_relu_pool.register_autograd(_bn_backward, setup_context=_bn_setup_context)
