@@ -1,6 +1,8 @@
 """L-SFAN's four convolutions, one at a time: oneDNN (NCHW and channels-last) against poolwise's
 C++ direct convolution, forward and backward, at batch 40 and 1 thread (one fold process).
 
+Every contender takes and returns NCHW maps, as in the CNN: the channels-last column includes
+the conversions, as poolwise's oneDNN fallback (``conv2d_in_layout``) runs them.
 The backward is what training needs: weight and bias gradients everywhere, the input gradient
 from the second convolution on. Times are medians of interleaved repetitions; the last column is
 oneDNN's better layout over the direct kernel.
@@ -25,19 +27,22 @@ PADDING = [0, 1]
 
 
 def onednn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, channels_last: bool):
+    """oneDNN as ``poolwise::conv2d_in_layout`` runs it: NCHW in and out, the conversions to and
+    from the layout inside the timing."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = x.contiguous(memory_format=fmt)
-    out = F.conv2d(x, w, b, padding=PADDING)
-    grad = torch.ones_like(out)
+    grad = torch.ones_like(F.conv2d(x, w, b, padding=PADDING))
 
     def forward():
-        F.conv2d(x, w, b, padding=PADDING)
+        F.conv2d(x.contiguous(memory_format=fmt), w, b, padding=PADDING).contiguous()
 
     def backward():
-        torch.ops.aten.convolution_backward(
-            grad, x, w, [w.shape[0]], [1, 1], PADDING, [1, 1], False, [0, 0], 1,
+        grads = torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt), w,
+            [w.shape[0]], [1, 1], PADDING, [1, 1], False, [0, 0], 1,
             [x.shape[1] > 1, True, True],
         )
+        if grads[0] is not None:
+            grads[0].contiguous()
 
     return forward, backward
 
