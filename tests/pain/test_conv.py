@@ -223,14 +223,14 @@ def test_supports_only_what_the_kernel_computes():
 
 
 def test_native_switch_and_failed_build_fall_back(monkeypatch, tmp_path):
-    """POOLWISE_NATIVE_CONV=0, or a compiler that fails, leaves oneDNN's path (with a
+    """POOLWISE_NATIVE=0, or a compiler that fails, leaves PyTorch's kernels (with a
     warning naming the source file for the failure); nothing half-written stays cached."""
     monkeypatch.setenv("POOLWISE_CACHE", str(tmp_path))
     try:
-        monkeypatch.setenv("POOLWISE_NATIVE_CONV", "0")
+        monkeypatch.setenv("POOLWISE_NATIVE", "0")
         native.library.cache_clear()
         assert native.library() is None
-        monkeypatch.delenv("POOLWISE_NATIVE_CONV")
+        monkeypatch.delenv("POOLWISE_NATIVE")
         monkeypatch.setenv("CXX", shutil.which("false") or "false")
         native.library.cache_clear()
         with pytest.warns(UserWarning, match="direct_conv.cpp"):
@@ -271,8 +271,21 @@ def test_row_max_pool_compiled_matches_max_pool2d(height):
     assert torch.equal(pool(x), eager)  # outside compile it is nn.MaxPool2d
 
 
+@pytest.fixture(params=["native", "pytorch"])
+def kernels(request, monkeypatch):
+    """The compiled CNN on the C++ kernels, and on the fallback (POOLWISE_NATIVE=0)."""
+    if request.param == "pytorch":
+        monkeypatch.setenv("POOLWISE_NATIVE", "0")
+    native.library.cache_clear()
+    torch._dynamo.reset()
+    yield request.param
+    monkeypatch.delenv("POOLWISE_NATIVE", raising=False)
+    native.library.cache_clear()
+    torch._dynamo.reset()
+
+
 @pytest.mark.skipif(not HAS_COMPILER, reason="torch.compile on CPU needs a C++ compiler")
-def test_compiled_lsfan_step_matches_eager():
+def test_compiled_lsfan_step_matches_eager(kernels):
     """Under torch.compile every conv, and where the C++ kernels are built every batch norm +
     ReLU (+ pool), runs through a custom op; logits, parameter gradients and the running
     statistics stay those of the eager model (no dropout, so both see the same function)."""
@@ -307,8 +320,9 @@ def test_compiled_lsfan_step_matches_eager():
     explained = torch._dynamo.explain(model)(x)
     assert explained.graph_break_count == 0
     code = "".join(str(g.code) for g in explained.graphs)
-    if native.library() is not None:
+    if kernels == "native" and native.library() is not None:
         assert code.count("poolwise.conv2d_direct") == 4  # every conv of the CNN took the op
         assert code.count("poolwise.bn_relu_pool") == 4  # and every norm-ReLU(-pool) run
     else:
         assert code.count("poolwise.conv2d_in_layout") == 4
+        assert "poolwise.bn_relu_pool" not in code

@@ -5,7 +5,7 @@ The library is compiled once per source version, compiler and CPU class with the
 that ``torch.compile`` on CPU needs anyway (``$CXX``, else ``g++``, ``c++`` or ``clang++``) and
 cached in ``$POOLWISE_CACHE`` (default ``~/.cache/poolwise``), written atomically. Where no
 compiler works, :func:`library` returns None with a warning and callers keep PyTorch's own
-kernels. ``POOLWISE_NATIVE_CONV=0`` switches the native path off.
+kernels. ``POOLWISE_NATIVE=0`` switches the native path off.
 
 :func:`conv2d_direct` is a ``torch.library`` custom op (opaque to ``torch.compile``) for 3x3,
 stride-1, one-group float32 convolutions on CPU; :func:`bn_relu_pool` is one for training-mode
@@ -58,7 +58,7 @@ def _flags() -> list[str]:
     return flags
 
 
-def cache_dir() -> Path:
+def _cache_dir() -> Path:
     if os.environ.get("POOLWISE_CACHE"):
         return Path(os.environ["POOLWISE_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -81,7 +81,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The loaded library, building it if needed; None where it cannot be built or loaded."""
-    if os.environ.get("POOLWISE_NATIVE_CONV", "1") == "0":
+    if os.environ.get("POOLWISE_NATIVE", "1") == "0":
         return None
     compiler = _compiler()
     if compiler is None:
@@ -92,7 +92,7 @@ def library() -> ctypes.CDLL | None:
     key = hashlib.sha256(
         "\0".join([*texts, compiler, *flags, platform.machine()]).encode()
     ).hexdigest()[:16]
-    target = cache_dir() / f"poolwise_kernels-{key}.so"
+    target = _cache_dir() / f"poolwise_kernels-{key}.so"
     try:
         if not target.exists():
             _build(compiler, flags, target)
@@ -148,14 +148,16 @@ def _output_size(x: Tensor, weight: Tensor, padding: list[int]) -> tuple[int, in
 
 
 def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding: list[int]) -> Tensor:
+    # contiguous copies are bound to names so they outlive the call that reads their memory
     x, weight = x.contiguous(), weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
     out = x.new_empty(_output_size(x, weight, padding))
     if out.numel() == 0:
         return out
     library().pw_conv_forward(
         x.data_ptr(),
         weight.data_ptr(),
-        None if bias is None else bias.contiguous().data_ptr(),
+        None if bias is None else bias.data_ptr(),
         out.data_ptr(),
         *x.shape,
         weight.shape[0],
@@ -241,13 +243,13 @@ def bn_relu_pool(
     """``relu(batch_norm(x))`` with batch statistics, then ``max_pool2d(., (2, 1))`` if
     ``pool``; also returns the batch mean and biased variance per channel (for the running
     statistics, which the caller updates)."""
-    x = x.contiguous()
+    x, weight, bias = x.contiguous(), weight.contiguous(), bias.contiguous()
     out = x.new_empty(_pooled_shape(x, pool))
     mean, var = x.new_empty(x.shape[1]), x.new_empty(x.shape[1])
     library().pw_bn_relu_pool_forward(
         x.data_ptr(),
-        weight.contiguous().data_ptr(),
-        bias.contiguous().data_ptr(),
+        weight.data_ptr(),
+        bias.data_ptr(),
         eps,
         pool,
         out.data_ptr(),
@@ -277,13 +279,14 @@ def bn_relu_pool_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients for (x, weight, bias) of :func:`bn_relu_pool`."""
     grad, x = grad.contiguous(), x.contiguous()
+    weight, bias = weight.contiguous(), bias.contiguous()
     grad_x = torch.empty_like(x)
     grad_w, grad_b = weight.new_empty(weight.shape), weight.new_empty(weight.shape)
     library().pw_bn_relu_pool_backward(
         grad.data_ptr(),
         x.data_ptr(),
-        weight.contiguous().data_ptr(),
-        bias.contiguous().data_ptr(),
+        weight.data_ptr(),
+        bias.data_ptr(),
         mean.data_ptr(),
         var.data_ptr(),
         eps,
