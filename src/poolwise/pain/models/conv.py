@@ -1,5 +1,6 @@
-"""The 2D CNN's layers under ``torch.compile``: convolutions in the kernel or layout that suits
-each layer, and a max-pool with a vectorised backward.
+"""The 2D CNN's layers under ``torch.compile``: C++ kernels for the convolutions and for each
+batch norm + ReLU (+ max-pool) where they are built, else oneDNN convolutions in the layout that
+suits each layer and a max-pool with a vectorised backward.
 
 L-SFAN's convolutions have 1 to 16 channels, where oneDNN's kernels do poorly on CPU:
 
@@ -8,9 +9,10 @@ L-SFAN's convolutions have 1 to 16 channels, where oneDNN's kernels do poorly on
 - inductor's fused batch-norm / ReLU / max-pool kernels are slower on channels-last maps with
   so few channels (a 16-lane vector holds 2 to 8 useful values) than on NCHW maps.
 
-Where the C++ direct convolution of :mod:`poolwise.pain.models.native` is built (it needs the
-C++ compiler that ``torch.compile`` on CPU needs anyway), :class:`LayoutConv2d` runs on it, in
-NCHW, forward and backward. Otherwise each convolution is one opaque op
+Where the C++ kernels of :mod:`poolwise.pain.models.native` are built (they need the C++
+compiler that ``torch.compile`` on CPU needs anyway), :class:`LayoutConv2d` runs on the direct
+convolution, in NCHW, forward and backward, and :class:`ConvStack` runs each batch norm, ReLU
+and pool as one op. Otherwise each convolution is one opaque op
 (``poolwise::conv2d_in_layout``) that converts its input to the layout that suits the layer,
 convolves with oneDNN and hands an NCHW map back, so the kernels around it stay NCHW; the first
 convolution (one input channel) stays NCHW and computes its weight gradient as one matrix
