@@ -62,6 +62,7 @@ def test_layout_conv_is_nn_conv2d_outside_compile():
 
 def _direct_against_float64(x, w, b, padding, threads):
     """The float32 op against F.conv2d in float64: output and all three gradients."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         leaves = [t.clone().requires_grad_() for t in (x, w, b)]
@@ -72,7 +73,7 @@ def _direct_against_float64(x, w, b, padding, threads):
         ref = F.conv2d(*exact, padding=padding)
         theirs = torch.autograd.grad(ref, exact, grad.double())
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(before)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
     for name, a, t in zip(("x", "weight", "bias"), ours, theirs, strict=True):
         scale = float(t.abs().max()) + 1.0
@@ -138,6 +139,7 @@ def test_direct_conv_passes_opcheck():
 
 def _bn_against_float64(x, w, b, pool, threads):
     """The fused float32 op against batch norm + ReLU (+ max-pool) in float64."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         leaves = [t.clone().requires_grad_() for t in (x, w, b)]
@@ -145,7 +147,7 @@ def _bn_against_float64(x, w, b, pool, threads):
         grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(5))
         ours = torch.autograd.grad(out, leaves, grad)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(before)
     exact = [t.double().requires_grad_() for t in (x, w, b)]
     ref = F.relu(F.batch_norm(exact[0], None, None, exact[1], exact[2], True, 0.0, 1e-5))
     ref = F.max_pool2d(ref, (2, 1)) if pool else ref

@@ -39,12 +39,6 @@ def _memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def _output_size(x: Tensor, weight: Tensor, padding: list[int]) -> tuple[int, int, int, int]:
-    height = x.shape[2] + 2 * padding[0] - weight.shape[2] + 1
-    width = x.shape[3] + 2 * padding[1] - weight.shape[3] + 1
-    return x.shape[0], weight.shape[0], height, width
-
-
 @torch.library.custom_op("poolwise::conv2d_in_layout", mutates_args=())
 def conv2d_in_layout(
     x: Tensor, weight: Tensor, bias: Tensor, padding: list[int], channels_last: bool
@@ -57,7 +51,7 @@ def conv2d_in_layout(
 
 @conv2d_in_layout.register_fake
 def _(x, weight, bias, padding, channels_last):
-    return x.new_empty(_output_size(x, weight, padding))
+    return x.new_empty(native.conv_output_size(x, weight, padding))
 
 
 def _single_channel_weight_grad(grad: Tensor, x: Tensor, kernel: tuple[int, int], padding):

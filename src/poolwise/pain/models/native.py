@@ -35,6 +35,7 @@ __all__ = [
     "bn_relu_pool_backward",
     "conv2d_direct",
     "conv2d_direct_backward",
+    "conv_output_size",
     "library",
     "supports",
     "supports_bn",
@@ -141,7 +142,8 @@ def supports(x: Tensor, weight: Tensor, padding: list[int]) -> bool:
     )
 
 
-def _output_size(x: Tensor, weight: Tensor, padding: list[int]) -> tuple[int, int, int, int]:
+def conv_output_size(x: Tensor, weight: Tensor, padding: list[int]) -> tuple[int, int, int, int]:
+    """(B, C_out, H_out, W_out) of a stride-1, undilated convolution with zero padding."""
     height = x.shape[2] + 2 * padding[0] - weight.shape[2] + 1
     width = x.shape[3] + 2 * padding[1] - weight.shape[3] + 1
     return x.shape[0], weight.shape[0], height, width
@@ -151,7 +153,7 @@ def _forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding: list[int])
     # contiguous copies are bound to names so they outlive the call that reads their memory
     x, weight = x.contiguous(), weight.contiguous()
     bias = None if bias is None else bias.contiguous()
-    out = x.new_empty(_output_size(x, weight, padding))
+    out = x.new_empty(conv_output_size(x, weight, padding))
     if out.numel() == 0:
         return out
     library().pw_conv_forward(
@@ -175,7 +177,7 @@ def conv2d_direct(x: Tensor, weight: Tensor, bias: Tensor, padding: list[int]) -
 
 @conv2d_direct.register_fake
 def _(x, weight, bias, padding):
-    return x.new_empty(_output_size(x, weight, padding))
+    return x.new_empty(conv_output_size(x, weight, padding))
 
 
 @torch.library.custom_op("poolwise::conv2d_direct_backward", mutates_args=())
