@@ -6,10 +6,12 @@ Library modules never parse argv or print; this module does both.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from poolwise import __version__
+from poolwise._io import FolderBusyError
 from poolwise.pooling import describe_pools
 
 
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Structure-aware pooling: GGeM heads for ViTs and L-SFAN pain detection.",
     )
     parser.add_argument("--version", action="version", version=f"poolwise {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also: POOLWISE_DEBUG=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     pools = commands.add_parser(
@@ -92,13 +96,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that describe bad input or a full/read-only disk: their message is the whole story.
+_USER_ERRORS = (ValueError, OSError, FloatingPointError, FolderBusyError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; an error prints as one line on stderr (exit 2), after any progress
+    bar the command opened is closed; ``--debug`` or ``POOLWISE_DEBUG=1`` re-raises it."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("POOLWISE_DEBUG", "") not in ("", "0")
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"poolwise: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        _close_bars(args)
+        print("poolwise: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:
+        _close_bars(args)
+        if debug:
+            raise
+        text = str(err).strip() or type(err).__name__
+        if not isinstance(err, _USER_ERRORS):
+            text = f"{type(err).__name__}: {text} (this looks like a bug in poolwise; rerun " \
+                   "with --debug and report the traceback)"
+        elif isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+            text = f"{err.filename}: {text}"
+        print(f"poolwise: error: {text}", file=sys.stderr)
         return 2
+
+
+def _close_bars(args: argparse.Namespace) -> None:
+    for bar in getattr(args, "close_on_error", ()):
+        bar.close()
 
 
 if __name__ == "__main__":

@@ -83,12 +83,15 @@ def test_segments_of_adjacent_and_overlapping_exercises():
     np.testing.assert_array_equal(exercise_segments(ind), [[0, 7, 0], [5, 12, 1]])
 
 
-def test_empty_session_is_skipped_and_logged(tmp_path, caplog):
+def test_empty_session_is_skipped_recorded_and_logged(tmp_path, caplog):
     m = recording()
     m[0, list(LAYOUT.emg)] = 0
     with caplog.at_level(logging.WARNING):
-        assert read_fame_session(save_mat(tmp_path / "C01.mat", m)) is None
-    assert "C01.mat: empty session" in caplog.text
+        ds = read_fame_session(save_mat(tmp_path / "C01.mat", m))
+    assert len(ds) == 0 and "C01.mat: empty session" in caplog.text
+    (entry,) = ds.skipped
+    assert entry["file"].endswith("C01.mat") and entry["frames"] == len(m)
+    assert entry["reason"] == "empty session: first-row sEMG all zero"
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def test_files_that_are_not_detectors(tmp_path):
     with pytest.raises(ValueError, match=r"plain\.safetensors: no detector metadata"):
         read_detector(tmp_path / "plain.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a file format")
-    with pytest.raises(ValueError, match=r"junk\.safetensors: not a safetensors file"):
+    with pytest.raises(ValueError, match=r"junk\.safetensors: not a readable safetensors file"):
         read_detector(tmp_path / "junk.safetensors")
 
 
@@ -95,10 +95,12 @@ def test_onnx_and_torchscript_match_pytorch(tmp_path, name):
     script = torch.jit.load(str(export_detector(path, tmp_path / f"{name}.pt", "torchscript")))
     for batch in (1, 64):
         X = windows(64, seed=1)[:batch]
-        got = session.run(None, {"windows": X})[0]
+        got, valid = session.run(None, {"windows": X})
         np.testing.assert_allclose(got, reference[:batch], atol=1e-5)
-        np.testing.assert_allclose(script(torch.from_numpy(X)).detach().numpy(), reference[:batch],
-                                   atol=1e-5)
+        assert valid.dtype == bool and valid.all()
+        prob, valid = script(torch.from_numpy(X))
+        np.testing.assert_allclose(prob.detach().numpy(), reference[:batch], atol=1e-5)
+        assert valid.all()
     meta = {p.key: p.value for p in __import__("onnx").load(str(onnx_path)).metadata_props}
     assert '"hop": 45' in meta["poolwise_detector"]
     assert (tmp_path / f"{name}.onnx.json").is_file()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from poolwise._argtypes import fraction, positive_float, positive_int
+
 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from poolwise.pain.data.synth import write_synthetic_cohort
@@ -17,24 +19,24 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_windows(args: argparse.Namespace) -> int:
-    from poolwise.pain.data.dataset import WindowDataset
-    from poolwise.pain.data.readers import read_challenge_file, read_fame_folder
+    from poolwise.pain.data.readers import read_challenge_folder, read_fame_folder
 
-    source = Path(args.data)
-    if args.challenge:
-        files = sorted([*source.glob("*.csv"), *source.glob("*.mat")])
-        if not files:
-            raise FileNotFoundError(f"{source}: no .csv or .mat challenge files")
-        dataset = WindowDataset.concatenate(
-            [read_challenge_file(f, window=args.window, step=args.step) for f in files]
-        )
-    else:
-        dataset = read_fame_folder(source, window=args.window, step=args.step)
+    read = read_challenge_folder if args.challenge else read_fame_folder
+    dataset = read(Path(args.data), window=args.window, step=args.step)
     dataset.save(args.out)
     print(
         f"{len(dataset)} windows of {dataset.window} frames, {len(dataset.subjects)} subjects, "
         f"{dataset.y.mean():.1%} protective -> {args.out}"
     )
+    whole = [e for e in dataset.skipped if "empty" in e["reason"] or "no full window" in
+             e["reason"] or "shorter than a window:" in e["reason"]]
+    for entry in whole:
+        print(f"skipped {entry['file']}: {entry['reason']}")
+    summary = dataset.skipped_summary()
+    if summary:
+        print("\n| left out (recorded in the file's `skipped`) | frames |\n|---|---|")
+        for reason, frames in sorted(summary.items()):
+            print(f"| {reason} | {frames:,} |")
     print("\n| group | subjects | windows | protective |\n|---|---|---|---|")
     for group in sorted(set(dataset.group.tolist())):
         mask = dataset.group == group
@@ -87,6 +89,7 @@ def _cmd_loso(args: argparse.Namespace) -> int:
         print(f"NOTE: {REFERENCE_LABEL}")
     folds = tqdm(total=n_folds, desc="folds", unit="fold")
     batches = tqdm(desc="windows", unit="win", leave=False, disable=args.jobs > 1)
+    args.close_on_error = [batches, folds]
 
     def on_fold(record: dict, resumed: bool) -> None:
         m = record["metrics"]
@@ -101,6 +104,7 @@ def _cmd_loso(args: argparse.Namespace) -> int:
     records = run_loso(
         dataset, args.out, config, folds=args.folds, jobs=args.jobs,
         on_fold=on_fold, on_epoch=on_epoch, on_batch=batches.update,
+        on_notice=lambda text: folds.write(f"  note: {text}"), wait=args.wait,
     )
     batches.close()
     folds.close()
@@ -136,9 +140,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     suffix = ".onnx" if args.format == "onnx" else ".pt"
     out = Path(args.out) if args.out else checkpoint.with_suffix(suffix)
-    path = export_detector(checkpoint, out, args.format)
+    path = export_detector(checkpoint, out, args.format, max_abs_z=args.max_z)
     print(f"wrote {path} and {path.name}.json (input: raw windows (batch, channels, window); "
-          "output: protective-behaviour probability)")
+          "outputs: protective-behaviour probability, and valid: False where the window is "
+          "out of range or the probability is not finite)")
     return 0
 
 
@@ -150,7 +155,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     from poolwise.pain.replay import FAME_FRAME_RATE, iter_csv_frames, read_fame_frames
     from poolwise.pain.streaming import StreamingDetector
 
-    detector = Detector.load(args.checkpoint)
+    detector = Detector.load(args.checkpoint, max_abs_z=args.max_z)
     config = detector.config
     if args.input.endswith(".mat"):
         detector.check(channel_names=CHANNEL_NAMES, frame_rate=FAME_FRAME_RATE)
@@ -175,8 +180,12 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                   + (f" ({d.detail})" if d.detail else ""), flush=True)
     n_frames = stream.frames
     unavailable = sum(d.probability is None for d in decisions)
+    kinds = {s: sum(d.status == s for d in decisions) for s in ("missing", "out-of-range",
+                                                                "unavailable")}
+    detail = ", ".join(f"{n} {s}" for s, n in kinds.items() if n)
     print(f"# {len(decisions)} decisions over {n_frames} frames "
-          f"({n_frames / config.frame_rate:.1f} s); {unavailable} unavailable")
+          f"({n_frames / config.frame_rate:.1f} s); {unavailable} without a probability"
+          + (f" ({detail})" if detail else ""))
     if args.out:
         _write_stream_outputs(Path(args.out), decisions, n_frames, config)
         print(f"# written: {args.out}/decisions.csv, frames.csv, stream.png")
@@ -232,6 +241,8 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
 
 
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
+    from poolwise.pain.constants import MAX_ABS_Z
+
     pain = commands.add_parser(
         "pain",
         help="L-SFAN pain-behaviour detection",
@@ -246,7 +257,8 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         "layout; see docs/pain.md, section 'The synthetic cohort').",
     )
     synth.add_argument("out_dir", help="destination folder")
-    synth.add_argument("--subjects", type=int, default=30, help="subjects in all (default 30)")
+    synth.add_argument("--subjects", type=positive_int, default=30,
+                       help="subjects in all (default 30)")
     synth.add_argument(
         "--healthy",
         type=int,
@@ -272,8 +284,9 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="DATA holds challenge-style per-subject .csv/.mat files",
     )
-    windows.add_argument("--window", type=int, default=180, help="frames per window (180)")
-    windows.add_argument("--step", type=int, default=45, help="hop in frames (45)")
+    windows.add_argument("--window", type=positive_int, default=180,
+                         help="frames per window (180)")
+    windows.add_argument("--step", type=positive_int, default=45, help="hop in frames (45)")
     windows.set_defaults(run=_cmd_windows)
 
     models = sub.add_parser(
@@ -292,7 +305,7 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     )
     loso.add_argument("data", help="raw recording tree or a cached .npz window file")
     loso.add_argument("--model", default="lsfan", help="a model of `poolwise pain models`")
-    loso.add_argument("--epochs", type=int, default=20)
+    loso.add_argument("--epochs", type=positive_int, default=20, help="epochs per fold (20)")
     loso.add_argument("--out", required=True, help="run folder")
     loso.add_argument(
         "--folds",
@@ -300,20 +313,27 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         help="subset of folds: subject ids, 0-based indices or ranges like 0-9 (array jobs)",
     )
     loso.add_argument("--protocol", choices=("clean", "reference"), default="clean")
-    loso.add_argument("--batch-size", type=int, default=40, help="windows per step (40)")
-    loso.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    loso.add_argument("--patience", type=int, default=None, help="early-stopping patience")
+    loso.add_argument("--batch-size", type=positive_int, default=40,
+                      help="windows per step (40)")
+    loso.add_argument("--lr", type=positive_float, default=1e-3,
+                      help="Adam learning rate (1e-3)")
+    loso.add_argument("--patience", type=positive_int, default=None,
+                      help="early-stopping patience in epochs (off)")
     loso.add_argument(
-        "--select-subjects", type=int, default=3,
+        "--select-subjects", type=positive_int, default=3,
         help="inner selection subjects drawn from the training subjects (3)",
     )
     loso.add_argument("--seed", type=int, default=0)
-    loso.add_argument("--jobs", type=int, default=1, help="folds run in parallel processes")
+    loso.add_argument("--jobs", type=positive_int, default=1,
+                      help="folds run in parallel processes (1)")
+    loso.add_argument("--wait", action="store_true",
+                      help="if another run holds OUT, wait for it instead of refusing")
     loso.add_argument(
         "--compile", action="store_true",
         help="torch.compile the training forward (needs a C++ compiler; faster on CPU)",
     )
-    loso.add_argument("--threads", type=int, default=None, help="torch threads (one process)")
+    loso.add_argument("--threads", type=positive_int, default=None,
+                      help="torch threads (one process)")
     loso.set_defaults(run=_cmd_loso)
 
     report = sub.add_parser(
@@ -345,6 +365,8 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", help="fold_<subject>.safetensors of a LOSO run")
     export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     export.add_argument("--out", help="output file (default: the checkpoint's name, .onnx/.pt)")
+    export.add_argument("--max-z", type=positive_float, default=MAX_ABS_Z,
+                        help="largest |z-score| the graph marks valid (%(default)g)")
     export.set_defaults(run=_cmd_export)
 
     stream = sub.add_parser(
@@ -358,10 +380,13 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     stream.add_argument("--input", required=True,
                         help="CSV file with a header of channel names (optional 'time' column), "
                         "'-' for CSV on stdin, or a raw FAME .mat session")
-    stream.add_argument("--chunk", type=int, default=45, help="frames per push (45)")
-    stream.add_argument("--frame-rate", type=float, default=None,
+    stream.add_argument("--chunk", type=positive_int, default=45, help="frames per push (45)")
+    stream.add_argument("--frame-rate", type=positive_float, default=None,
                         help="the CSV's frame rate, checked against the detector's")
-    stream.add_argument("--max-missing", type=float, default=0.1,
+    stream.add_argument("--max-z", type=positive_float, default=MAX_ABS_Z,
+                        help="largest |z-score| that is scored; beyond it the decision is "
+                        "unavailable, status out-of-range (%(default)g)")
+    stream.add_argument("--max-missing", type=fraction, default=0.1,
                         help="largest missing fraction of a channel in a window that is "
                         "interpolated (0.1); beyond it the decision is unavailable")
     stream.add_argument("--out", help="folder for decisions.csv, frames.csv and stream.png")

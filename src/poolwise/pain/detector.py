@@ -9,7 +9,9 @@ model was trained with, and the decision threshold chosen on validation windows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from poolwise._io import atomic_path
+from poolwise._io import safetensors_bytes, write_bytes
+from poolwise.pain.constants import MAX_ABS_Z
 
 FORMAT = "poolwise-pain-detector/1"
 
@@ -43,6 +46,14 @@ def choose_threshold(y_true: np.ndarray, prob: np.ndarray) -> float:
 
 @dataclass
 class DetectorConfig:
+    """What inference needs besides the weights; validated on construction.
+
+    Raises:
+        ValueError: naming the field, for an unknown model, non-positive window, hop or frame
+            rate, repeated channel names, non-finite means, stds that are not finite and
+            positive, or a threshold outside [0, 1].
+    """
+
     model: str
     model_kwargs: dict
     channel_names: tuple[str, ...]
@@ -55,35 +66,88 @@ class DetectorConfig:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from poolwise.pain.models import list_models
+
+        if self.model not in list_models():
+            raise ValueError(f"model {self.model!r} is not a poolwise pain model "
+                             f"({', '.join(list_models())})")
+        if not isinstance(self.model_kwargs, dict) or not isinstance(self.provenance, dict):
+            raise ValueError("model_kwargs and provenance must be JSON objects")
+        if isinstance(self.channel_names, str) or not all(
+                isinstance(c, str) for c in self.channel_names):
+            raise ValueError(f"channel_names must be a list of names, got {self.channel_names!r}")
         self.channel_names = tuple(self.channel_names)
         n = len(self.channel_names)
-        if len(self.mean) != n or len(self.std) != n:
-            raise ValueError(
-                f"{n} channel names but {len(self.mean)} means and {len(self.std)} stds")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if n == 0:
+            raise ValueError("channel_names is empty")
+        repeated = sorted({c for c in self.channel_names if self.channel_names.count(c) > 1})
+        if repeated:
+            raise ValueError(f"channel names must be unique; repeated: {', '.join(repeated)}")
+        for name in ("window", "hop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive number of frames, got {value!r}")
+        if not _is_number(self.frame_rate) or not 0 < self.frame_rate < math.inf:
+            raise ValueError(f"frame_rate must be a positive number of Hz, got "
+                             f"{self.frame_rate!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, (list, tuple)) or not all(map(_is_number, values)):
+                raise ValueError(f"{name} must be a list of numbers, one per channel")
+            if len(values) != n:
+                raise ValueError(
+                    f"{n} channel names but {len(self.mean)} means and {len(self.std)} stds")
+        bad = [c for c, m in zip(self.channel_names, self.mean, strict=True)
+               if not math.isfinite(m)]
+        if bad:
+            raise ValueError(f"z-score mean is not finite for channel(s) {', '.join(bad[:6])}")
+        bad = [c for c, s in zip(self.channel_names, self.std, strict=True)
+               if not (math.isfinite(s) and s > 0)]
+        if bad:
+            raise ValueError(f"z-score std must be finite and > 0; it is not for channel(s) "
+                             f"{', '.join(bad[:6])}")
+        if not _is_number(self.threshold) or not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
 
     def to_json(self) -> str:
-        return json.dumps({**self.__dict__, "channel_names": list(self.channel_names)})
+        return json.dumps({**self.__dict__, "channel_names": list(self.channel_names)},
+                          sort_keys=True, allow_nan=False)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def detector_bytes(config: DetectorConfig, state: dict[str, Tensor]) -> bytes:
+    """The detector file's content (stable bytes for equal weights and config).
+
+    Raises:
+        ValueError: naming the tensors, when a weight is NaN or inf.
+    """
+    _check_weights(state)
+    return safetensors_bytes(state, {"format": FORMAT, "poolwise_detector": config.to_json()})
 
 
 def save_detector(path: str | Path, config: DetectorConfig, state: dict[str, Tensor]) -> Path:
     """Writes the weights and the config atomically."""
-    from safetensors.torch import save_file
+    return write_bytes(path, detector_bytes(config, state))
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "poolwise_detector":
-                                               config.to_json()})
-    return Path(path)
+
+def _check_weights(state: dict[str, Tensor], where: str = "the model") -> None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{where}: weights hold NaN or inf in {', '.join(bad[:5])}"
+                         + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
 
 
 def read_detector(path: str | Path) -> tuple[DetectorConfig, dict[str, Tensor]]:
-    """The config and the weights of a detector file.
+    """The config and the weights of a detector file, both validated.
 
     Raises:
+        FileNotFoundError: when there is no such file.
         ValueError: naming the file, when it is not a poolwise detector (e.g. a weights file
-            written by an older poolwise without the inference metadata).
+            written by an older poolwise without the inference metadata), its metadata is
+            invalid, or a weight is NaN or inf.
     """
     from safetensors import safe_open
 
@@ -95,49 +159,92 @@ def read_detector(path: str | Path) -> tuple[DetectorConfig, dict[str, Tensor]]:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as error:
-        raise ValueError(f"{path}: not a safetensors file ({error})") from error
+        raise ValueError(f"{path}: not a readable safetensors file ({error}); it may be "
+                         "truncated: re-run the fold that wrote it") from error
     if metadata.get("format") != FORMAT:
         raise ValueError(
             f"{path}: no detector metadata (format {metadata.get('format')!r}, expected "
             f"{FORMAT!r}); fold weights written before detector checkpoints existed lack "
             "the frame rate, hop and threshold: re-run that fold"
         )
-    return DetectorConfig(**json.loads(metadata["poolwise_detector"])), state
+    try:
+        fields = json.loads(metadata.get("poolwise_detector", ""))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: detector metadata is not valid JSON ({error})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: detector metadata is not a JSON object")
+    known = {f.name for f in dataclasses.fields(DetectorConfig)}
+    required = {f.name for f in dataclasses.fields(DetectorConfig)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    unknown, missing = sorted(set(fields) - known), sorted(required - set(fields))
+    if unknown or missing:
+        raise ValueError(f"{path}: invalid detector metadata (unknown fields {unknown}, "
+                         f"missing fields {missing})")
+    try:
+        config = DetectorConfig(**fields)
+    except ValueError as error:
+        raise ValueError(f"{path}: invalid detector metadata: {error}") from None
+    _check_weights(state, str(path))
+    return config, state
 
 
 class ProbabilityNet(nn.Module):
     """Normalisation + model + softmax: raw windows -> protective probability (B,). The one
-    inference path: :class:`Detector`, the streaming detector and the exports all run it."""
+    inference path: :class:`Detector`, the streaming detector and the exports all run it.
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    :meth:`forward_checked` also says which windows may be trusted: every z-score within
+    ``max_abs_z`` and a finite probability.
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
+                 max_abs_z: float = MAX_ABS_Z) -> None:
         super().__init__()
+        if not max_abs_z > 0:
+            raise ValueError(f"max_abs_z must be > 0, got {max_abs_z}")
         self.model = model
+        self.max_abs_z = float(max_abs_z)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None])
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None])
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = self.model((x - self.mean) / self.std)
-        return torch.softmax(logits.float(), dim=1)[:, 1]
+        return self.forward_checked(x)[0]
+
+    def forward_checked(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(probability (B,), valid (B,) bool)."""
+        z = (x - self.mean) / self.std
+        prob = torch.softmax(self.model(z).float(), dim=1)[:, 1]
+        in_range = (z.abs() <= self.max_abs_z).flatten(1).all(dim=1)  # False for NaN too
+        return prob, in_range & torch.isfinite(prob)
 
 
 class Detector:
     """Raw windows in, protective-behaviour probabilities out.
 
     ``Detector.load(path)`` builds the model, loads its weights and keeps the normalisation;
-    :meth:`predict_proba` checks the input against the checkpoint first.
+    :meth:`predict_proba` checks the input against the checkpoint first and refuses windows it
+    cannot score (non-finite values, z-scores beyond ``max_abs_z``, a non-finite output).
     """
 
-    def __init__(self, config: DetectorConfig, state: dict[str, Tensor]) -> None:
+    def __init__(self, config: DetectorConfig, state: dict[str, Tensor], *,
+                 max_abs_z: float = MAX_ABS_Z, source: str = "detector") -> None:
         from poolwise.pain.models import create_model
 
         self.config = config
-        self.model = create_model(config.model, **config.model_kwargs)
-        self.model.load_state_dict(state)
-        self.net = ProbabilityNet(self.model, config.mean, config.std).eval()
+        try:
+            self.model = create_model(config.model, **config.model_kwargs)
+            self.model.load_state_dict(state)
+            self.net = ProbabilityNet(self.model, config.mean, config.std, max_abs_z).eval()
+            with torch.inference_mode():  # the model must take the windows the config names
+                self.net(torch.zeros(1, len(config.channel_names), config.window))
+        except (TypeError, RuntimeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise ValueError(f"{source}: the weights and the config do not make a working "
+                             f"{config.model} for {len(config.channel_names)} channels x "
+                             f"{config.window} frames ({first})") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> Detector:
-        return cls(*read_detector(path))
+    def load(cls, path: str | Path, *, max_abs_z: float = MAX_ABS_Z) -> Detector:
+        return cls(*read_detector(path), max_abs_z=max_abs_z, source=str(path))
 
     @property
     def threshold(self) -> float:
@@ -168,16 +275,36 @@ class Detector:
     @torch.inference_mode()
     def predict_proba(self, X: np.ndarray | Tensor, *, channel_names: Sequence[str] | None = None,
                       frame_rate: float | None = None) -> np.ndarray:
-        """Protective-class probability of each raw window ``(n, channels, window)``."""
+        """Protective-class probability of each raw window ``(n, channels, window)``.
+
+        Raises:
+            ValueError: naming the first window (and channel) at fault, for input that does not
+                match the checkpoint, NaN/inf values, z-scores beyond ``max_abs_z`` or a
+                non-finite probability; no probability is returned for a batch with any.
+        """
         X = torch.as_tensor(np.asarray(X, dtype=np.float32))
         if X.ndim != 3:
             raise ValueError(f"expected windows (n, channels, time), got shape {tuple(X.shape)}")
         self.check(n_channels=X.shape[1], channel_names=channel_names, frame_rate=frame_rate,
                    window=X.shape[2])
-        if not torch.isfinite(X).all():
-            raise ValueError(f"{int((~torch.isfinite(X)).sum())} input values are NaN or inf; "
-                             "the streaming detector has a policy for gaps, this call does not")
-        return self.net(X).numpy()
+        bad = ~torch.isfinite(X)
+        if bad.any():
+            i, c, t = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(
+                f"{int(bad.sum())} input values are NaN or inf (first: window {i}, channel "
+                f"{self.config.channel_names[c]}, frame {t}); the streaming detector has a "
+                "policy for gaps, this call does not")
+        prob, valid = self.net.forward_checked(X)
+        if not valid.all():
+            i = int((~valid).nonzero()[0])
+            z = ((X[i] - self.net.mean[0]) / self.net.std[0]).abs()
+            c, t = divmod(int(torch.nan_to_num(z, nan=torch.inf).argmax()), X.shape[2])
+            raise ValueError(
+                f"{int((~valid).sum())} of {len(X)} windows cannot be scored (first: window "
+                f"{i}: |z| = {float(z[c, t]):.3g} on channel {self.config.channel_names[c]} at "
+                f"frame {t}, bound {self.net.max_abs_z:g}; probability {float(prob[i]):.4g}): "
+                "the input is far outside the training data (wrong units or a sensor fault?)")
+        return prob.numpy()
 
     def predict(self, X: np.ndarray | Tensor, **kwargs) -> np.ndarray:
         return (self.predict_proba(X, **kwargs) >= self.threshold).astype(np.int64)

@@ -18,10 +18,16 @@ the CNN is one object shared by every fold (each fold starts from the CNN state 
 fold ended with; models without a CNN only get the other leaks). Its numbers are optimistic by
 construction and are labelled as such in every file and table.
 
-Each fold writes ``fold_<subject>.json`` (and the chosen weights ``fold_<subject>.safetensors``,
-a complete detector checkpoint: see :mod:`poolwise.pain.detector`)
-atomically in the run folder; ``run.json`` holds the configuration. A restarted run skips the
-folds whose file exists, so a killed run loses at most the folds in flight.
+Each fold writes the chosen weights ``fold_<subject>.safetensors`` (a complete detector
+checkpoint: see :mod:`poolwise.pain.detector`), then ``fold_<subject>.json``, which records the
+weights' sha256 and marks the fold as finished; both are written atomically, in a stable byte
+order, so a fold recomputed with the same seed and thread count gives the same bytes. Wall
+times go to ``log.jsonl`` (a log, not a result). ``run.json`` holds the configuration.
+
+A run holds an advisory lock on its folder (a second run on the same folder refuses, or waits);
+it first removes the temporary files a killed run left, then skips every finished fold whose
+record parses and whose weights match the recorded sha256, and redoes any other, so a killed run
+loses at most the folds in flight and never reports a damaged fold as done.
 """
 
 from __future__ import annotations
@@ -31,19 +37,27 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from poolwise import __version__
-from poolwise._io import atomic_path, write_json
+from poolwise._io import (
+    append_jsonl,
+    lock_folder,
+    read_json,
+    remove_stale_temps,
+    save_safetensors,
+    sha256_file,
+    write_bytes,
+    write_json,
+)
+from poolwise._procs import process_pool
 from poolwise.pain.augment import apply_zscore, expand, fit_zscore
 from poolwise.pain.data.dataset import WindowDataset
-from poolwise.pain.detector import DetectorConfig, choose_threshold, save_detector
+from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
 from poolwise.pain.metrics import binary_metrics
 from poolwise.pain.models import count_parameters, create_model
 from poolwise.pain.train import TrainConfig, fit, predict_proba
@@ -177,7 +191,7 @@ def _prepare_run_dir(run_dir: Path, config: LosoConfig, dataset: WindowDataset) 
         header["protocol_note"] = REFERENCE_LABEL
     path = run_dir / "run.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_json(path, "the run configuration")
         diff = [k for k in header if k != "poolwise_version" and old.get(k) != header[k]]
         if diff:
             raise ValueError(
@@ -187,14 +201,6 @@ def _prepare_run_dir(run_dir: Path, config: LosoConfig, dataset: WindowDataset) 
     else:
         write_json(path, header)
     return header
-
-
-def _save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -265,8 +271,12 @@ def run_fold(
     on_epoch: Callable[[dict], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
-    """Trains and scores one fold; writes its JSON and weights; returns the JSON content."""
-    start = time.perf_counter()
+    """Trains and scores one fold; writes its weights, then its JSON; returns the JSON content.
+
+    Raises:
+        FloatingPointError: when the trained model gives a non-finite probability (nothing
+            of the fold is written).
+    """
     seed = fold_seed(config.seed, subject)
     torch.manual_seed(seed)
     model = create_model(config.model, **config.model_kwargs)
@@ -303,8 +313,28 @@ def run_fold(
     )
     X_test, source, variant = arrays["test"]
     prob = predict_proba(model, torch.from_numpy(X_test))
-    threshold = choose_threshold(y_select.numpy(), predict_proba(model, X_select))
+    select_prob = predict_proba(model, X_select)
+    for name, values in (("held-out", prob), ("selection", select_prob)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise FloatingPointError(
+                f"fold {subject}: the trained {config.model} gives non-finite probabilities "
+                f"for {int(bad.sum())} of {len(values)} {name} windows; nothing of this fold "
+                "was written (lower --lr, or check the data with `poolwise pain windows`)"
+            )
+    threshold = choose_threshold(y_select.numpy(), select_prob)
     labels = dataset.y[source]
+    norm = arrays["normalisation"]
+    detector = DetectorConfig(
+        model=config.model, model_kwargs=config.model_kwargs,
+        channel_names=dataset.channel_names, frame_rate=float(dataset.frame_rate),
+        window=dataset.window, hop=int(dataset.step), mean=norm["mean"], std=norm["std"],
+        threshold=threshold,
+        provenance={"protocol": config.protocol, "test_subject": subject, "seed": seed,
+                    "poolwise_version": __version__},
+    )
+    weights = detector_bytes(detector, model.state_dict())
+    weights_path = run_dir / f"fold_{subject}.safetensors"
     record = {
         "poolwise_version": __version__,
         # thread count and versions: float reductions, hence trajectories, depend on them
@@ -325,7 +355,7 @@ def run_fold(
         "epoch_chosen": result.epoch_chosen,
         "history": result.history,
         "class_weights": result.class_weights,
-        "normalisation": {**arrays["normalisation"], "channels": list(dataset.channel_names)},
+        "normalisation": {**norm, "channels": list(dataset.channel_names)},
         "cnn_chained_from": chained_from,
         "test": {
             "window_index": source.tolist(),
@@ -338,24 +368,45 @@ def run_fold(
                       "note": "metrics use 0.5; the threshold is for deployment"},
         "metrics": binary_metrics(labels, prob),
         "metrics_original_windows": binary_metrics(labels[variant == 0], prob[variant == 0]),
-        "seconds": time.perf_counter() - start,
+        "weights": {"file": weights_path.name, "sha256": hashlib.sha256(weights).hexdigest()},
     }
-    norm = arrays["normalisation"]
-    detector = DetectorConfig(
-        model=config.model, model_kwargs=config.model_kwargs,
-        channel_names=dataset.channel_names, frame_rate=float(dataset.frame_rate),
-        window=dataset.window, hop=int(dataset.step), mean=norm["mean"], std=norm["std"],
-        threshold=threshold,
-        provenance={"protocol": config.protocol, "test_subject": subject, "seed": seed,
-                    "poolwise_version": __version__},
-    )
-    save_detector(run_dir / f"fold_{subject}.safetensors", detector, model.state_dict())
-    metadata = {"model": config.model, "model_kwargs": json.dumps(config.model_kwargs)}
+    write_bytes(weights_path, weights)
     if config.protocol == "reference" and hasattr(model, "cnn"):
         cnn_state = {k: v for k, v in result.final_state.items() if k.startswith("cnn.")}
-        _save_weights(_chain_path(run_dir, subject), cnn_state, metadata)
-    write_json(fold_path(run_dir, subject), record)
+        chain = _chain_path(run_dir, subject)
+        save_safetensors(chain, cnn_state, {"model": config.model,
+                                            "model_kwargs": json.dumps(config.model_kwargs)})
+        record["cnn_chain"] = {"file": str(chain.relative_to(run_dir)),
+                               "sha256": sha256_file(chain)}
+    write_json(fold_path(run_dir, subject), record)  # last: it marks the fold as finished
     return record
+
+
+def finished_fold(run_dir: Path, subject: str) -> tuple[dict | None, str | None]:
+    """The record of a finished fold, or None and why the fold must be (re)done.
+
+    A fold is finished when its JSON parses and every file it records (the weights, and for
+    the reference protocol the CNN chain) exists with the recorded sha256.
+    """
+    path = fold_path(run_dir, subject)
+    if not path.is_file():
+        return None, None
+    try:
+        record = read_json(path, "fold record")
+    except ValueError as error:
+        return None, str(error)
+    for key in ("weights", "cnn_chain"):
+        entry = record.get(key)
+        if entry is None:
+            if key == "weights":
+                return None, f"{path.name} records no weights checksum"
+            continue
+        file = run_dir / entry["file"]
+        if not file.is_file():
+            return None, f"{file} is missing"
+        if sha256_file(file) != entry["sha256"]:
+            return None, f"{file} does not match the sha256 in {path.name} (truncated or changed)"
+    return record, None
 
 
 _WORKER: dict = {}
@@ -366,8 +417,33 @@ def _init_worker(dataset: WindowDataset, config: LosoConfig, run_dir: Path) -> N
     _WORKER.update(dataset=dataset, config=config, run_dir=run_dir)
 
 
-def _worker_fold(subject: str) -> dict:
-    return run_fold(_WORKER["dataset"], _WORKER["config"], subject, _WORKER["run_dir"])
+def _worker_fold(subject: str) -> tuple[dict, float]:
+    start = time.perf_counter()
+    record = run_fold(_WORKER["dataset"], _WORKER["config"], subject, _WORKER["run_dir"])
+    return record, time.perf_counter() - start
+
+
+def _log_fold(run_dir: Path, record: dict, seconds: float) -> None:
+    append_jsonl(run_dir / "log.jsonl", {
+        "event": "fold", "subject": record["test_subject"], "seconds": round(seconds, 3),
+        "torch_threads": record["environment"]["torch_threads"], "time": time.time(),
+    })
+
+
+def fold_seconds(run_dir: Path) -> dict[str, float]:
+    """Wall seconds of each fold's last run, from ``log.jsonl`` (empty if there is none)."""
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return {}
+    seconds = {}
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a log line cut by a crash
+            continue
+        if entry.get("event") == "fold":
+            seconds[entry["subject"]] = float(entry["seconds"])
+    return seconds
 
 
 def run_loso(
@@ -379,54 +455,68 @@ def run_loso(
     on_fold: Callable[[dict, bool], None] | None = None,
     on_epoch: Callable[[str, dict], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
+    wait: bool = False,
 ) -> list[dict]:
     """Runs (or resumes) the selected folds; returns every selected fold's record.
 
-    ``on_fold(record, resumed)`` is called per fold, ``resumed`` True when its file existed.
+    ``on_fold(record, resumed)`` is called per fold, ``resumed`` True when it was finished
+    before; ``on_notice(text)`` hears about removed temporary files and folds that are redone.
     ``jobs > 1`` runs clean-protocol folds in that many processes of one thread each.
+
+    Raises:
+        FolderBusyError: when another run holds ``run_dir`` (and ``wait`` is False).
+        ValueError: for too few subjects, unknown folds or ``jobs < 1``, before any work.
     """
     run_dir = Path(run_dir)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
+    if jobs > 1 and config.protocol == "reference":
+        raise ValueError("the reference protocol chains folds in order: use jobs=1")
     if len(dataset.subjects) < config.n_select_subjects + 2:
         raise ValueError(
             f"LOSO needs at least {config.n_select_subjects + 2} subjects, "
             f"the data has {len(dataset.subjects)}"
         )
-    _prepare_run_dir(run_dir, config, dataset)
     subjects = resolve_folds(dataset.subjects, folds)
-    records: dict[str, dict] = {}
-    todo = []
-    for subject in subjects:
-        path = fold_path(run_dir, subject)
-        if path.is_file():
-            records[subject] = json.loads(path.read_text())
-            if on_fold is not None:
-                on_fold(records[subject], True)
+    notice = on_notice or (lambda text: None)
+    with lock_folder(run_dir, wait=wait):
+        for path in remove_stale_temps(run_dir):
+            notice(f"removed {path}, left by a killed run")
+        _prepare_run_dir(run_dir, config, dataset)
+        records: dict[str, dict] = {}
+        todo = []
+        for subject in subjects:
+            record, problem = finished_fold(run_dir, subject)
+            if record is not None:
+                records[subject] = record
+                if on_fold is not None:
+                    on_fold(record, True)
+            else:
+                if problem is not None:
+                    notice(f"fold {subject} is redone: {problem}")
+                todo.append(subject)
+        if jobs > 1 and len(todo) > 1:
+            with process_pool(jobs, _init_worker, (dataset, config, run_dir)) as pool:
+                for record, seconds in pool.map(_worker_fold, todo):
+                    _log_fold(run_dir, record, seconds)
+                    records[record["test_subject"]] = record
+                    if on_fold is not None:
+                        on_fold(record, False)
         else:
-            todo.append(subject)
-    if jobs > 1 and config.protocol == "reference":
-        raise ValueError("the reference protocol chains folds in order: use jobs=1")
-    if jobs > 1 and len(todo) > 1:
-        context = get_context("spawn")
-        with ProcessPoolExecutor(
-            jobs, mp_context=context, initializer=_init_worker,
-            initargs=(dataset, config, run_dir),
-        ) as pool:
-            for record in pool.map(_worker_fold, todo):
-                records[record["test_subject"]] = record
+            expanded = (
+                _reference_expansion(dataset, config.seed)
+                if config.protocol == "reference" and todo else None
+            )
+            for subject in todo:
+                start = time.perf_counter()
+                record = run_fold(
+                    dataset, config, subject, run_dir, expanded,
+                    on_epoch=None if on_epoch is None else lambda r, s=subject: on_epoch(s, r),
+                    on_batch=on_batch,
+                )
+                _log_fold(run_dir, record, time.perf_counter() - start)
+                records[subject] = record
                 if on_fold is not None:
                     on_fold(record, False)
-    else:
-        expanded = (
-            _reference_expansion(dataset, config.seed)
-            if config.protocol == "reference" and todo else None
-        )
-        for subject in todo:
-            record = run_fold(
-                dataset, config, subject, run_dir, expanded,
-                on_epoch=None if on_epoch is None else lambda r, s=subject: on_epoch(s, r),
-                on_batch=on_batch,
-            )
-            records[subject] = record
-            if on_fold is not None:
-                on_fold(record, False)
     return [records[s] for s in subjects]

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from poolwise._io import atomic_path, write_json, write_text
+from poolwise._io import atomic_path, read_json, write_json, write_text
+from poolwise.pain.loso import fold_seconds
 from poolwise.pain.metrics import METRICS, binary_metrics, confusion, summarise
 
 METRIC_NAMES = {
@@ -68,10 +68,10 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
-    config = json.loads((path / "run.json").read_text())
+    config = read_json(path / "run.json", "run configuration")
     folds = []
     for file in sorted(path.glob("fold_*.json")):
-        record = json.loads(file.read_text())
+        record = read_json(file, "fold record")
         for key in ("test_subject", "test", "metrics"):
             if key not in record:
                 raise ValueError(f"{file}: not a poolwise fold file (no {key!r})")
@@ -96,6 +96,7 @@ def summarise_run(run: Run) -> dict:
     if not run.folds:
         raise ValueError(f"{run.path}: no finished folds yet")
     labels, prob = pooled(run)
+    seconds = fold_seconds(run.path)
     per_subject = {f["test_subject"]: f["metrics"] for f in run.folds}
     groups = sorted({f["test_group"] for f in run.folds})
     by_group = {}
@@ -126,7 +127,8 @@ def summarise_run(run: Run) -> dict:
             m: sorted(s for s, v in per_subject.items() if v[m] is None) for m in METRICS
         },
         "by_group": by_group,
-        "seconds": float(sum(f["seconds"] for f in run.folds)),
+        "seconds": float(sum(seconds.get(f["test_subject"], f.get("seconds", 0.0))
+                             for f in run.folds)),
     }
 
 

@@ -10,6 +10,11 @@ Missing data policy (never a crash, never a silent wrong answer):
 - Gaps in time: with ``timestamps``, a jump longer than 1.5 frame periods inserts the missing
   frames as NaN, so frame numbers stay true to time. A gap of a whole window or more empties the
   buffer: the detector warms up again (no decision until a full window of new frames).
+- A window with a z-score (after the checkpoint's normalisation) beyond the detector's
+  ``max_abs_z`` (:data:`~poolwise.pain.constants.MAX_ABS_Z`, 100 by default) is far outside the
+  training data: its decision is unavailable with ``status="out-of-range"`` and the channels
+  named; a model output that is not a finite probability gives ``status="unavailable"``. Neither
+  ever carries a label.
 - At each hop, a channel with more than ``max_missing`` (default 10 %) of its window missing
   makes the decision *unavailable*: ``probability`` is None, ``status`` is ``"missing"`` and
   ``detail`` names the channels. Otherwise the missing values are linearly interpolated in time
@@ -34,7 +39,7 @@ class Decision:
     time_s: float  # end / frame rate: when the decision could be made
     probability: float | None
     label: int | None  # 1 = protective, by the checkpoint's threshold
-    status: str  # "ok", "filled" or "missing"
+    status: str  # "ok", "filled"; no probability: "missing", "out-of-range", "unavailable"
     detail: str = ""
 
 
@@ -138,9 +143,24 @@ class StreamingDetector:
             window = _interpolate(window, missing)
             status, detail = "filled", f"{int(missing.sum())} values interpolated"
         with torch.inference_mode():
-            p = float(self.detector.net(torch.from_numpy(window[None]))[0])
+            prob, valid = self.detector.net.forward_checked(torch.from_numpy(window[None]))
+        p = float(prob[0])
+        if not bool(valid[0]):
+            return Decision(start, end, end / self.rate, None, None, *self._why_not(window, p))
         return Decision(start, end, end / self.rate, p, int(p >= self.detector.threshold),
                         status, detail)
+
+    def _why_not(self, window: np.ndarray, p: float) -> tuple[str, str]:
+        """Status and detail of a window the detector refused to score."""
+        net, names = self.detector.net, self.detector.config.channel_names
+        z = np.abs((window - net.mean[0].numpy()) / net.std[0].numpy())
+        if (z > net.max_abs_z).any():
+            worst = z.max(axis=1)
+            bad = [f"{names[c]} (|z| {worst[c]:.3g})" for c in np.argsort(-worst)
+                   if worst[c] > net.max_abs_z]
+            return "out-of-range", (f"|z| beyond {net.max_abs_z:g}: " + ", ".join(bad[:4])
+                                    + (f" and {len(bad) - 4} more" if len(bad) > 4 else ""))
+        return "unavailable", f"the model output is not a probability ({p})"
 
 
 def _interpolate(window: np.ndarray, missing: np.ndarray) -> np.ndarray:

@@ -92,19 +92,25 @@ def _epoch_printer(prefix: str = ""):
     return show
 
 
-def _bar():
-    from tqdm import tqdm
+class _Bar:
+    """A per-epoch batch progress bar (``on_batch``); the CLI closes it before an error."""
 
-    state = {"bar": None}
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.bar = None
+        args.close_on_error = [self]
 
-    def on_batch(step: int, total: int) -> None:
-        if state["bar"] is None or step == 1:
-            if state["bar"] is not None:
-                state["bar"].close()
-            state["bar"] = tqdm(total=total, unit="batch", leave=False, file=sys.stderr)
-        state["bar"].update(1)
+    def __call__(self, step: int, total: int) -> None:
+        from tqdm import tqdm
 
-    return on_batch
+        if self.bar is None or step == 1:
+            self.close()
+            self.bar = tqdm(total=total, unit="batch", leave=False, file=sys.stderr)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -112,7 +118,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _threads(args)
     spec = _spec(args, args.pool, args.seed)
-    result = run_classification(spec, args.out, on_epoch=_epoch_printer(), on_batch=_bar(),
+    result = run_classification(spec, args.out, on_epoch=_epoch_printer(), on_batch=_Bar(args),
                                 workers=args.workers)
     if not result:  # a non-zero rank under torchrun
         return 0
@@ -130,7 +136,7 @@ def _cmd_retrieval(args: argparse.Namespace) -> int:
 
     _threads(args)
     result = run_retrieval(_spec(args, args.pool, args.seed), args.out,
-                           on_epoch=_epoch_printer(), on_batch=_bar())
+                           on_epoch=_epoch_printer(), on_batch=_Bar(args))
     print("| test classes | Recall@1 | Recall@2 | Recall@4 | Recall@8 | R-precision | mAP@R |")
     print("|---|---|---|---|---|---|---|")
     for name in ("unseen", "seen"):
@@ -251,7 +257,7 @@ def _cmd_clip_train(args: argparse.Namespace) -> int:
               f"{r['logit_scale']:.1f} ({r['seconds']:.0f}s)", flush=True)
 
     _print_clip(run_clip(_clip_spec(args, args.pool, args.seed), args.out, on_epoch=show,
-                         on_batch=_bar()))
+                         on_batch=_Bar(args)))
     return 0
 
 

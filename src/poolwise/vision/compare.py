@@ -12,12 +12,13 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
 
 from poolwise._io import atomic_path, write_json, write_text
+from poolwise._procs import process_pool
 from poolwise.vision.train import RunSpec, run_classification
 
 METRICS = (  # key in result.json, column title, scale
@@ -54,6 +55,8 @@ def run_grid(
     """Runs ``runner(spec, run_dir, on_epoch=...)`` for every (pool, seed) cell, ``jobs``
     processes at a time (``runner`` must be a module-level function, the spec a dataclass with
     ``to_json``), and returns the results in (pool, seed) order."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
     out = Path(out)
     cells = [(pool, seed) for pool in pools for seed in seeds]
     specs = {c: dataclasses.replace(base, pool=c[0], seed=c[1]) for c in cells}
@@ -66,11 +69,8 @@ def run_grid(
             if on_cell is not None:
                 on_cell(pool, seed, results[(pool, seed)])
     else:
-        import multiprocessing
-
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool_exec:
+        with process_pool(jobs) as pool_exec:
             futures = {
                 pool_exec.submit(_run_cell, runner, type(base), specs[c].to_json(),
                                  str(cell_dir(out, *c)), threads): c

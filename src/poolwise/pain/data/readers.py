@@ -1,13 +1,16 @@
 """Readers for EmoPain recordings: raw per-session FAME .mat files and challenge-style files.
 
 Both give a :class:`~poolwise.pain.data.dataset.WindowDataset`. Bad input raises
-:class:`DataError` naming the file and the column; an empty session (first-row sEMG all zero,
-as in the EmoPain release) is skipped with a logged warning naming the file. Nothing is
-silently repaired.
+:class:`DataError` naming the file and the column. Nothing is silently repaired or dropped:
+what is left out by design (an empty session, i.e. first-row sEMG all zero as in the EmoPain
+release; a session or exercise segment shorter than a window; frames of excluded exercises) is
+recorded per file and reason in ``WindowDataset.skipped``, and whole skipped files are also
+logged as warnings.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from pathlib import Path
@@ -47,13 +50,18 @@ def load_mat_matrix(path: str | os.PathLike, min_columns: int = 1) -> np.ndarray
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as f:
-            # MATLAB stores column-major, so h5py sees the transpose
-            candidates = {
-                name: np.asarray(obj).T
-                for name, obj in f.items()
-                if isinstance(obj, h5py.Dataset) and obj.ndim == 2 and obj.dtype.kind in "fiub"
-            }
+        try:
+            with h5py.File(path, "r") as f:
+                # MATLAB stores column-major, so h5py sees the transpose
+                candidates = {
+                    name: np.asarray(obj).T
+                    for name, obj in f.items()
+                    if isinstance(obj, h5py.Dataset) and obj.ndim == 2
+                    and obj.dtype.kind in "fiub"
+                }
+        except (OSError, RuntimeError, KeyError, ValueError) as err:
+            raise DataError(f"{path}: unreadable MATLAB v7.3 (HDF5) file ({err}); it may be "
+                            "truncated: copy it again") from None
     else:
         try:
             content = scipy.io.loadmat(path)
@@ -99,6 +107,17 @@ def _check_values(path, matrix, columns, allowed, what, expected, layout) -> Non
         )
 
 
+def check_window_args(window: int, step: int) -> None:
+    """Raises DataError unless window and step are positive whole numbers of frames."""
+    for name, value in (("window", window), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise DataError(f"{name} must be a positive number of frames, got {value!r}")
+
+
+def _skip(path: Path, reason: str, frames: int) -> dict:
+    return {"file": str(path), "reason": reason, "frames": int(frames)}
+
+
 def window_matrix(
     matrix: np.ndarray,
     layout: FameLayout,
@@ -131,6 +150,26 @@ def window_matrix(
     )
 
 
+def left_out(matrix: np.ndarray, layout: FameLayout, window: int) -> list[tuple[str, int]]:
+    """(reason, frames) of what windowing one raw matrix leaves out by design."""
+    names = np.array(layout.exercises)
+    indicators = matrix[:, list(layout.exercise_columns)] != 0
+    reasons = []
+    for i in np.flatnonzero(~np.isin(names, list(layout.used_exercises))):
+        if indicators[:, i].any():
+            reasons.append((f"excluded exercise: {names[i]}", int(indicators[:, i].sum())))
+    used = np.flatnonzero(np.isin(names, list(layout.used_exercises)))
+    segments = exercise_segments(indicators[:, used])
+    short = segments[segments[:, 1] - segments[:, 0] < window]
+    if len(short):
+        counts = {}
+        for start, stop, i in short:
+            counts[names[used[i]]] = counts.get(names[used[i]], 0) + int(stop - start)
+        for name, frames in sorted(counts.items()):
+            reasons.append((f"segment shorter than a window ({window} frames): {name}", frames))
+    return reasons
+
+
 def read_fame_session(
     path: str | os.PathLike,
     *,
@@ -141,19 +180,39 @@ def read_fame_session(
     step: int = STEP,
     min_raters: int = 2,
     single_rater_value2_behaviour0: bool = True,
-) -> WindowDataset | None:
-    """Windows of one raw session file; None (and a logged warning) for an empty session."""
+) -> WindowDataset:
+    """Windows of one raw session file.
+
+    An empty session, or one without a full window, gives a dataset with no windows whose
+    ``skipped`` says why (and a logged warning naming the file).
+    """
+    check_window_args(window, step)
     layout = layout or FameLayout()
     path = Path(path)
     matrix = load_mat_matrix(path)
     if matrix.shape[1] < layout.n_columns:
+        hint = (" (the matrix looks transposed: frames must be rows)"
+                if matrix.shape[0] >= layout.n_columns > matrix.shape[1] else "")
         raise DataError(
             f"{path}: the matrix has {matrix.shape[1]} columns, the FAME layout needs "
-            f"{layout.n_columns}; {layout.column_role(matrix.shape[1])} and later are missing"
+            f"{layout.n_columns}; {layout.column_role(matrix.shape[1])} and later are "
+            f"missing{hint}"
         )
-    if matrix.shape[0] == 0 or not matrix[0, list(layout.emg)].any():
-        log.warning("%s: empty session (first-row sEMG all zero), skipped", path)
-        return None
+    subject = subject or path.stem.split("_")[0]
+
+    def empty(reason: str) -> WindowDataset:
+        log.warning("%s: %s, skipped", path, reason)
+        return WindowDataset(
+            X=np.empty((0, len(CHANNEL_NAMES), window), np.float32), y=np.empty(0, np.int64),
+            subject=np.empty(0, str), group=np.empty(0, str), exercise=np.empty(0, str),
+            channel_names=CHANNEL_NAMES, frame_rate=FRAME_RATE, step=step,
+            skipped=(_skip(path, reason, len(matrix)),),
+        )
+
+    if matrix.shape[0] == 0:
+        return empty("empty session: no frames")
+    if not matrix[0, list(layout.emg)].any():
+        return empty("empty session: first-row sEMG all zero")
     used = (*layout.signals, *layout.raters, *layout.exercise_columns)
     _check_finite(path, matrix, used, layout)
     _check_values(path, matrix, layout.raters, (0, 1, 2), "rater label", "outside 0/1/2", layout)
@@ -168,17 +227,38 @@ def read_fame_session(
         min_raters=min_raters,
         single_rater_value2_behaviour0=single_rater_value2_behaviour0,
     )
+    if len(y) == 0:
+        return empty(f"no full window: no used exercise runs {window} frames")
     n = len(y)
     return WindowDataset(
         X=X,
         y=y,
-        subject=np.full(n, subject or path.stem.split("_")[0]),
+        subject=np.full(n, subject),
         group=np.full(n, group),
         exercise=exercise,
         channel_names=CHANNEL_NAMES,
         frame_rate=FRAME_RATE,
         step=step,
+        skipped=tuple(_skip(path, r, f) for r, f in left_out(matrix, layout, window)),
     )
+
+
+def _concatenate_or_explain(parts: list[WindowDataset], root: Path, what: str) -> WindowDataset:
+    dataset = WindowDataset.concatenate(parts)
+    if len(dataset) == 0:
+        reasons = "; ".join(f"{Path(e['file']).name}: {e['reason']}"
+                            for e in dataset.skipped[:5])
+        raise DataError(f"{root}: no windows in any {what} ({reasons or 'no sessions'}); "
+                        "check --window against the recordings' lengths")
+    return dataset
+
+
+def _check_unique_subjects(owners: dict[str, list[Path]]) -> None:
+    """Raises DataError naming both files when one subject id belongs to two groups/files."""
+    for subject, files in sorted(owners.items()):
+        if len(files) > 1:
+            raise DataError(f"subject {subject} appears in {files[0]} and in {files[1]}; one "
+                            "subject must have one group and one id: rename one of them")
 
 
 def read_fame_folder(root: str | os.PathLike, **kwargs) -> WindowDataset:
@@ -186,21 +266,24 @@ def read_fame_folder(root: str | os.PathLike, **kwargs) -> WindowDataset:
 
     Sessions are the ``*.mat`` files under ``randomised C`` (healthy) and ``randomised P``
     (CLBP); the subject id is the file name up to the first underscore (``P07_2.mat`` -> P07).
+    A subject id found under both folders is an error naming both files.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such recording folder")
     parts = []
+    first_file: dict[str, dict[str, Path]] = {}
     for folder, group in GROUP_FOLDERS.items():
         for path in sorted((root / folder).glob("*.mat")):
-            part = read_fame_session(path, group=group, **kwargs)
-            if part is not None:
-                parts.append(part)
+            subject = path.stem.split("_")[0]
+            first_file.setdefault(subject, {}).setdefault(group, path)
+            parts.append(read_fame_session(path, group=group, **kwargs))
+    _check_unique_subjects({s: list(g.values()) for s, g in first_file.items()})
     if not parts:
         raise DataError(
-            f"{root}: no non-empty session in {' or '.join(repr(f) for f in GROUP_FOLDERS)}"
+            f"{root}: no session (*.mat) in {' or '.join(repr(f) for f in GROUP_FOLDERS)}"
         )
-    return WindowDataset.concatenate(parts)
+    return _concatenate_or_explain(parts, root, "session")
 
 
 def read_challenge_file(
@@ -216,23 +299,20 @@ def read_challenge_file(
     Frames x 31 columns: the 30 signals of :data:`CHANNEL_NAMES` then a protective label (0/1),
     as .csv (an optional header row) or .mat. The whole recording is one segment.
     """
+    check_window_args(window, step)
     path = Path(path)
+    n_cols = len(CHANNEL_NAMES) + 1
     if path.suffix.lower() == ".csv":
-        with open(path) as f:
-            first = f.readline()
-        has_header = any(c.isalpha() for c in first.replace("e", "").replace("E", ""))
-        try:
-            matrix = np.loadtxt(path, delimiter=",", skiprows=int(has_header), ndmin=2)
-        except ValueError as err:
-            raise DataError(f"{path}: not a numeric CSV ({err})") from err
+        matrix = _read_numeric_csv(path, n_cols)
     elif path.suffix.lower() == ".mat":
         matrix = load_mat_matrix(path)
     else:
         raise DataError(f"{path}: expected a .csv or .mat challenge file")
-    n_cols = len(CHANNEL_NAMES) + 1
     if matrix.shape[1] != n_cols:
+        hint = (" (the matrix looks transposed: frames must be rows)"
+                if matrix.shape[0] == n_cols else "")
         raise DataError(
-            f"{path}: expected {n_cols} columns (30 signals + label), got {matrix.shape[1]}"
+            f"{path}: expected {n_cols} columns (30 signals + label), got {matrix.shape[1]}{hint}"
         )
     bad = ~np.isfinite(matrix)
     if bad.any():
@@ -249,6 +329,11 @@ def read_challenge_file(
     starts, _ = window_starts(np.array([[0, len(matrix), 0]]), window, step)
     signals = matrix[:, :-1].astype(np.float32)
     n = len(starts)
+    skipped = ()
+    if n == 0:
+        reason = f"recording shorter than a window: {len(matrix)} frames < {window}"
+        log.warning("%s: %s, skipped", path, reason)
+        skipped = (_skip(path, reason, len(matrix)),)
     return WindowDataset(
         X=np.ascontiguousarray(cut_windows(signals, starts, window)),
         y=window_labels(labels.astype(bool), starts, window),
@@ -258,7 +343,56 @@ def read_challenge_file(
         channel_names=CHANNEL_NAMES,
         frame_rate=FRAME_RATE,
         step=step,
+        skipped=skipped,
     )
+
+
+def _read_numeric_csv(path: Path, n_cols: int) -> np.ndarray:
+    """A numeric CSV with an optional header row: a header is a first row with a cell that is
+    not a number, so a data row is never taken for one."""
+    try:
+        with open(path, newline="") as f:
+            first = next(csv.reader(f), [])
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a text CSV file ({err})") from None
+    has_header = any(not _is_number(cell) for cell in first)
+    if has_header and len(first) != n_cols:
+        raise DataError(f"{path}: the header has {len(first)} columns, expected {n_cols} "
+                        "(30 signals + label)")
+    try:
+        return np.loadtxt(path, delimiter=",", skiprows=int(has_header), ndmin=2)
+    except ValueError as err:
+        raise DataError(f"{path}: not a numeric CSV ({err})") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_challenge_folder(root: str | os.PathLike, **kwargs) -> WindowDataset:
+    """Every challenge-style file (``*.csv``, ``*.mat``) of a folder, one subject per file
+    (the subject id is the file name without its suffix).
+
+    Raises:
+        DataError: naming both files when two files have the same subject id, or when no file
+            gives a window.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder of challenge files")
+    files = sorted([*root.glob("*.csv"), *root.glob("*.mat")])
+    if not files:
+        raise DataError(f"{root}: no .csv or .mat challenge files")
+    owners: dict[str, list[Path]] = {}
+    for f in files:
+        owners.setdefault(f.stem, []).append(f)
+    _check_unique_subjects(owners)
+    return _concatenate_or_explain([read_challenge_file(f, **kwargs) for f in files], root,
+                                   "file")
 
 
 def load_dataset(path: str | os.PathLike, *, cache: bool = True, **kwargs) -> WindowDataset:
