@@ -203,6 +203,21 @@ def test_dead_channel_at_p8():
     assert torch.all(x.grad[..., 1] == 0) and abs(float(p.grad[1])) < 1e-9
 
 
+@pytest.mark.parametrize("base", [60000.0, 1.0, 1e-3])
+def test_p_gradient_of_nearly_constant_channels_is_accurate_in_float32(base):
+    """x = base + U(0, base / 600): every (x / y) ** p is near 1, where the textbook form
+    mean[(x / y) ** p ln(x / y)] loses its digits (about 10 % off in float32 at base 60000)."""
+    g = torch.Generator().manual_seed(0)
+    x = base + torch.rand(8, 196, 12, generator=g) * (base / 600)
+    p = torch.tensor([3.0, 1.5, 8.0])
+    x32, p32 = x.clone().requires_grad_(), p.clone().requires_grad_()
+    x64, p64 = x.double().requires_grad_(), p.double().requires_grad_()
+    ggem(x32, p32).sum().backward()
+    ggem(x64, p64).sum().backward()
+    torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=2e-5, atol=0)
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=2e-5, atol=1e-9)
+
+
 @pytest.mark.parametrize("p_value", [30.0, 100.0])
 def test_large_p_float32_close_to_float64(p_value):
     torch.manual_seed(0)
@@ -272,6 +287,14 @@ def test_autocast_computes_in_float32_and_returns_input_dtype():
 def test_bad_arguments_name_the_value(x, p, match):
     with pytest.raises(ValueError, match=match):
         ggem(x, p)
+
+
+@pytest.mark.parametrize("value", [0.0, -2.0, float("nan"), float("inf"), float("-inf")])
+def test_exponents_must_be_finite_and_positive(value):
+    p = torch.tensor([3.0, value])
+    with pytest.raises(ValueError, match=r"every GGeM exponent p must be finite and > 0; got "
+                       rf"\[{value}\]"):
+        ggem(torch.rand(2, 5, 4), p)
 
 
 def test_bad_channel_dim_and_layout():

@@ -141,3 +141,39 @@ def test_pool_is_a_plain_module_in_a_model():
     model = nn.Sequential(nn.Linear(4, C), build("ggem"), nn.Linear(C, 2))
     out = model(torch.randn(3, 5, 4))
     assert out.shape == (3, 2)
+
+
+@pytest.mark.parametrize("name", list_pools())
+@pytest.mark.parametrize("shape,channel_dim,match", [
+    ((0, 7, C), -1, r"empty batch: input of shape \(0, 7, 12\)"),
+    ((2, 0, C), -1, r"shape \(2, 0, 12\) has no tokens/positions to pool"),
+    ((2, C, 0), 1, r"shape \(2, 12, 0\) has no tokens/positions"),
+    ((2, 7, 0), -1, r"shape \(2, 7, 0\) has no channels at dim -1"),
+])
+def test_empty_dims_are_clear_errors_for_every_pool(name, shape, channel_dim, match):
+    pool = create_pool(name, num_channels=C, groups=G, channel_dim=channel_dim)
+    with pytest.raises(ValueError, match=match):
+        pool(torch.rand(shape))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"p": float("inf")}, r"initial p=inf must be finite"),
+    ({"p": float("nan")}, r"initial p=nan must be finite"),
+    ({"p": 0.5}, r"initial p=0.5 must be finite and >= p_min=1.0"),
+    ({"p_min": 0.0}, r"p_min must be finite and > 0, got 0.0"),
+    ({"p_min": float("inf"), "p": float("inf")}, r"p_min must be finite"),
+    ({"eps": float("nan")}, r"eps must be finite and > 0"),
+])
+def test_bad_exponents_are_refused_at_construction(kwargs, match):
+    for name in ("gem", "ggem", "cgem"):
+        with pytest.raises(ValueError, match=match):
+            build(name, **kwargs)
+
+
+def test_a_diverged_p_fails_loudly_in_the_forward():
+    pool = build("ggem")
+    with torch.no_grad():
+        pool.p[1] = float("nan")  # what a diverged optimizer step leaves
+    with pytest.raises(ValueError, match=r"exponent p must be finite and > 0; got \[nan\].*"
+                       r"learning rate"):
+        pool(torch.rand(2, 7, C))

@@ -17,6 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from poolwise.pain.augment import apply_zscore, fit_zscore
+from poolwise.pain.constants import MAX_ABS_Z
 from poolwise.pain.models import create_model, model_input_kwargs
 from poolwise.pain.train import TrainConfig, fit, predict_proba
 
@@ -37,7 +38,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, model: str = "lsfan", *, epochs: int = 20, batch_size: int = 40,
                  lr: float = 1e-3, weight_decay: float = 0.0, augment: bool = True,
                  validation_fraction: float = 0.2, model_kwargs: dict | None = None,
-                 random_state: int | None = None) -> None:
+                 max_abs_z: float = MAX_ABS_Z, random_state: int | None = None) -> None:
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
@@ -46,6 +47,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         self.augment = augment
         self.validation_fraction = validation_fraction
         self.model_kwargs = model_kwargs
+        self.max_abs_z = max_abs_z
         self.random_state = random_state
 
     def _split(self, y: np.ndarray, groups, rng: np.random.Generator) -> np.ndarray:
@@ -111,7 +113,18 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         if X.shape[1:] != (self.n_channels_, self.n_timepoints_):
             raise ValueError(f"X has shape {X.shape[1:]} per case, the classifier was fitted "
                              f"on {(self.n_channels_, self.n_timepoints_)}")
-        p = predict_proba(self.module_, torch.from_numpy(apply_zscore(X, self.mean_, self.std_)))
+        z = apply_zscore(X, self.mean_, self.std_)
+        far = np.abs(z) > self.max_abs_z
+        if far.any():
+            i, c, t = np.argwhere(far)[0]
+            raise ValueError(
+                f"{int(far.any(axis=(1, 2)).sum())} of {len(X)} cases are far outside the "
+                f"training data (first: case {i}, channel {c}, time point {t}: |z| = "
+                f"{abs(z[i, c, t]):.3g} > max_abs_z={self.max_abs_z:g}); they are not scored")
+        p = predict_proba(self.module_, torch.from_numpy(z))
+        if not np.isfinite(p).all():
+            raise ValueError(f"the model gives non-finite probabilities for "
+                             f"{int((~np.isfinite(p)).sum())} of {len(X)} cases")
         return np.stack([1.0 - p, p], axis=1).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:

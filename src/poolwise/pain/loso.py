@@ -446,6 +446,23 @@ def fold_seconds(run_dir: Path) -> dict[str, float]:
     return seconds
 
 
+def _check_folds(dataset: WindowDataset, config: LosoConfig, subjects: Sequence[str]) -> None:
+    """Raises ValueError, before any training, for a fold that cannot be run: training windows
+    of one class only, or (clean protocol) no usable choice of selection subjects."""
+    for subject in subjects:
+        train = dataset.subject != subject
+        if len(np.unique(dataset.y[train])) < 2:
+            raise ValueError(f"fold {subject}: the other subjects' windows hold only class "
+                             f"{int(dataset.y[train][0])}; a classifier cannot be fitted")
+        if config.protocol == "clean":
+            rng = np.random.default_rng(fold_seed(config.seed, subject))  # as _fold_arrays
+            try:
+                choose_select_subjects(dataset, [s for s in dataset.subjects if s != subject],
+                                       config.n_select_subjects, rng)
+            except ValueError as error:
+                raise ValueError(f"fold {subject}: {error}") from None
+
+
 def run_loso(
     dataset: WindowDataset,
     run_dir: str | Path,
@@ -479,6 +496,7 @@ def run_loso(
             f"the data has {len(dataset.subjects)}"
         )
     subjects = resolve_folds(dataset.subjects, folds)
+    _check_folds(dataset, config, subjects)
     notice = on_notice or (lambda text: None)
     with lock_folder(run_dir, wait=wait):
         for path in remove_stale_temps(run_dir):

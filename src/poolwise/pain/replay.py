@@ -49,6 +49,9 @@ def iter_csv_frames(
         header = [h.strip() for h in next(rows)[1]]
     except StopIteration:
         raise ValueError(f"{name}: empty, expected a header row") from None
+    if not all(h.isprintable() for h in header):
+        raise ValueError(f"{name}: row 1 is not CSV text (it holds control characters); "
+                         "expected a header of channel names, then one frame per row")
     absent = [c for c in channel_names if c not in header]
     if absent:
         raise ValueError(f"{name}: no column for channel(s) {', '.join(absent[:6])}"

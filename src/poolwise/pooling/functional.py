@@ -71,6 +71,14 @@ def normalize_channel_dim(x: Tensor, channel_dim: int) -> int:
     cdim = channel_dim % x.ndim
     if cdim == 0:
         raise ValueError(f"channel_dim={channel_dim} points at the batch dim of {tuple(x.shape)}")
+    if x.numel() == 0:
+        shape = tuple(x.shape)
+        if shape[0] == 0:
+            raise ValueError(f"empty batch: input of shape {shape} has no sample to pool")
+        if shape[cdim] == 0:
+            raise ValueError(f"input of shape {shape} has no channels at dim {channel_dim}")
+        raise ValueError(f"input of shape {shape} has no tokens/positions to pool (an empty "
+                         "dim other than the batch and channel dims)")
     return cdim
 
 
@@ -245,10 +253,35 @@ def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tens
     return out
 
 
+def _bregman_terms(z: Tensor) -> Tensor:
+    """h(z) = z e^z - (e^z - 1) in place of z, accurate for every z (h >= 0, h(0) = 0).
+
+    For |z| >= 1/4 the closed form is accurate to a few ulp; below, it would lose digits to
+    cancellation (h is about z^2 / 2), so the Taylor series sum_k (k - 1) z^k / k! to k = 7 is
+    used (truncation error below 1e-7 of h).
+    """
+    small = z.abs() < 0.25
+    zs = z[small] if small.any() else None
+    out = torch.special.expm1(z).neg_().addcmul_(z, torch.exp(z))
+    if zs is not None:
+        series = (((((zs / 840 + 1 / 144) * zs + 1 / 30) * zs + 1 / 8) * zs + 1 / 3) * zs + 0.5)
+        out[small] = series * zs * zs
+    return out
+
+
 def _ggem_backward_kernel(
     grad: Tensor, x: Tensor, y: Tensor, p_ch: Tensor, eps: float, cdim: int
 ) -> tuple[Tensor, Tensor]:
-    """Closed-form gradients for x (input dtype) and the per-channel exponents (compute dtype)."""
+    """Closed-form gradients for x (input dtype) and the per-channel exponents (compute dtype).
+
+    With w_n = (x_n / y) ** p = e ** z_n, z_n = p ln(x_n / y), and mean_n w_n = 1 exactly:
+
+        dy/dp = y / p * mean_n[w_n ln(x_n / y)] = y / p**2 * mean_n[z_n e**z_n - (e**z_n - 1)]
+
+    The added term is zero in exact arithmetic, but it makes the sum stationary in the error of
+    y (a common shift of every z_n) and leaves only non-negative terms, so nearly constant
+    channels (x = 60000 + U(0, 100): every z_n near 0) keep their digits in float32.
+    """
     batch, channels = x.shape[0], x.shape[cdim]
     rdims = _reduce_dims(x.ndim, cdim)
     n = x[0].numel() // channels
@@ -269,12 +302,11 @@ def _ggem_backward_kernel(
         r, e = ratio[:b], power[:b]
         _clamp_into(xb, r, eps)
         r.div_(yb)  # x / y, at most N ** (1/p)
-        _log2(r, out=e)
-        r.mul_(e)  # (x / y) * log2(x / y)
-        e.mul_(p - 1).exp2_()  # (x / y) ** (p - 1)
-        r.mul_(e)  # (x / y) ** p * log2(x / y)
-        weighted = r.sum(rdims, keepdim=True)
-        grad_p += _to_bc(gb * yb / p * weighted * (math.log(2) / n), b, channels).sum(0)
+        _log2(r, out=r)  # log2(x / y)
+        torch.mul(r, p - 1, out=e).exp2_()  # (x / y) ** (p - 1)
+        terms = _bregman_terms(r.mul_(p * math.log(2)))  # h(z), z = p ln(x / y)
+        weighted = terms.sum(rdims, keepdim=True)
+        grad_p += _to_bc(gb * yb / (p * p) * weighted / n, b, channels).sum(0)
         gx = grad_x[start : start + rows]
         torch.mul(e, gb / n, out=gx)
         gx.masked_fill_(xb <= eps, 0)  # the clamp passes no gradient below eps
@@ -317,6 +349,20 @@ def _check_ggem_args(x: Tensor, p: Tensor, channel_dim: int, eps: float) -> int:
     return cdim
 
 
+def _check_exponents(p: Tensor) -> None:
+    """Raises ValueError unless every exponent is finite and > 0 (one host sync, on p only)."""
+    if p.numel() == 0:
+        return  # expand_group_exponents names this case
+    low, high = torch.aminmax(p.detach())
+    if not (float(low) > 0 and float(high) < math.inf):
+        values = p.detach().cpu().tolist()
+        bad = [v for v in values if not (0 < v < math.inf)]
+        raise ValueError(
+            f"every GGeM exponent p must be finite and > 0; got {bad[:4]} among {len(values)} "
+            "(a NaN p usually means the optimizer diverged: lower the learning rate of p)"
+        )
+
+
 def ggem(
     x: Tensor,
     p: Tensor,
@@ -330,7 +376,7 @@ def ggem(
     Args:
         x: Input with batch dim 0 and channels at ``channel_dim``; every other dim is pooled.
             Values below ``eps`` are clamped to ``eps`` (the GeM convention).
-        p: 1-D tensor of G > 0 exponents; G must divide the channel count C.
+        p: 1-D tensor of G finite exponents > 0; G must divide the channel count C.
         channel_dim: Where the channels are (-1 for tokens, 1 for maps).
         eps: Clamp floor; must be > 0.
         layout: How channels map to groups: ``"contiguous"`` (channel c in group c // (C // G))
@@ -339,11 +385,16 @@ def ggem(
     Returns:
         (B, C) tensor in the input's dtype; computed in float32 (float64 for float64 input)
         whatever the input dtype and autocast state.
+
+    Raises:
+        ValueError: naming the value, for an empty dim, a p that is NaN, inf or <= 0, a G that
+            does not divide C, or a bad ``channel_dim``, ``eps`` or ``layout``.
     """
     cdim = _check_ggem_args(x, p, channel_dim, eps)
     p_ch = expand_group_exponents(p, x.shape[cdim], layout)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return _ggem_plain(x, p_ch.to(x.device), eps, cdim)
+    _check_exponents(p)
     return _GGeMFunction.apply(x, p_ch.to(x.device), float(eps), cdim)
 
 

@@ -7,6 +7,8 @@ Each pool maps an input with batch dim 0 and channels at ``channel_dim`` to (B, 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -103,12 +105,12 @@ class GGeM(GlobalPool):
             raise ValueError(
                 f"num_channels={num_channels} cannot be split into groups={groups} equal groups"
             )
-        if not p_min > 0:
-            raise ValueError(f"p_min must be > 0, got {p_min}")
-        if not p >= p_min:
-            raise ValueError(f"initial p={p} is below p_min={p_min}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        if not 0 < p_min < math.inf:
+            raise ValueError(f"p_min must be finite and > 0, got {p_min}")
+        if not p_min <= p < math.inf:
+            raise ValueError(f"initial p={p} must be finite and >= p_min={p_min}")
+        if not 0 < eps < math.inf:
+            raise ValueError(f"eps must be finite and > 0, got {eps}")
         if negative not in NEGATIVE_MODES:
             raise ValueError(f"negative={negative!r} is not one of {NEGATIVE_MODES}")
         if layout not in PF.LAYOUTS:

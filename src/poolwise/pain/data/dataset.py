@@ -188,7 +188,7 @@ def _labels(y: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"label {y[i]!r} of window {i} is not a class label; labels must "
+            raise ValueError(f"label {y[i]:g} of window {i} is not a class label; labels must "
                              "be 0 (not protective) or 1 (protective)")
     bad = ~np.isin(y, (0, 1))
     if bad.any():

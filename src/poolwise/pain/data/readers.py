@@ -190,6 +190,12 @@ def read_fame_session(
     layout = layout or FameLayout()
     path = Path(path)
     matrix = load_mat_matrix(path)
+    if matrix.shape[0] >= layout.n_columns and matrix.shape[1] > matrix.shape[0]:
+        raise DataError(
+            f"{path}: the matrix has {matrix.shape[0]} rows and {matrix.shape[1]} columns; it "
+            "looks transposed (frames must be rows, the FAME layout needs "
+            f"{layout.n_columns} columns): transpose it before saving"
+        )
     if matrix.shape[1] < layout.n_columns:
         hint = (" (the matrix looks transposed: frames must be rows)"
                 if matrix.shape[0] >= layout.n_columns > matrix.shape[1] else "")

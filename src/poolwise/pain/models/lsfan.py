@@ -163,7 +163,19 @@ class LSFAN(nn.Module):
         as is, ``Classifier.1`` -> ``classifier.1``; the unused duplicate ``encoderlayer.*``
         is dropped. Any other missing or unexpected key raises ``ValueError``.
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"{path}: not a plain state_dict of tensors ({type(error).__name__}: "
+                f"{first[:120]}); poolwise reads checkpoints without running pickled code and "
+                "will not unpickle this one: re-save it as a state_dict or as safetensors"
+            ) from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict")
         model = cls(**kwargs)
         mapped = map_reference_state_dict(state)
         result = model.load_state_dict(mapped, strict=False)

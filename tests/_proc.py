@@ -1,0 +1,32 @@
+"""Process-table helpers for the fault tests (Linux /proc)."""
+
+import time
+from pathlib import Path
+
+
+def children(pid: int) -> set[int]:
+    """Live (non-zombie) processes whose parent is ``pid``."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def still_alive_after(pids: set[int], seconds: float) -> set[int]:
+    """The pids still alive once ``seconds`` have passed or all are gone."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(map(alive, pids)):
+        time.sleep(0.1)
+    return {p for p in pids if alive(p)}
