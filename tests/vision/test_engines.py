@@ -113,3 +113,15 @@ def test_cli_train_under_torchrun_two_processes(tmp_path):
     result = json.loads((out / "result.json").read_text())
     assert result["n"] == 1000 and len(result["history"]) == 1
     assert "test accuracy" in done.stdout
+
+
+def test_a_locked_run_folder_refuses_and_stale_temporaries_go(tmp_path):
+    from poolwise._io import FolderBusyError, lock_folder
+
+    stale = tmp_path / ".checkpoint.pt.0123456789abcdef.tmp"  # left by a killed run
+    stale.write_bytes(b"half a checkpoint")
+    with lock_folder(tmp_path), pytest.raises(FolderBusyError, match="in use by another"):
+        run_classification(tiny_spec(epochs=1), tmp_path)
+    assert stale.exists() and not (tmp_path / "run.json").exists()
+    run_classification(tiny_spec(epochs=1), tmp_path)
+    assert not stale.exists() and (tmp_path / "result.json").is_file()

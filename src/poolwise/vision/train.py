@@ -19,7 +19,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from poolwise._io import atomic_path, write_json, write_text
+from poolwise._io import atomic_path, lock_folder, remove_stale_temps, write_json, write_text
 from poolwise.vision.data import ImageSplit, collate_batch, load_images, random_crop_flip
 from poolwise.vision.dependence import group_dependence
 from poolwise.vision.models import PooledModel, create_model, param_groups
@@ -169,6 +170,18 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """While a run trains, its folder is locked by rank 0 (a second run on it refuses, see
+    :func:`poolwise._io.lock_folder`), and temporary files a killed run left are removed."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with lock_folder(run_dir):
+        remove_stale_temps(run_dir)
+        yield
+
+
 def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
     """Rank, world size, whether this call created the process group, and the finished result
     (``{}`` on ranks other than 0) when ``result.json`` already exists, else None. Rank 0
@@ -254,6 +267,13 @@ def run_classification(
 ) -> dict:
     """Trains (or resumes, or returns the finished result of) the run in ``run_dir``."""
     run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        return _run_classification(spec, run_dir, device=device, on_epoch=on_epoch,
+                                   on_batch=on_batch, workers=workers)
+
+
+def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_batch,
+                        workers) -> dict:
     rank, world, created, finished = open_run(run_dir, spec)
     if finished is not None:
         return finished

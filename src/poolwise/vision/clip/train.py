@@ -39,6 +39,7 @@ from poolwise.vision.train import (
     default_device,
     open_run,
     resume,
+    run_lock,
     save_epoch,
     save_final,
 )
@@ -187,6 +188,11 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
     writes the run folder (a shared filesystem) and evaluates.
     """
     run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        return _run_clip(spec, run_dir, device=device, on_epoch=on_epoch, on_batch=on_batch)
+
+
+def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch) -> dict:
     rank, world, created, finished = open_run(run_dir, spec)
     if finished is not None:
         return finished
