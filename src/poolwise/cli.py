@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from poolwise import __version__
+from poolwise._argtypes import positive_int
 from poolwise._io import FolderBusyError
 from poolwise.pooling import describe_pools
 
@@ -79,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the embedded Fashion-MNIST subset, and write one report folder.",
     )
     demo.add_argument("--out", default="poolwise-demo", help="report folder (poolwise-demo)")
-    demo.add_argument("--subjects", type=int, default=10, help="synthetic subjects (10)")
-    demo.add_argument("--epochs", type=int, default=3, help="epochs per fold (3)")
+    demo.add_argument("--subjects", type=positive_int, default=10, help="synthetic subjects (10)")
+    demo.add_argument("--epochs", type=positive_int, default=3, help="epochs per fold (3)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--image-epochs", type=int, default=4,
+    demo.add_argument("--image-epochs", type=positive_int, default=4,
                       help="epochs of each image pooling run (4)")
-    demo.add_argument("--image-seeds", type=int, default=2, help="seeds per image pool (2)")
+    demo.add_argument("--image-seeds", type=positive_int, default=2,
+                      help="seeds per image pool (2)")
     demo.set_defaults(run=_cmd_demo)
 
     from poolwise.pain.cli import add_pain_commands

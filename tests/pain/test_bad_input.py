@@ -380,3 +380,13 @@ def test_reference_checkpoint_that_is_a_pickle_is_refused_plainly(tmp_path):
     with pytest.raises(ValueError, match=r"fold0\.pth: not a plain state_dict") as info:
         LSFAN.from_reference_checkpoint(path)
     assert "weights_only=False" not in str(info.value)
+
+
+def test_a_model_that_cannot_take_the_data_fails_before_training(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(6, 28, 180)).astype(np.float32)
+    path = _window_file(tmp_path, X=X, channel_names=np.array(CHANNEL_NAMES[:28]))
+    assert main(["pain", "loso", str(path), "--model", "lsfan", "--select-subjects", "1",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "model lsfan cannot take this data's windows (28 channels x 180 frames)" in err
+    assert not (tmp_path / "r").exists()

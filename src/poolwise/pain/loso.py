@@ -447,8 +447,17 @@ def fold_seconds(run_dir: Path) -> dict[str, float]:
 
 
 def _check_folds(dataset: WindowDataset, config: LosoConfig, subjects: Sequence[str]) -> None:
-    """Raises ValueError, before any training, for a fold that cannot be run: training windows
-    of one class only, or (clean protocol) no usable choice of selection subjects."""
+    """Raises ValueError, before any training, for a run that cannot go through: a model that
+    cannot take the data's windows, a fold whose training windows hold one class only, or
+    (clean protocol) a fold with no usable choice of selection subjects."""
+    model = create_model(config.model, **config.model_kwargs).eval()
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(2, len(dataset.channel_names), dataset.window))
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"model {config.model} cannot take this data's windows ({len(dataset.channel_names)} "
+            f"channels x {dataset.window} frames): {error}") from None
     for subject in subjects:
         train = dataset.subject != subject
         if len(np.unique(dataset.y[train])) < 2:

@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from poolwise._argtypes import positive_float, positive_int
+
 # The small-image ViT used by default for 28x28 data: 16 patches of 7x7, width 96, 4 blocks of
 # 6 heads (16 channels per head). Applied to ViT names only, for the options left unset.
 TINY28 = {"patch_size": 7, "embed_dim": 96, "depth": 4, "num_heads": 6, "mlp_ratio": 2.0}
@@ -28,21 +30,21 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
                    "(options you set win); none: timm's architecture")
     for name, kind in ARCH_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
-    p.add_argument("--groups", type=int, default=None, help="GGeM groups (default: heads)")
+    p.add_argument("--groups", type=positive_int, default=None, help="GGeM groups (default: heads)")
     p.add_argument("--norm", choices=("tokens", "pooled"), default=None,
                    help="final LayerNorm before pooling (tokens) or after (pooled); default: "
                    "the timm model's own placement")
     p.add_argument("--pretrained", action="store_true", help="timm's pretrained weights")
     p.add_argument("--checkpoint", default=None, help="local timm/poolwise weights to start from")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=positive_int, default=epochs)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--p-lr-mult", type=float, default=10.0,
                    help="lr multiplier of the pool's p (10)")
     p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
     p.set_defaults(known_pools=list_pools())
 
 
@@ -223,12 +225,12 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="an open_clip model name (default: the built-in tiny dual encoder)")
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag")
-    p.add_argument("--groups", type=int, default=None, help="GGeM groups (default: heads)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--groups", type=positive_int, default=None, help="GGeM groups (default: heads)")
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--p-lr-mult", type=float, default=10.0)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--out", required=True)
 
 
@@ -325,8 +327,8 @@ def add_vision_commands(commands) -> None:
     _add_spec_options(compare, epochs=5)
     compare.add_argument("--pools", default="token,avg,max,gem,ggem",
                          help="comma-separated pool names (token,avg,max,gem,ggem)")
-    compare.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (3)")
-    compare.add_argument("--jobs", type=int, default=1, help="cells trained in parallel")
+    compare.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 (3)")
+    compare.add_argument("--jobs", type=positive_int, default=1, help="cells trained in parallel")
     compare.add_argument("--out", required=True)
     compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     compare.set_defaults(run=_cmd_compare)
@@ -356,8 +358,8 @@ def add_vision_commands(commands) -> None:
     clip_compare = sub.add_parser("clip-compare", help="pools x seeds for CLIP-style training")
     _add_clip_options(clip_compare)
     clip_compare.add_argument("--pools", default="token,avg,gem,ggem")
-    clip_compare.add_argument("--seeds", type=int, default=3)
-    clip_compare.add_argument("--jobs", type=int, default=1)
+    clip_compare.add_argument("--seeds", type=positive_int, default=3)
+    clip_compare.add_argument("--jobs", type=positive_int, default=1)
     clip_compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     clip_compare.set_defaults(run=_cmd_clip_compare, known_pools=list_pools())
 
@@ -367,7 +369,8 @@ def add_vision_commands(commands) -> None:
         "image tower's pooling is replaced right after the model (and any pretrained weights) "
         "is built. Works under torchrun like the recipe itself.")
     recipe.add_argument("--pool", default="ggem", choices=list_pools())
-    recipe.add_argument("--groups", type=int, default=None, help="GGeM groups (default: heads)")
+    recipe.add_argument("--groups", type=positive_int, default=None,
+                        help="GGeM groups (default: heads)")
     recipe.add_argument("--include-prefix-tokens", action="store_true",
                         help="pool the CLS token too (default: patch tokens only)")
     recipe.add_argument("recipe_args", nargs=argparse.REMAINDER,
@@ -376,7 +379,7 @@ def add_vision_commands(commands) -> None:
 
     dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
     dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
-    dep.add_argument("--max-images", type=int, default=None)
-    dep.add_argument("--threads", type=int, default=None)
+    dep.add_argument("--max-images", type=positive_int, default=None)
+    dep.add_argument("--threads", type=positive_int, default=None)
     dep.add_argument("--out", default=None, help="folder for dependence.md/json")
     dep.set_defaults(run=_cmd_dependence)
