@@ -1,5 +1,7 @@
 """Process-table helpers for the fault tests (Linux /proc)."""
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -30,3 +32,14 @@ def still_alive_after(pids: set[int], seconds: float) -> set[int]:
     while time.monotonic() < deadline and any(map(alive, pids)):
         time.sleep(0.1)
     return {p for p in pids if alive(p)}
+
+
+def survivors_of_sigkill(parent, spawned: set[int], seconds: float = 10.0) -> set[int]:
+    """SIGKILLs ``parent`` (a Popen) and returns the ``spawned`` processes still alive after
+    ``seconds``; those are then killed, so a failing test leaves nothing behind."""
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    left = still_alive_after(spawned, seconds)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left

@@ -1,7 +1,5 @@
 """Worker processes never outlive a killed parent."""
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -9,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _proc import children, still_alive_after
+from _proc import children, survivors_of_sigkill
 
 from poolwise._procs import process_pool
 
@@ -32,16 +30,11 @@ def test_sigkill_of_the_parent_leaves_no_orphan(tmp_path):
             time.sleep(600)
     """)
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    spawned: set[int] = set()
     try:
         assert parent.stdout.readline().strip() == "busy"
         time.sleep(0.5)
         spawned = children(parent.pid)  # two workers and the resource tracker
         assert len(spawned) >= 2
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        assert still_alive_after(spawned, 10.0) == set()
+        assert survivors_of_sigkill(parent, spawned) == set()
     finally:
         parent.kill()
-        for pid in still_alive_after(spawned, 0.0):  # only where the test failed
-            os.kill(pid, signal.SIGKILL)

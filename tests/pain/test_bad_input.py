@@ -74,13 +74,18 @@ def test_excluded_exercises_and_short_segments_are_recorded(tmp_path):
     assert back.skipped == ds.skipped  # the record travels with the windows
 
 
-def test_a_session_shorter_than_a_window_is_reported_not_dropped(tmp_path):
+def test_a_session_shorter_than_a_window_is_reported_not_dropped(tmp_path, capsys):
     save_mat(tmp_path / "randomised P" / "P01_1.mat", fame(400))
-    save_mat(tmp_path / "randomised P" / "P02_1.mat", fame(150, bend=(0, 150)))
+    short_file = save_mat(tmp_path / "randomised P" / "P02_1.mat", fame(150, bend=(0, 150)))
     ds = read_fame_folder(tmp_path)
     assert ds.subjects == ["P01"]
     (short,) = [e for e in ds.skipped if "P02_1.mat" in e["file"]]
     assert short["reason"].startswith("no full window") and short["frames"] == 150
+    assert short["whole_file"]
+    assert main(["pain", "windows", str(tmp_path), "--out", str(tmp_path / "w.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert f"skipped {short_file}: no full window" in printed
+    assert "| no full window | 150 |" in printed
 
 
 def test_no_window_anywhere_is_an_error_naming_the_files(tmp_path):

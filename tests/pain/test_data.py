@@ -210,6 +210,7 @@ def test_cli_synth_then_windows(tmp_path, capsys):
     assert main(["pain", "windows", str(tmp_path / "c"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "wrote 2 sessions" in printed and "| healthy | 1 |" in printed
+    assert "| excluded exercise |" in printed  # walking etc.: left out, and said so
     assert len(WindowDataset.load(out)) > 0
     assert main(["pain", "windows", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "missing: no such" in capsys.readouterr().err

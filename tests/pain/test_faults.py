@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _proc import children, still_alive_after
+from _proc import children, survivors_of_sigkill
 
 from poolwise._io import FolderBusyError, lock_folder
 from poolwise.cli import main
@@ -141,7 +141,6 @@ def test_sigkill_of_a_two_job_run_leaves_no_orphan(data, tmp_path):
     args[args.index("--epochs") + 1] = "200"  # long enough to be killed mid-fold
     parent = subprocess.Popen([sys.executable, "-m", "poolwise", *args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    spawned: set[int] = set()
     try:
         deadline = time.monotonic() + 120
         while len(children(parent.pid)) < 3 and time.monotonic() < deadline:
@@ -149,10 +148,6 @@ def test_sigkill_of_a_two_job_run_leaves_no_orphan(data, tmp_path):
         spawned = children(parent.pid)
         assert len(spawned) >= 3
         time.sleep(2.0)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        assert still_alive_after(spawned, 10.0) == set()
+        assert survivors_of_sigkill(parent, spawned) == set()
     finally:
         parent.kill()
-        for pid in still_alive_after(spawned, 0.0):  # only where the test failed
-            os.kill(pid, signal.SIGKILL)

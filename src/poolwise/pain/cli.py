@@ -28,10 +28,9 @@ def _cmd_windows(args: argparse.Namespace) -> int:
         f"{len(dataset)} windows of {dataset.window} frames, {len(dataset.subjects)} subjects, "
         f"{dataset.y.mean():.1%} protective -> {args.out}"
     )
-    whole = [e for e in dataset.skipped if "empty" in e["reason"] or "no full window" in
-             e["reason"] or "shorter than a window:" in e["reason"]]
-    for entry in whole:
-        print(f"skipped {entry['file']}: {entry['reason']}")
+    for entry in dataset.skipped:
+        if entry.get("whole_file"):
+            print(f"skipped {entry['file']}: {entry['reason']}")
     summary = dataset.skipped_summary()
     if summary:
         print("\n| left out (recorded in the file's `skipped`) | frames |\n|---|---|")

@@ -34,9 +34,9 @@ class WindowDataset:
         channel_names: Names of the channels of X, in order.
         frame_rate: Frames per second.
         step: Hop between consecutive windows, in frames.
-        skipped: What the reader left out: ``{"file", "reason", "frames"}`` per file and
-            reason (empty sessions, sessions or segments shorter than a window, excluded
-            exercises).
+        skipped: What the reader left out: ``{"file", "reason", "frames", "whole_file"}`` per
+            file and reason (empty sessions, sessions or segments shorter than a window,
+            excluded exercises); ``whole_file`` is True where the file gave no window.
     """
 
     X: np.ndarray

@@ -114,8 +114,8 @@ def check_window_args(window: int, step: int) -> None:
             raise DataError(f"{name} must be a positive number of frames, got {value!r}")
 
 
-def _skip(path: Path, reason: str, frames: int) -> dict:
-    return {"file": str(path), "reason": reason, "frames": int(frames)}
+def _skip(path: Path, reason: str, frames: int, whole_file: bool = False) -> dict:
+    return {"file": str(path), "reason": reason, "frames": int(frames), "whole_file": whole_file}
 
 
 def window_matrix(
@@ -212,7 +212,7 @@ def read_fame_session(
             X=np.empty((0, len(CHANNEL_NAMES), window), np.float32), y=np.empty(0, np.int64),
             subject=np.empty(0, str), group=np.empty(0, str), exercise=np.empty(0, str),
             channel_names=CHANNEL_NAMES, frame_rate=FRAME_RATE, step=step,
-            skipped=(_skip(path, reason, len(matrix)),),
+            skipped=(_skip(path, reason, len(matrix), whole_file=True),),
         )
 
     if matrix.shape[0] == 0:
@@ -339,7 +339,7 @@ def read_challenge_file(
     if n == 0:
         reason = f"recording shorter than a window: {len(matrix)} frames < {window}"
         log.warning("%s: %s, skipped", path, reason)
-        skipped = (_skip(path, reason, len(matrix)),)
+        skipped = (_skip(path, reason, len(matrix), whole_file=True),)
     return WindowDataset(
         X=np.ascontiguousarray(cut_windows(signals, starts, window)),
         y=window_labels(labels.astype(bool), starts, window),
