@@ -18,6 +18,7 @@ from poolwise._io import FolderBusyError, lock_folder
 from poolwise.cli import main
 from poolwise.pain.data.readers import load_dataset
 from poolwise.pain.data.synth import write_synthetic_cohort
+from poolwise.pain.explain import explain_run
 from poolwise.pain.loso import LosoConfig, run_loso
 from poolwise.pain.train import TrainConfig
 
@@ -112,6 +113,8 @@ def test_damaged_folds_are_redone_not_reported_done(data, reference, tmp_path):
     weights[1].unlink()  # lost
     record = sorted(out.glob("fold_*.json"))[2]
     record.write_text(record.read_text()[:50])  # a torn record
+    with pytest.raises(ValueError, match=rf"{weights[0]} does not match the sha256"):
+        explain_run(out, load_dataset(data))  # nothing is explained from a damaged fold
     resumed = run_cli(loso_args(data, out))
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("done earlier") == 2

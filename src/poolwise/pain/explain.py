@@ -17,7 +17,6 @@ that fold's statistics), and the maps are averaged per true class and per subjec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from poolwise.pain.augment import apply_zscore
 from poolwise.pain.data.dataset import WindowDataset
+from poolwise.pain.loso import finished_fold
 from poolwise.pain.models import create_model
 
 
@@ -101,10 +101,10 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
         raise FileNotFoundError(f"{run_dir}: no fold_*.json files (run poolwise pain loso first)")
     cams, attentions, labels, groups = [], [], [], []
     for path in folds:
-        record = json.loads(path.read_text())
+        record, problem = finished_fold(run_dir, path.stem.removeprefix("fold_"))
+        if record is None:
+            raise ValueError(f"{problem}; rerun the LOSO command to redo that fold")
         weights = path.with_suffix(".safetensors")
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: the fold's weights are missing")
         model = create_model(record["model"], **record["model_kwargs"])
         _check_explainable(model)
         model.load_state_dict(load_file(str(weights)))

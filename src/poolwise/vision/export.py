@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from poolwise._io import atomic_path, write_text
+from poolwise._io import atomic_path, read_json, write_text
 from poolwise.vision.train import load_splits, load_trained
 
 FORMATS = ("onnx", "torchscript")
@@ -39,7 +39,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", *,
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     model, spec = load_trained(run_dir)
-    result = json.loads((Path(run_dir) / "result.json").read_text())
+    result = read_json(Path(run_dir) / "result.json", "run result")
     train, _ = load_splits(spec)
     channels, size = train.channels, train.image_size
     example = torch.zeros(2, channels, size, size)

@@ -30,7 +30,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from poolwise._io import atomic_path, lock_folder, remove_stale_temps, write_json, write_text
+from poolwise._io import (
+    atomic_path,
+    lock_folder,
+    read_json,
+    remove_stale_temps,
+    write_json,
+    write_text,
+)
 from poolwise.vision.data import ImageSplit, collate_batch, load_images, random_crop_flip
 from poolwise.vision.dependence import group_dependence
 from poolwise.vision.models import PooledModel, create_model, param_groups
@@ -198,7 +205,7 @@ def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
     if created:
         dist.destroy_process_group()
     return rank, world, created, (
-        json.loads((run_dir / "result.json").read_text()) if rank == 0 else {})
+        read_json(run_dir / "result.json", "run result") if rank == 0 else {})
 
 
 def resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -245,7 +252,7 @@ def _check_spec(run_dir: Path, spec) -> None:
     path = run_dir / "run.json"
     wanted = json.loads(json.dumps(spec.to_json()))
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_json(path, "run configuration")
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         if diff:
             raise ValueError(
@@ -351,7 +358,7 @@ def load_trained(
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
-    spec = RunSpec(**json.loads((run_dir / "run.json").read_text()))
+    spec = RunSpec(**read_json(run_dir / "run.json", "run configuration"))
     weights = run_dir / "model.safetensors"
     if not weights.exists():
         raise FileNotFoundError(f"{weights} not found: the run in {run_dir} has not finished")
