@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -180,3 +182,63 @@ def test_param_groups_put_p_alone_without_decay():
     frozen = create_model("vit_tiny_patch16_224", pool="ggem", pool_kwargs={"learnable": False},
                           **VIT_CASES["vit_tiny_patch16_224"])
     assert "pool_p" not in {g["name"] for g in param_groups(frozen, lr=1, weight_decay=0)}
+
+
+CITIZEN_CASES = {**{k: v for k, v in VIT_CASES.items() if k != "vit_small_patch14_dinov2"},
+                 "vit_small_patch14_reg4_dinov2": dict(img_size=28, depth=2),
+                 "vit_tiny_patch16_224": dict(img_size=32, patch_size=8, depth=2),
+                 "resnet18": {}}
+
+
+@pytest.mark.parametrize("name", sorted(CITIZEN_CASES))
+def test_pooled_model_is_a_full_timm_citizen(name, caplog):
+    """timm's optimizer factory (layer decay), data config, EMA and gradient checkpointing
+    work on a PooledModel as on the timm model itself."""
+    import timm
+    from timm.data import resolve_data_config
+    from timm.optim import create_optimizer_v2
+    from timm.utils import ModelEmaV3
+
+    kwargs = CITIZEN_CASES[name]
+    pool = "gem" if name == "resnet18" else "ggem"
+    torch.manual_seed(0)
+    model = create_model(name, pool=pool, num_classes=4, **kwargs)
+    backbone = timm.create_model(name, num_classes=4, **kwargs)
+    assert model.head_hidden_size == model.num_features
+    # data config: the backbone's, not timm's ImageNet fallback
+    assert resolve_data_config(model=model) == resolve_data_config(model=backbone)
+    # layer-wise lr decay: the same per-block lr scales as timm gives the bare backbone
+    with caplog.at_level(logging.WARNING, logger="timm"):
+        optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05,
+                                        layer_decay=0.65)
+    assert "Layer-wise lr decay has no effect" not in caplog.text
+    scales = sorted({g["lr_scale"] for g in optimizer.param_groups})
+    bare = create_optimizer_v2(backbone, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.65)
+    assert scales == sorted({g["lr_scale"] for g in bare.param_groups}) and len(scales) > 2
+    p_group = [g for g in optimizer.param_groups if any(q is model.pool.p for q in g["params"])]
+    assert p_group[0]["weight_decay"] == 0.0 and p_group[0]["lr_scale"] == max(scales)
+    assert "pool.p" in model.no_weight_decay()
+    # poolwise's grouping as timm's param_group_fn: p alone, its own lr multiplier
+    from functools import partial
+
+    optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, param_group_fn=partial(
+        param_groups, lr=1e-3, weight_decay=0.05, p_lr_mult=10.0, layer_decay=0.65))
+    (p_group,) = [g for g in optimizer.param_groups if g["name"] == "pool_p"]
+    assert p_group["params"] == [model.pool.p] and p_group["weight_decay"] == 0.0
+    assert p_group["lr_scale"] == pytest.approx(10.0 * max(scales))
+    # EMA of the whole model, pool included
+    ema = ModelEmaV3(model, decay=0.5)
+    with torch.no_grad():
+        model.pool.p.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.module.pool.p, model.pool.p - 0.5)
+    # gradient checkpointing changes memory, not values
+    size = kwargs.get("img_size", 64)
+    x = torch.randn(2, 3, size, size)
+    model.train()
+    torch.manual_seed(1)
+    plain = torch.autograd.grad(model(x).sum(), model.pool.p)[0]
+    model.set_grad_checkpointing(True)
+    torch.manual_seed(1)
+    checkpointed = torch.autograd.grad(model(x).sum(), model.pool.p)[0]
+    torch.testing.assert_close(checkpointed, plain)

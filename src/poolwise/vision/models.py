@@ -18,6 +18,7 @@ Where the final LayerNorm sits is the ``norm`` option:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,11 +152,57 @@ class PooledModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    # --- the rest of timm's model contract: optimizer factory, data config, EMA, checkpointing
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """The backbone's (mean, std, interpolation, crop_pct, input_size ...), so that
+        ``timm.data.resolve_data_config(model=...)`` sees what the backbone was trained with."""
+        return self.backbone.pretrained_cfg
+
+    @property
+    def default_cfg(self) -> dict:
+        return self.pretrained_cfg
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of the pre-logits features (``forward_head(..., pre_logits=True)``)."""
+        return self.num_features
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The backbone's layer groups (stem, blocks, ...) over this model's parameter names,
+        for timm's layer-wise lr decay; the pool falls in the last group, with the head."""
+        return {group: _prefixed(spec, "backbone.")
+                for group, spec in self.backbone.group_matcher(coarse=coarse).items()}
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """The backbone's no-decay names (position embeddings, CLS/register tokens, ...) and
+        every parameter of the pool (its exponents p)."""
+        own = getattr(self.backbone, "no_weight_decay", set)()
+        return {f"backbone.{name}" for name in own} | {
+            f"pool.{name}" for name, _ in self.pool.named_parameters()}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
     def p_values(self) -> list[float] | None:
         """The pool's effective exponents (None for pools without p)."""
         if isinstance(self.pool, GGeM):
             return self.pool.effective_p().detach().cpu().tolist()
         return None
+
+
+def _prefixed(spec, prefix: str):
+    """A timm group-matcher spec (a regex, or a list of ``(regex, ordinal)``) with every regex
+    anchored after ``prefix``; timm matches from the start of the name (``re.match``)."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return f"^{re.escape(prefix)}(?:{spec.removeprefix('^')})"
+    return [(_prefixed(regex, prefix), ordinal) for regex, ordinal in spec]
 
 
 @dataclass
@@ -301,23 +348,50 @@ def create_model(
 
 
 def param_groups(
-    model: nn.Module, *, lr: float, weight_decay: float, p_lr_mult: float = 1.0
+    model: nn.Module, *, lr: float, weight_decay: float, p_lr_mult: float = 1.0,
+    layer_decay: float | None = None,
 ) -> list[dict]:
-    """Optimizer groups: weights with decay; biases, norms, embeddings without; the pools'
-    exponents p in their own group without decay and with ``lr * p_lr_mult``."""
-    decay, no_decay, exponents = [], [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name == "p" or name.endswith(".p"):
-            exponents.append(param)
-        elif param.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "lr": lr, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": "no_decay"},
-        {"params": exponents, "weight_decay": 0.0, "lr": lr * p_lr_mult, "name": "pool_p"},
-    ]
-    return [g for g in groups if g["params"]]
+    """Optimizer groups from timm's own grouping, with the pools' exponents p apart.
+
+    timm's ``param_groups_weight_decay`` (or, with ``layer_decay``, ``param_groups_layer_decay``,
+    which scales each block's lr by ``layer_decay ** (depth - block)`` through the model's
+    ``group_matcher``) decides decay and lr scale; every parameter named ``p`` (the pools'
+    exponents) is then moved to a group of its own, without decay, whose ``lr_scale`` is its
+    layer's scale times ``p_lr_mult``. Each group carries ``lr = lr * lr_scale`` (timm's
+    schedulers set it from ``lr_scale`` again at every step) and a ``name``.
+
+    Usable as timm's ``param_group_fn``:
+    ``create_optimizer_v2(model, "adamw", lr=lr, param_group_fn=partial(param_groups, ...))``.
+    """
+    from timm.optim._param_groups import param_groups_layer_decay, param_groups_weight_decay
+
+    no_decay = set(getattr(model, "no_weight_decay", set)())
+    if layer_decay is None:
+        groups = param_groups_weight_decay(model, weight_decay, no_decay)
+        for group in groups:
+            group["lr_scale"] = 1.0
+    else:
+        groups = param_groups_layer_decay(model, weight_decay, no_decay, layer_decay=layer_decay)
+    names = {id(param): name for name, param in model.named_parameters()}
+    layer = {scale: i for i, scale in enumerate(sorted({g["lr_scale"] for g in groups}))}
+    out, exponents = [], {}
+    for group in groups:
+        kept = [q for q in group["params"] if not _is_exponent(names[id(q)])]
+        for q in group["params"]:
+            if _is_exponent(names[id(q)]):
+                exponents.setdefault(group["lr_scale"], []).append(q)
+        name = "decay" if group["weight_decay"] else "no_decay"
+        if layer_decay is not None:
+            name = f"layer_{layer[group['lr_scale']]}_{name}"
+        if kept:
+            out.append({**group, "params": kept, "name": name})
+    for scale, params in exponents.items():
+        out.append({"params": params, "weight_decay": 0.0, "lr_scale": scale * p_lr_mult,
+                    "name": "pool_p"})
+    for group in out:
+        group["lr"] = lr * group["lr_scale"]
+    return out
+
+
+def _is_exponent(name: str) -> bool:
+    return name == "p" or name.endswith(".p")
