@@ -20,13 +20,12 @@ from poolwise.pain.loso import LosoConfig, run_loso
 from poolwise.pain.report import write_report
 from poolwise.pain.train import TrainConfig
 from poolwise.vision.compare import run_compare, write_compare_report
+from poolwise.vision.presets import PRESETS
 from poolwise.vision.train import RunSpec
 
 DEMO_RUNS = (("lsfan", "clean"), ("cnn_tap", "clean"), ("lsfan", "reference"))
 DEMO_POOLS = ("token", "avg", "max", "gem", "ggem")
-# 16 patches of 7x7, width 96, 4 blocks of 6 heads: the tiny28 preset of `poolwise vision`
-DEMO_VIT = {"img_size": 28, "patch_size": 7, "embed_dim": 96, "depth": 4, "num_heads": 6,
-            "mlp_ratio": 2.0}
+DEMO_VIT = {"img_size": 28, **PRESETS["tiny28"]}  # the tiny28 preset of `poolwise vision`
 
 
 def run_demo(

@@ -14,6 +14,11 @@ def test_train_then_dependence(tmp_path, capsys):
                  "--out", str(run)]) == 0
     out = capsys.readouterr().out
     assert "epoch 1: train loss" in out and "learned p: " in out
+    # the resolved model is printed first and stored
+    assert out.splitlines()[0].startswith("vit_tiny_patch16_224: 0.")
+    assert "4x4 patches of 7x7, 1 prefix tokens, 2 heads, pool ggem (2 groups)" in out
+    info = json.loads((run / "model.json").read_text())
+    assert (info["patch_grid"], info["prefix_tokens"], info["groups"]) == ([4, 4], 1, 2)
     spec = json.loads((run / "run.json").read_text())
     assert spec["model_kwargs"] == {"patch_size": 7, "embed_dim": 24, "depth": 1,
                                     "num_heads": 2, "mlp_ratio": 2.0, "img_size": 28}
@@ -68,3 +73,22 @@ def test_export_ggem_vit_matches_pytorch(tmp_path, capsys):
     assert {node.domain for node in graph.node} <= {"", "ai.onnx"}  # standard ops only
     assert "Pow" in {node.op_type for node in graph.node}  # GGeM, as plain ops
     assert json.loads((run / "model.onnx.json").read_text())["input"] == ["batch", 1, 28, 28]
+
+
+def test_a_named_model_is_never_resized_silently(tmp_path, capsys):
+    # no --model: the documented default, vit_tiny_patch16_224 with --preset tiny28
+    # a named ViT is built as timm defines it: patch 16 cannot tile 28x28 images
+    assert main(["vision", "train", "--model", "vit_tiny_patch16_224", "--epochs", "1",
+                 "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "patch size (16, 16) does not divide the image size (28, 28)" in err
+    assert not (tmp_path / "a" / "run.json").exists()
+    for flag in (["--pretrained"], ["--checkpoint", "w.safetensors"]):
+        assert main(["vision", "train", "--model", "vit_small_patch16_224", "--preset",
+                     "tiny28", *flag, "--out", str(tmp_path / "b")]) == 2
+        err = capsys.readouterr().err
+        assert f"--preset tiny28 changes the architecture of vit_small_patch16_224, and {flag[0]}" \
+            in err
+    assert main(["vision", "train", "--model", "resnet18", "--preset", "tiny28",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "sizes a ViT; resnet18 is not one" in capsys.readouterr().err

@@ -10,9 +10,6 @@ from pathlib import Path
 
 from poolwise._argtypes import positive_float, positive_int
 
-# The small-image ViT used by default for 28x28 data: 16 patches of 7x7, width 96, 4 blocks of
-# 6 heads (16 channels per head). Applied to ViT names only, for the options left unset.
-TINY28 = {"patch_size": 7, "embed_dim": 96, "depth": 4, "num_heads": 6, "mlp_ratio": 2.0}
 ARCH_OPTIONS = (("img_size", int), ("patch_size", int), ("embed_dim", int), ("depth", int),
                 ("num_heads", int), ("mlp_ratio", float))
 
@@ -24,10 +21,15 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
                    help="'embedded' (the shipped Fashion-MNIST subset), 'fashion-mnist' (the full "
                    "set: Debian package folder, cache or download), a folder with the idx files, "
                    "or an ImageFolder tree with train/ and test/ (default: embedded)")
-    p.add_argument("--model", default="vit_tiny_patch16_224", help="any timm model name")
-    p.add_argument("--preset", choices=("tiny28", "none"), default="tiny28",
-                   help="tiny28: patch 7, width 96, depth 4, 6 heads, MLP x2 for ViT names "
-                   "(options you set win); none: timm's architecture")
+    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
+
+    p.add_argument("--model", default=None,
+                   help=f"any timm model name, built as timm defines it (default: {DEFAULT_MODEL}"
+                   f" with --preset {DEFAULT_PRESET}, a small ViT for 28x28 images)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="resize a ViT: tiny28 = patch 7, width 96, depth 4, 6 heads, MLP x2 "
+                   "(options you set win); only when asked for, never with --pretrained or "
+                   "--checkpoint")
     for name, kind in ARCH_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
     p.add_argument("--groups", type=positive_int, default=None, help="GGeM groups (default: heads)")
@@ -49,23 +51,42 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
 
 
 def _spec(args: argparse.Namespace, pool: str, seed: int):
+    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, VIT_PREFIXES, apply_preset
     from poolwise.vision.train import RunSpec
 
     kwargs = {name: getattr(args, name) for name, _ in ARCH_OPTIONS
               if getattr(args, name) is not None}
-    if args.preset == "tiny28" and args.model.startswith(("vit_", "deit", "eva")):
-        kwargs = {**TINY28, **kwargs}
-    if args.model.startswith(("vit_", "deit", "eva", "beit")) and "img_size" not in kwargs:
+    model, preset = args.model, args.preset
+    if model is None:
+        model, preset = DEFAULT_MODEL, preset or DEFAULT_PRESET
+    kwargs = apply_preset(preset, model, kwargs, pretrained=args.pretrained,
+                          checkpoint=args.checkpoint)
+    if model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
         from poolwise.vision.data import load_images
 
         kwargs["img_size"] = load_images(args.data)["train"].image_size
     return RunSpec(
-        model=args.model, pool=pool, groups=args.groups, norm=args.norm, model_kwargs=kwargs,
+        model=model, pool=pool, groups=args.groups, norm=args.norm, model_kwargs=kwargs,
         pretrained=args.pretrained, checkpoint=args.checkpoint, data=args.data,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, p_lr_mult=args.p_lr_mult, augment=not args.no_augment,
         amp=args.amp, seed=seed,
     )
+
+
+def _model_line(info: dict) -> str:
+    """One line for a person: ``vit_tiny_patch16_224: 0.45M parameters, 4x4 patches of 7x7 ...``."""
+    parts = [f"{info['name']}: {info['parameters'] / 1e6:.2f}M parameters"]
+    if info["patch_grid"]:
+        parts.append(f"{'x'.join(map(str, info['patch_grid']))} patches of "
+                     f"{'x'.join(map(str, info['patch_size']))}")
+    parts.append(f"{info['prefix_tokens']} prefix tokens")
+    if info["heads"]:
+        parts.append(f"{info['heads']} heads")
+    parts.append(f"pool {info['pool']}" + (f" ({info['groups']} groups)" if info["groups"] else ""))
+    if info["norm"]:
+        parts.append(f"final norm on {info['norm']}")
+    return ", ".join(parts)
 
 
 def _pools(args: argparse.Namespace) -> list[str] | None:
@@ -121,7 +142,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _threads(args)
     spec = _spec(args, args.pool, args.seed)
     result = run_classification(spec, args.out, on_epoch=_epoch_printer(), on_batch=_Bar(args),
-                                workers=args.workers)
+                                workers=args.workers,
+                                on_model=lambda info: print(_model_line(info), flush=True))
     if not result:  # a non-zero rank under torchrun
         return 0
     ret = result["retrieval"]

@@ -336,6 +336,7 @@ def create_model(
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
     backbone = timm.create_model(name, pretrained=pretrained, **timm_kwargs)
+    _check_patch_grid(name, backbone)
     model = PooledModel(
         backbone, pool, groups=groups, norm=norm, include_prefix_tokens=include_prefix_tokens,
         pool_kwargs=pool_kwargs,
@@ -345,6 +346,41 @@ def create_model(
     if checkpoint is not None:
         model.load_report = load_checkpoint(model, checkpoint)
     return model
+
+
+def _check_patch_grid(name: str, backbone: nn.Module) -> None:
+    """A patch size that does not divide the image size would silently drop the last pixels of
+    every row and column (timm's patch embedding is a strided convolution)."""
+    embed = getattr(backbone, "patch_embed", None)
+    if embed is None or getattr(embed, "dynamic_img_pad", False):
+        return
+    image, patch = getattr(embed, "img_size", None), getattr(embed, "patch_size", None)
+    if image is None or patch is None:
+        return
+    if any(i % q for i, q in zip(image, patch, strict=True)):
+        raise ValueError(
+            f"{name}: patch size {tuple(patch)} does not divide the image size {tuple(image)}; "
+            "the remainder of every image would be ignored: pick a patch size that divides it "
+            "(--patch-size), another --img-size, or --preset tiny28 for 28x28 images")
+
+
+def describe_model(model: PooledModel) -> dict:
+    """The resolved model, as a run prints and stores it (``model.json``)."""
+    embed = getattr(model.backbone, "patch_embed", None)
+    grid = getattr(embed, "grid_size", None)
+    return {
+        "name": getattr(model, "model_name", type(model.backbone).__name__),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "num_features": model.num_features,
+        "patch_size": list(embed.patch_size) if embed is not None else None,
+        "patch_grid": list(grid) if grid is not None else None,
+        "prefix_tokens": model.num_prefix_tokens if model.is_vit else 0,
+        "heads": model.num_heads,
+        "pool": model.pool_name,
+        "groups": model.groups,
+        "norm": model.norm,
+        "classes": model.num_classes,
+    }
 
 
 def param_groups(

@@ -40,7 +40,7 @@ from poolwise._io import (
 )
 from poolwise.vision.data import ImageSplit, collate_batch, load_images, random_crop_flip
 from poolwise.vision.dependence import group_dependence
-from poolwise.vision.models import PooledModel, create_model, param_groups
+from poolwise.vision.models import PooledModel, create_model, describe_model, param_groups
 from poolwise.vision.retrieval import retrieval_metrics
 
 
@@ -259,8 +259,12 @@ def _check_spec(run_dir: Path, spec) -> None:
                 f"{run_dir} holds a run with other settings ({', '.join(diff)}); "
                 "use another folder or the same settings"
             )
-    else:
-        write_json(path, wanted)
+
+
+def record_spec(run_dir: Path, spec) -> None:
+    """Writes ``run.json`` once the run is known to be valid (its model built); rank 0 only."""
+    if int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "run.json").exists():
+        write_json(run_dir / "run.json", json.loads(json.dumps(spec.to_json())))
 
 
 def run_classification(
@@ -271,22 +275,33 @@ def run_classification(
     on_epoch: Callable[[dict], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     workers: int = 0,
+    on_model: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Trains (or resumes, or returns the finished result of) the run in ``run_dir``."""
+    """Trains (or resumes, or returns the finished result of) the run in ``run_dir``.
+
+    The resolved model (:func:`~poolwise.vision.models.describe_model`) is written to
+    ``model.json`` and passed to ``on_model`` before training starts.
+    """
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         return _run_classification(spec, run_dir, device=device, on_epoch=on_epoch,
-                                   on_batch=on_batch, workers=workers)
+                                   on_batch=on_batch, workers=workers, on_model=on_model)
 
 
 def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_batch,
-                        workers) -> dict:
+                        workers, on_model) -> dict:
     rank, world, created, finished = open_run(run_dir, spec)
     if finished is not None:
         return finished
     device = device or default_device()
     train, test = load_splits(spec)
     model = build_model(spec, train).to(device)
+    record_spec(run_dir, spec)
+    if rank == 0:
+        info = describe_model(model)
+        write_json(run_dir / "model.json", info)
+        if on_model is not None:
+            on_model(info)
     groups = param_groups(model, lr=spec.lr, weight_decay=spec.weight_decay,
                           p_lr_mult=spec.p_lr_mult)
     optimizer = torch.optim.AdamW(groups, lr=spec.lr)

@@ -38,6 +38,7 @@ from poolwise.vision.train import (
     data_parallel,
     default_device,
     open_run,
+    record_spec,
     resume,
     run_lock,
     save_epoch,
@@ -199,6 +200,7 @@ def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch) -> d
     device = device or default_device()
     train, test = load_pairs(spec)
     model, tokenizer = build(spec)
+    record_spec(run_dir, spec)
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, lr=spec.lr, weight_decay=spec.weight_decay,
                                                p_lr_mult=spec.p_lr_mult), lr=spec.lr)
