@@ -321,6 +321,47 @@ def _cmd_open_clip_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    import time
+
+    from poolwise.vision.presets import VIT_PREFIXES
+    from poolwise.vision.probe import ProbeSpec, run_probe, write_probe_report
+
+    _threads(args)
+    kwargs = {name: getattr(args, name) for name, _ in ARCH_OPTIONS
+              if getattr(args, name) is not None}
+    if args.model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
+        from poolwise.vision.data import load_images
+
+        kwargs["img_size"] = load_images(args.data)["train"].image_size
+    spec = ProbeSpec(model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
+                     model_kwargs=kwargs, data=args.data, dtype=args.dtype,
+                     pools=[p.strip() for p in args.pools.split(",") if p.strip()],
+                     seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
+                     lr=args.lr, p_lr_mult=args.p_lr_mult)
+    bar = _Bar(args)
+    start = time.perf_counter()
+
+    def on_cell(record: dict, resumed: bool) -> None:
+        bar.close()
+        cell = record["spec"]
+        status = "done earlier" if resumed else f"{record['train_seconds']:.1f} s"
+        print(f"  {cell['pool']} seed {cell['seed']}: top-1 {100 * record['accuracy']:.2f}%, "
+              f"Recall@1 {100 * record['retrieval']['recall@1']:.2f}% ({status})", flush=True)
+
+    meta, records = run_probe(spec, args.out, on_batch=lambda split, step, total: bar(
+        step, total), on_cell=on_cell)
+    print(f"tokens: {meta['shapes']['train']} train, {meta['shapes']['test']} test "
+          f"({spec.dtype}), computed once in {meta['seconds']:.1f} s; all heads "
+          f"{time.perf_counter() - start:.1f} s in this call")
+    for line in meta.get("load_report") or []:
+        print(f"  {line}")
+    path = write_probe_report(args.out, spec, meta, records,
+                              "poolwise " + shlex.join(sys.argv[1:]))
+    print(f"report: {path}")
+    return 0
+
+
 def add_vision_commands(commands) -> None:
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
                                  description="Image classification, retrieval, pool comparisons "
@@ -398,6 +439,40 @@ def add_vision_commands(commands) -> None:
     recipe.add_argument("recipe_args", nargs=argparse.REMAINDER,
                         help="-- then open_clip_train.main's arguments")
     recipe.set_defaults(run=_cmd_open_clip_train)
+
+    probe = sub.add_parser(
+        "probe", help="frozen-backbone pool probe: every pool on a ViT's cached final tokens",
+        description="Run a (pretrained or checkpointed) ViT once over the images, cache its "
+        "final tokens on disk, then train every pool + a linear head on the cached tokens for "
+        "several seeds and score k-NN retrieval on the pooled features: one table with the "
+        "learned p. Resumable; the backbone never runs twice for the same configuration.")
+    probe.add_argument("--model", required=True, help="a timm ViT name")
+    for name, kind in ARCH_OPTIONS:
+        probe.add_argument("--" + name.replace("_", "-"), type=positive_int if kind is int
+                           else positive_float, default=None,
+                           help=f"timm's {name} (default: the model's own"
+                           + (", or the data's image size)" if name == "img_size" else ")"))
+    weights = probe.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true",
+                         help="timm's pretrained weights (needs the hub or timm's cache)")
+    weights.add_argument("--checkpoint", default=None,
+                         help="local weights: a poolwise model.safetensors or a timm checkpoint")
+    probe.add_argument("--data", default="embedded",
+                       help="as for `vision train` (default: embedded)")
+    probe.add_argument("--pools", default="token,avg,max,gem,ggem",
+                       help="comma-separated registered pools (default: token,avg,max,gem,ggem)")
+    probe.add_argument("--seeds", type=positive_int, default=3, help="seeds per pool (3)")
+    probe.add_argument("--epochs", type=positive_int, default=30,
+                       help="epochs of each head on the cached tokens (30)")
+    probe.add_argument("--batch-size", type=positive_int, default=256, help="(256)")
+    probe.add_argument("--lr", type=positive_float, default=3e-3, help="AdamW lr (3e-3)")
+    probe.add_argument("--p-lr-mult", type=positive_float, default=10.0,
+                       help="lr multiplier of the pool's p (10)")
+    probe.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+                       help="storage of the cached tokens (float16)")
+    probe.add_argument("--threads", type=positive_int, default=None)
+    probe.add_argument("--out", required=True, help="probe folder (tokens, cells, report)")
+    probe.set_defaults(run=_cmd_probe)
 
     dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
     dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")

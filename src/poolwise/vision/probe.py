@@ -1,0 +1,360 @@
+"""Frozen-backbone pool probe: which pool suits a (pretrained) ViT's final tokens?
+
+The backbone runs once over the train and test images and its final tokens
+(``forward_features``: prefix tokens included, after the final norm where the model normalises
+tokens) are cached on disk in float16 or float32. Every pool then gets a head trained on the
+cached tokens alone: the pool (prefix tokens excluded, GGeM with one group per head), the
+backbone's post-pool norm where the model has one (BEiT-style ``fc_norm``, frozen) and a new
+linear classifier. The pooled test features are also scored by k-NN retrieval. The backbone
+never runs again, so one pool x seed costs seconds, not a backbone pass.
+
+Layout of the output folder:
+
+- ``tokens/``: ``{train,test}_tokens.npy`` (n, N, C) and ``{train,test}_labels.npy``, with
+  ``meta.json`` naming what they were computed from (model, arguments, weights and their
+  sha256, data, classes, dtype); another configuration is refused, so a cache is never reused
+  for other tokens.
+- ``cells/<pool>-seed<k>.json``: one finished probe each, written atomically (resumable).
+- ``probe.md``, ``probe.json``, ``probe.csv``, ``probe.png``: the table over pools and seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from poolwise._io import (
+    atomic_path,
+    lock_folder,
+    read_json,
+    remove_stale_temps,
+    sha256_file,
+    write_json,
+)
+from poolwise.pooling import create_pool, list_pools
+from poolwise.pooling.modules import GGeM
+from poolwise.vision.dependence import group_dependence
+from poolwise.vision.retrieval import retrieval_metrics
+
+DTYPES = ("float16", "float32")
+
+
+@dataclass
+class ProbeSpec:
+    """What a probe run is: the backbone and its weights, the data, the pools and the head's
+    training (saved as ``probe_spec.json``)."""
+
+    model: str
+    pretrained: bool = False
+    checkpoint: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = "embedded"
+    classes: list[int] | None = None
+    dtype: str = "float16"
+    pools: list[str] = field(default_factory=lambda: ["token", "avg", "max", "gem", "ggem"])
+    seeds: int = 3
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    p_lr_mult: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
+        unknown = [p for p in self.pools if p not in list_pools()]
+        if unknown:
+            raise ValueError(f"unknown pools {unknown}; known: {', '.join(list_pools())}")
+        if not self.pools:
+            raise ValueError("no pool to probe")
+        if self.pretrained and self.checkpoint:
+            raise ValueError("pass --pretrained or --checkpoint, not both")
+        for name in ("seeds", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _backbone(spec: ProbeSpec, channels: int):
+    """The frozen model whose ``forward_features`` gives the tokens, and its load report."""
+    from poolwise.vision.models import create_model, load_checkpoint
+
+    kwargs = {"in_chans": channels, **spec.model_kwargs}
+    model = create_model(spec.model, pool="avg", pretrained=spec.pretrained, **kwargs)
+    if not model.is_vit:
+        raise ValueError(f"{spec.model} gives feature maps, not tokens: the probe is for ViTs")
+    report = None
+    if spec.checkpoint is not None:
+        report = load_checkpoint(model, spec.checkpoint, strict=False)
+    return model.eval(), report
+
+
+def _cache_key(spec: ProbeSpec) -> dict:
+    weights = None
+    if spec.checkpoint is not None:
+        path = Path(spec.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        weights = {"file": str(path.resolve()), "sha256": sha256_file(path)}
+    return {"model": spec.model, "model_kwargs": spec.model_kwargs,
+            "pretrained": spec.pretrained, "checkpoint": weights, "data": spec.data,
+            "classes": spec.classes, "dtype": spec.dtype}
+
+
+def _splits(spec: ProbeSpec):
+    from poolwise.vision.data import load_images
+
+    splits = load_images(spec.data, image_size=spec.model_kwargs.get("img_size"))
+    train, test = splits["train"], splits["test"]
+    if spec.classes is not None:
+        train, test = train.subset_classes(spec.classes), test.subset_classes(spec.classes)
+    return train, test
+
+
+def cache_tokens(
+    spec: ProbeSpec,
+    out: Path,
+    *,
+    device: torch.device | None = None,
+    batch_size: int = 128,
+    on_batch: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Computes (or finds) the cached tokens; returns the cache's ``meta.json`` content."""
+    from poolwise.vision.train import default_device, make_loader
+
+    folder = Path(out) / "tokens"
+    key = _cache_key(spec)
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        meta = read_json(meta_path, "token cache description")
+        if meta.get("key") != key:
+            raise ValueError(f"{folder} holds tokens of another configuration; use another "
+                             "--out (or delete that folder)")
+        if all((folder / f"{s}_{kind}.npy").is_file() for s in ("train", "test")
+               for kind in ("tokens", "labels")):
+            return meta
+    device = device or default_device()
+    train, test = _splits(spec)
+    model, report = _backbone(spec, train.channels)
+    model.to(device)
+    start = time.perf_counter()
+    shapes = {}
+    for name, split in (("train", train), ("test", test)):
+        loader = make_loader(split, batch_size, shuffle=False)
+        n, done = len(split.labels), 0
+        with atomic_path(folder / f"{name}_tokens.npy") as tmp:
+            store = None
+            with torch.inference_mode():
+                for step, (images, _) in enumerate(loader):
+                    tokens = model.forward_features(images.to(device)).float().cpu().numpy()
+                    if store is None:
+                        store = np.lib.format.open_memmap(
+                            tmp, mode="w+", dtype=spec.dtype, shape=(n, *tokens.shape[1:]))
+                    store[done:done + len(tokens)] = tokens
+                    done += len(tokens)
+                    if on_batch is not None:
+                        on_batch(name, step + 1, len(loader))
+            store.flush()
+            shapes[name] = list(store.shape)
+            del store
+        with atomic_path(folder / f"{name}_labels.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(split.labels, dtype=np.int64))  # a path would get ".npy"
+    meta = {
+        "key": key, "shapes": shapes, "seconds": time.perf_counter() - start,
+        "num_features": model.num_features, "num_prefix_tokens": model.num_prefix_tokens,
+        "num_heads": model.num_heads, "norm": model.norm, "classes": list(train.classes),
+        "load_report": report.lines() if report is not None else None,
+    }
+    if model.norm == "pooled":  # the post-pool norm travels with the tokens (frozen)
+        with atomic_path(folder / "fc_norm.pt") as tmp:
+            torch.save(model.backbone.fc_norm.state_dict(), tmp)
+    write_json(meta_path, meta)
+    return meta
+
+
+class ProbeHead(nn.Module):
+    """pool -> frozen post-pool norm (or identity) -> linear, over cached tokens (B, N, C)."""
+
+    def __init__(self, pool: str, meta: dict, norm: nn.Module | None = None) -> None:
+        super().__init__()
+        c = meta["num_features"]
+        self.pool = create_pool(pool, num_channels=c, groups=meta["num_heads"], channel_dim=-1,
+                                num_prefix_tokens=meta["num_prefix_tokens"])
+        self.norm = norm if norm is not None else nn.Identity()
+        for param in self.norm.parameters():
+            param.requires_grad_(False)
+        self.head = nn.Linear(c, len(meta["classes"]))
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        return self.norm(self.pool(tokens))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.head(self.embed(tokens))
+
+
+def _load_norm(folder: Path, meta: dict) -> nn.Module | None:
+    if meta["norm"] != "pooled":
+        return None
+    state = torch.load(folder / "fc_norm.pt", map_location="cpu", weights_only=True)
+    norm = nn.LayerNorm(meta["num_features"], eps=1e-6)
+    norm.load_state_dict(state)
+    return norm
+
+
+def _batches(tokens: np.ndarray, index: np.ndarray, batch_size: int):
+    for start in range(0, len(index), batch_size):
+        rows = np.sort(index[start:start + batch_size])  # sorted: sequential memmap reads
+        yield rows, torch.from_numpy(np.asarray(tokens[rows], dtype=np.float32))
+
+
+def probe_cell(spec: ProbeSpec, out: Path, meta: dict, pool: str, seed: int) -> dict:
+    """Trains one pool's head on the cached tokens and scores it; returns the cell record."""
+    folder = Path(out) / "tokens"
+    train_x = np.load(folder / "train_tokens.npy", mmap_mode="r")
+    train_y = torch.from_numpy(np.load(folder / "train_labels.npy"))
+    test_x = np.load(folder / "test_tokens.npy", mmap_mode="r")
+    test_y = torch.from_numpy(np.load(folder / "test_labels.npy"))
+    torch.manual_seed(seed)
+    head = ProbeHead(pool, meta, copy.deepcopy(_load_norm(folder, meta)))
+    exponents = [q for n, q in head.named_parameters() if n.endswith(".p") and q.requires_grad]
+    others = [q for n, q in head.named_parameters() if not n.endswith(".p") and q.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": others, "weight_decay": spec.weight_decay},
+         {"params": exponents, "weight_decay": 0.0, "lr": spec.lr * spec.p_lr_mult}],
+        lr=spec.lr)
+    steps = spec.epochs * -(-len(train_y) // spec.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = np.random.default_rng(seed)
+    start = time.perf_counter()
+    head.train()
+    for _ in range(spec.epochs):
+        for rows, x in _batches(train_x, generator.permutation(len(train_y)), spec.batch_size):
+            loss = nn.functional.cross_entropy(head(x), train_y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    train_seconds = time.perf_counter() - start
+    head.eval()
+    logits, embeddings = [], []
+    with torch.inference_mode():
+        for _, x in _batches(test_x, np.arange(len(test_y)), 512):
+            embedding = head.embed(x)
+            embeddings.append(embedding)
+            logits.append(head.head(embedding))
+    logits, embeddings = torch.cat(logits), torch.cat(embeddings)
+    result = {
+        "spec": {"pool": pool, "seed": seed},
+        "accuracy": float((logits.argmax(1) == test_y).float().mean()),
+        "loss": float(nn.functional.cross_entropy(logits, test_y)),
+        "retrieval": retrieval_metrics(embeddings, test_y),
+        "p": head.pool.effective_p().tolist() if isinstance(head.pool, GGeM) else None,
+        "parameters": sum(q.numel() for q in head.parameters() if q.requires_grad),
+        "train_seconds": train_seconds, "n": len(test_y),
+    }
+    heads = meta["num_heads"]
+    if heads and heads > 1 and pool != "token":
+        with torch.inference_mode():
+            pooled = head.pool(torch.from_numpy(np.asarray(test_x[:2048], dtype=np.float32)))
+        result["dependence"] = group_dependence(pooled, heads)["mean"]
+    return result
+
+
+def run_probe(
+    spec: ProbeSpec,
+    out: str | Path,
+    *,
+    device: torch.device | None = None,
+    on_batch: Callable[[str, int, int], None] | None = None,
+    on_cell: Callable[[dict, bool], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """Caches the tokens (once), then probes every pool x seed (resumably).
+
+    Returns:
+        (the token cache's meta, every cell's record in (pool, seed) order).
+    """
+    out = Path(out)
+    with lock_folder(out):
+        remove_stale_temps(out)
+        spec_path = out / "probe_spec.json"
+        if spec_path.is_file():
+            saved = read_json(spec_path, "probe configuration")
+            if {k: v for k, v in saved.items() if k not in ("pools", "seeds")} != {
+                    k: v for k, v in spec.to_json().items() if k not in ("pools", "seeds")}:
+                raise ValueError(f"{out} holds a probe with other settings; use another --out")
+        meta = cache_tokens(spec, out, device=device, on_batch=on_batch)
+        write_json(spec_path, spec.to_json())
+        records = []
+        threads = torch.get_num_threads()
+        for pool in spec.pools:
+            for seed in range(spec.seeds):
+                path = out / "cells" / f"{pool}-seed{seed}.json"
+                resumed = path.is_file()
+                if resumed:
+                    record = read_json(path, "probe cell")
+                else:
+                    record = probe_cell(spec, out, meta, pool, seed)
+                    record["torch_threads"] = threads
+                    write_json(path, record)
+                records.append(record)
+                if on_cell is not None:
+                    on_cell(record, resumed)
+    return meta, records
+
+
+PROBE_METRICS = (
+    ("accuracy", "linear-probe top-1 (%)", 100.0),
+    ("recall@1", "k-NN Recall@1 (%)", 100.0),
+    ("map@r", "mAP@R (%)", 100.0),
+    ("dependence", "head dependence (CKA)", 1.0),
+)
+
+
+def write_probe_report(out: str | Path, spec: ProbeSpec, meta: dict, records: Sequence[dict],
+                       command: str) -> Path:
+    """probe.md (table with the cost of each step), probe.json, probe.csv, probe.png."""
+    from poolwise._io import write_text
+    from poolwise.vision.compare import markdown_table, plot_bars, summarise
+
+    out = Path(out)
+    rows = summarise(records, PROBE_METRICS)
+    per_cell = [r["train_seconds"] for r in records]
+    weights = ("timm's pretrained weights" if spec.pretrained else
+               f"`{spec.checkpoint}`" if spec.checkpoint else "random initialisation")
+    lines = [
+        "# Frozen-backbone pool probe", "",
+        f"Command: `{command}`", "",
+        f"Backbone `{spec.model}` {spec.model_kwargs or ''} with {weights}, frozen; data "
+        f"`{spec.data}`, {len(meta['classes'])} classes, tokens {meta['shapes']['train']} "
+        f"(train) / {meta['shapes']['test']} (test) cached as {spec.dtype}. Head: pool, "
+        f"{'the frozen post-pool norm, ' if meta['norm'] == 'pooled' else ''}linear; AdamW "
+        f"lr {spec.lr} (p x{spec.p_lr_mult}), {spec.epochs} epochs, batch {spec.batch_size}.",
+        "",
+        markdown_table(rows, PROBE_METRICS), "",
+        f"Cost: the backbone pass over all images (once) {meta['seconds']:.1f} s; each pool x "
+        f"seed head {min(per_cell):.1f} to {max(per_cell):.1f} s on the cached tokens.", "",
+        "![metrics](probe.png)", "",
+    ]
+    write_text(out / "probe.md", "\n".join(lines))
+    write_json(out / "probe.json", {"command": command, "spec": spec.to_json(),
+                                    "cache_seconds": meta["seconds"], "rows": rows,
+                                    "cells": list(records)})
+    header = "pool,seed,accuracy,recall@1,map@r,dependence,train_seconds,p\n"
+    body = "".join(
+        f"{r['spec']['pool']},{r['spec']['seed']},{r['accuracy']},"
+        f"{r['retrieval']['recall@1']},{r['retrieval']['map@r']},{r.get('dependence', '')},"
+        f"{r['train_seconds']:.3f},{' '.join(f'{v:.4f}' for v in r['p'] or [])}\n"
+        for r in records)
+    write_text(out / "probe.csv", header + body)
+    plot_bars(out / "probe.png", rows, PROBE_METRICS)
+    return out / "probe.md"
