@@ -125,3 +125,82 @@ def test_a_locked_run_folder_refuses_and_stale_temporaries_go(tmp_path):
     assert stale.exists() and not (tmp_path / "run.json").exists()
     run_classification(tiny_spec(epochs=1), tmp_path)
     assert not stale.exists() and (tmp_path / "result.json").is_file()
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_the_full_recipe_resumes_bit_identically(tmp_path, amp):
+    """Mixup/CutMix, label smoothing, drop path, layer decay, accumulation, clipping, EMA and
+    AMP (fp16: with the gradient scaler checkpointed): an interrupted run ends with the same
+    weights, EMA weights and scaler as an uninterrupted one."""
+    torch.set_num_threads(1)
+    spec = tiny_spec(epochs=3, batch_size=32, accum_steps=2, mixup=0.8, cutmix=1.0,
+                     label_smoothing=0.1, drop_path=0.1, layer_decay=0.75, clip_grad=1.0,
+                     ema_decay=0.9, amp=amp, warmup_epochs=0.5, min_lr=1e-5)
+    straight = run_classification(spec, tmp_path / "straight")
+    assert "ema" in straight and 0 <= straight["ema"]["accuracy"] <= 1
+    history = straight["history"]
+    assert all("ema_test_accuracy" in h for h in history)
+    assert history[0]["lr"] > history[-1]["lr"]  # the scheduler ran per step
+
+    def stop(record):
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_classification(spec, tmp_path / "resumed", on_epoch=stop)
+    state = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["trainer"]
+    assert state["updates"] > 0 and state["ema"] is not None and "scheduler" in state
+    if amp == "fp16":
+        assert state["scaler"]["scale"] > 0  # the scaler's state travels with the run
+    run_classification(spec, tmp_path / "resumed")
+    for name in ("model.safetensors", "model_ema.safetensors"):
+        a = load_file(str(tmp_path / "straight" / name))
+        b = load_file(str(tmp_path / "resumed" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_bad_recipes_fail_before_the_run_folder_is_written(tmp_path, capsys):
+    from poolwise.cli import main
+
+    recipe = tmp_path / "r.toml"
+    for text, message in [
+        ('epochs = 1\nmixxup = 0.8\n', "unknown recipe key(s) mixxup"),
+        ('epochs = "ten"\n', "epochs = 'ten' is not a valid value for epochs"),
+        ('lr = true\n', "lr = True is not a valid value for lr"),
+        ('epochs = [1\n', "not a valid TOML recipe"),
+    ]:
+        recipe.write_text(text)
+        assert main(["vision", "train", "--recipe", str(recipe), "--out",
+                     str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and str(recipe) in err
+    recipe.write_text('classes = [3]\nmixup = 0.8\nepochs = 1\n')  # one class: nothing to mix
+    assert main(["vision", "train", "--recipe", str(recipe), "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "mixup/cutmix need at least two classes" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "run.json").exists()
+    assert main(["vision", "train", "--recipe", "no_such_recipe", "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "shipped: tiny28_cpu" in capsys.readouterr().err
+
+
+def test_shipped_recipes_parse_and_the_cpu_one_runs(tmp_path, capsys):
+    from poolwise.cli import main
+    from poolwise.vision.recipe import check_recipe, read_recipe, shipped_recipes
+
+    names = shipped_recipes()
+    assert {"tiny28_cpu", "vit_base_ggem_in1k", "vit_large_ggem_in1k"} <= set(names)
+    for name in names:
+        path, table = read_recipe(name)
+        check_recipe(table, RunSpec, str(path))
+    torch.set_num_threads(2)
+    out = tmp_path / "run"
+    assert main(["vision", "train", "--recipe", "tiny28_cpu", "--epochs", "2", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "pool ggem (6 groups)" in printed and "ema" in printed
+    spec = json.loads((out / "run.json").read_text())
+    assert spec["epochs"] == 2 and spec["mixup"] == 0.8 and spec["layer_decay"] == 0.75
+    assert spec["model_kwargs"]["num_heads"] == 6  # the recipe's table, then the option
+    result = json.loads((out / "result.json").read_text())
+    assert result["accuracy"] > 0.3 and result["ema"]["accuracy"] > 0.3  # 10 classes

@@ -119,3 +119,61 @@ def test_random_crop_flip_is_a_shifted_crop_or_its_mirror():
     same = vd.random_crop_flip(images, 0, torch.Generator().manual_seed(0))
     for b in range(2):
         assert torch.equal(same[b], images[b]) or torch.equal(same[b], images[b].flip(-1))
+
+
+def test_hflip_is_an_option():
+    images = torch.arange(4 * 1 * 3 * 3, dtype=torch.float32).reshape(4, 1, 3, 3)
+    assert torch.equal(vd.random_crop_flip(images, 0, torch.Generator(), hflip=0.0), images)
+    assert torch.equal(vd.random_crop_flip(images, 0, torch.Generator(), hflip=1.0),
+                       images.flip(-1))
+
+
+def test_image_folder_trains_with_timm_transforms_and_spawned_workers(tmp_path):
+    """ImageFolder data goes through timm's create_transform (RandAugment, RandomErasing, the
+    model's mean/std; eval resize + centre crop) and loads in DataLoader workers started by
+    spawn, for training and evaluation."""
+    import pickle
+
+    from PIL import Image
+
+    from poolwise.vision.train import (
+        RunSpec,
+        load_splits,
+        load_trained,
+        run_classification,
+        use_timm_transforms,
+    )
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("dark", "light"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(6):
+                level = 40 if cls == "dark" else 210
+                pixels = np.clip(rng.normal(level, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / cls / f"{i}.png")
+    spec = RunSpec(model="vit_tiny_patch16_224", data=str(tmp_path / "data"),
+                   model_kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 24, "depth": 1,
+                                 "num_heads": 2}, epochs=1, batch_size=4,
+                   auto_augment="rand-m9-mstd0.5-inc1", reprob=0.25)
+    train, _ = load_splits(spec)
+    pickle.dumps(train.dataset)  # what a spawned worker receives
+    import torch.multiprocessing as mp
+
+    original = mp.get_start_method(allow_none=True)
+    mp.set_start_method("spawn", force=True)
+    try:
+        result = run_classification(spec, tmp_path / "run", workers=2)
+    finally:
+        mp.set_start_method(original, force=True)
+    assert result["n"] == 12 and 0 <= result["accuracy"] <= 1
+    model, _ = load_trained(tmp_path / "run")
+    train, test = load_splits(spec)
+    use_timm_transforms(spec, model, train, test)
+    names = [type(t).__name__ for t in train.dataset.transform.transforms]
+    assert "RandomResizedCropAndInterpolation" in names and "RandAugment" in names
+    assert "RandomErasing" in names
+    eval_names = [type(t).__name__ for t in test.dataset.transform.transforms]
+    assert "CenterCrop" in eval_names and "RandAugment" not in eval_names
+    normalize = test.dataset.transform.transforms[-1]
+    assert tuple(normalize.mean.tolist()) == pytest.approx((0.5, 0.5, 0.5))  # ViT's, not ImageNet's

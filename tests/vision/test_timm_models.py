@@ -175,7 +175,8 @@ def test_param_groups_put_p_alone_without_decay():
     by_name = {g["name"]: g for g in groups}
     assert by_name["pool_p"]["params"] == [model.pool.p]
     assert by_name["pool_p"]["weight_decay"] == 0.0
-    assert by_name["pool_p"]["lr"] == pytest.approx(1e-2)
+    assert by_name["pool_p"]["lr_scale"] == pytest.approx(10.0)
+    assert by_name["pool_p"]["initial_lr"] == pytest.approx(1e-2)
     assert all(p.ndim >= 2 for p in by_name["decay"]["params"])
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(set(ids)) == len(ids)

@@ -16,13 +16,15 @@ ARCH_OPTIONS = (("img_size", int), ("patch_size", int), ("embed_dim", int), ("de
 
 def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     from poolwise.pooling import list_pools
+    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
 
-    p.add_argument("--data", default="embedded",
+    p.add_argument("--recipe", default=None,
+                   help="a TOML recipe file, or the name of a shipped one (`poolwise vision "
+                   "recipes`); options given here override it")
+    p.add_argument("--data", default=None,
                    help="'embedded' (the shipped Fashion-MNIST subset), 'fashion-mnist' (the full "
                    "set: Debian package folder, cache or download), a folder with the idx files, "
                    "or an ImageFolder tree with train/ and test/ (default: embedded)")
-    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
-
     p.add_argument("--model", default=None,
                    help=f"any timm model name, built as timm defines it (default: {DEFAULT_MODEL}"
                    f" with --preset {DEFAULT_PRESET}, a small ViT for 28x28 images)")
@@ -31,47 +33,103 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
                    "(options you set win); only when asked for, never with --pretrained or "
                    "--checkpoint")
     for name, kind in ARCH_OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=f"timm's {name} (default: the model's own"
+                       + (", or the data's image size)" if name == "img_size" else ")"))
     p.add_argument("--groups", type=positive_int, default=None, help="GGeM groups (default: heads)")
     p.add_argument("--norm", choices=("tokens", "pooled"), default=None,
                    help="final LayerNorm before pooling (tokens) or after (pooled); default: "
                    "the timm model's own placement")
-    p.add_argument("--pretrained", action="store_true", help="timm's pretrained weights")
+    p.add_argument("--pretrained", action="store_true", default=None,
+                   help="timm's pretrained weights")
     p.add_argument("--checkpoint", default=None, help="local timm/poolwise weights to start from")
-    p.add_argument("--epochs", type=positive_int, default=epochs)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--p-lr-mult", type=float, default=10.0,
-                   help="lr multiplier of the pool's p (10)")
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 on CUDA")
+    for flag, kind, text in SPEC_OPTIONS:
+        p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                   help="no training augmentation")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="channels-last memory format")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the training forward")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
-    p.set_defaults(known_pools=list_pools())
+    p.set_defaults(known_pools=list_pools(), command_defaults={"epochs": epochs,
+                                                              "p_lr_mult": 10.0})
 
 
-def _spec(args: argparse.Namespace, pool: str, seed: int):
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _optional_str(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+# (flag, type, help) of the RunSpec fields that are plain values; defaults come from RunSpec
+SPEC_OPTIONS = (
+    ("--epochs", positive_int, "epochs (train: 10, compare: 8)"),
+    ("--batch-size", positive_int, "images per step and process (128)"),
+    ("--accum-steps", positive_int, "batches per optimizer step (1)"),
+    ("--opt", str, "a timm optimizer name (adamw)"),
+    ("--lr", positive_float, "base learning rate (1e-3)"),
+    ("--weight-decay", float, "weight decay (0.05; none on biases, norms, tokens, p)"),
+    ("--layer-decay", _optional_float, "layer-wise lr decay, e.g. 0.65 (off)"),
+    ("--p-lr-mult", float, "lr multiplier of the pool's p (10)"),
+    ("--sched", str, "a timm scheduler, stepped per optimizer step (cosine)"),
+    ("--warmup-epochs", float, "linear warm-up epochs (1)"),
+    ("--warmup-lr", float, "lr at the start of warm-up (0)"),
+    ("--min-lr", float, "lr at the end of the schedule (0)"),
+    ("--clip-grad", _optional_float, "gradient-norm clipping (off)"),
+    ("--drop-path", float, "stochastic depth rate, timm's drop_path_rate (0)"),
+    ("--label-smoothing", float, "label smoothing (0)"),
+    ("--mixup", float, "Mixup alpha, timm's Mixup with soft targets (0: off)"),
+    ("--cutmix", float, "CutMix alpha (0: off)"),
+    ("--mixup-prob", float, "probability of Mixup/CutMix per batch (1)"),
+    ("--ema-decay", _optional_float, "EMA of the weights, timm's ModelEmaV3, e.g. 0.9999 (off)"),
+    ("--hflip", float, "horizontal-flip probability (0.5)"),
+    ("--auto-augment", _optional_str, "timm RandAugment string for ImageFolder data, e.g. "
+     "rand-m9-mstd0.5-inc1 (off)"),
+    ("--reprob", float, "RandomErasing probability for ImageFolder data (0)"),
+    ("--amp", str, "autocast: none, bf16 (CPU and CUDA) or fp16 (with a gradient scaler) "
+     "(none)"),
+)
+
+
+def _spec(args: argparse.Namespace, pool: str | None, seed: int | None):
+    """The RunSpec of a command: RunSpec's defaults < the command's < the recipe < options."""
+    import dataclasses
+
     from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, VIT_PREFIXES, apply_preset
+    from poolwise.vision.recipe import check_recipe, read_recipe
     from poolwise.vision.train import RunSpec
 
-    kwargs = {name: getattr(args, name) for name, _ in ARCH_OPTIONS
-              if getattr(args, name) is not None}
-    model, preset = args.model, args.preset
+    values = dict(args.command_defaults)
+    if args.recipe:
+        path, table = read_recipe(args.recipe)
+        values.update(check_recipe(table, RunSpec, str(path)))
+    names = {f.name for f in dataclasses.fields(RunSpec)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "amp" in given and given["amp"] not in ("none", "bf16", "fp16"):
+        raise ValueError(f"--amp {given['amp']!r} is not one of none, bf16, fp16")
+    values.update(given)
+    if pool is not None:
+        values["pool"] = pool
+    if seed is not None:
+        values["seed"] = seed
+    kwargs = dict(values.pop("model_kwargs", {}))
+    kwargs.update({name: getattr(args, name) for name, _ in ARCH_OPTIONS
+                   if getattr(args, name) is not None})
+    model, preset = values.get("model"), args.preset
     if model is None:
         model, preset = DEFAULT_MODEL, preset or DEFAULT_PRESET
-    kwargs = apply_preset(preset, model, kwargs, pretrained=args.pretrained,
-                          checkpoint=args.checkpoint)
+    values["model"] = model
+    kwargs = apply_preset(preset, model, kwargs, pretrained=bool(values.get("pretrained")),
+                          checkpoint=values.get("checkpoint"))
+    data = values.setdefault("data", "embedded")
     if model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
         from poolwise.vision.data import load_images
 
-        kwargs["img_size"] = load_images(args.data)["train"].image_size
-    return RunSpec(
-        model=model, pool=pool, groups=args.groups, norm=args.norm, model_kwargs=kwargs,
-        pretrained=args.pretrained, checkpoint=args.checkpoint, data=args.data,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, p_lr_mult=args.p_lr_mult, augment=not args.no_augment,
-        amp=args.amp, seed=seed,
-    )
+        kwargs["img_size"] = load_images(data)["train"].image_size
+    return RunSpec(model_kwargs=kwargs, **values)
 
 
 def _model_line(info: dict) -> str:
@@ -110,8 +168,10 @@ def _threads(args: argparse.Namespace) -> None:
 def _epoch_printer(prefix: str = ""):
     def show(r: dict) -> None:
         p = "" if not r.get("p") else " p=[" + ", ".join(f"{v:.2f}" for v in r["p"][:8]) + "]"
+        ema = (f" (ema {100 * r['ema_test_accuracy']:.2f}%)" if "ema_test_accuracy" in r
+               else "")
         print(f"{prefix}epoch {r['epoch']}: train loss {r['train_loss']:.4f}, test accuracy "
-              f"{100 * r['test_accuracy']:.2f}% ({r['seconds']:.0f}s){p}", flush=True)
+              f"{100 * r['test_accuracy']:.2f}%{ema} ({r['seconds']:.0f}s){p}", flush=True)
     return show
 
 
@@ -150,6 +210,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"{args.out}: test accuracy {100 * result['accuracy']:.2f}%, Recall@1 "
           f"{100 * ret['recall@1']:.2f}%, mAP@R {100 * ret['map@r']:.2f}%"
           + (f", head dependence {result['dependence']:.3f}" if "dependence" in result else ""))
+    if "ema" in result:
+        ema = result["ema"]
+        print(f"{args.out}: ema weights: test accuracy {100 * ema['accuracy']:.2f}%, Recall@1 "
+              f"{100 * ema['retrieval']['recall@1']:.2f}%")
     if result.get("p"):
         print("learned p: " + ", ".join(f"{v:.3f}" for v in result["p"]))
     return 0
@@ -203,7 +267,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_dependence(args: argparse.Namespace) -> int:
     from poolwise._io import write_json, write_text
-    from poolwise.vision.dependence import run_dependence
+    from poolwise.vision.train import run_dependence
 
     _threads(args)
     runs = []
@@ -321,6 +385,16 @@ def _cmd_open_clip_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from poolwise.vision.recipe import shipped_recipes
+
+    for name, path in shipped_recipes().items():
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
+                      if line.startswith("#")), "")
+        print(f"{name:<22} {first}  ({path})")
+    return 0
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     import time
 
@@ -363,6 +437,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def add_vision_commands(commands) -> None:
+    from poolwise.pooling import list_pools
+
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
                                  description="Image classification, retrieval, pool comparisons "
                                  "and head-wise dependence with pooled timm models.")
@@ -372,17 +448,22 @@ def add_vision_commands(commands) -> None:
                            description="Train a pooled timm model for classification. Under "
                            "torchrun it runs data-parallel (DDP) with no other change.")
     _add_spec_options(train, epochs=10)
-    train.add_argument("--pool", default="ggem")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    train.add_argument("--pool", default=None, choices=list_pools(),
+                       help="a registered pool (default: the recipe's, else ggem)")
+    train.add_argument("--seed", type=int, default=None,
+                       help="seed of initialisation, order and augmentation (default: 0)")
+    train.add_argument("--workers", type=int, default=0,
+                       help="DataLoader worker processes, for training and evaluation (0)")
     train.add_argument("--out", required=True, help="run folder (resumes if it exists)")
     train.set_defaults(run=_cmd_train)
 
     retrieval = sub.add_parser("retrieval", help="class-disjoint retrieval: train on half of "
                                "the classes, retrieve the other half")
     _add_spec_options(retrieval, epochs=10)
-    retrieval.add_argument("--pool", default="ggem")
-    retrieval.add_argument("--seed", type=int, default=0)
+    retrieval.add_argument("--pool", default=None, choices=list_pools(),
+                       help="a registered pool (default: the recipe's, else ggem)")
+    retrieval.add_argument("--seed", type=int, default=None,
+                       help="seed of initialisation, order and augmentation (default: 0)")
     retrieval.add_argument("--out", required=True)
     retrieval.set_defaults(run=_cmd_retrieval)
 
@@ -473,6 +554,11 @@ def add_vision_commands(commands) -> None:
     probe.add_argument("--threads", type=positive_int, default=None)
     probe.add_argument("--out", required=True, help="probe folder (tokens, cells, report)")
     probe.set_defaults(run=_cmd_probe)
+
+    recipes = sub.add_parser("recipes", help="list the shipped recipe files",
+                             description="List the recipes shipped with poolwise (TOML files "
+                             "for `vision train --recipe NAME`), with their first comment line.")
+    recipes.set_defaults(run=_cmd_recipes)
 
     dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
     dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")

@@ -234,8 +234,7 @@ def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, I
     ])
     splits = {}
     for split, name in (("train", "train"), ("test", test_name)):
-        ds = datasets.ImageFolder(str(root / name), transform=transform,
-                                  loader=lambda p: datasets.folder.default_loader(p))
+        ds = datasets.ImageFolder(str(root / name), transform=transform)  # picklable: spawn
         splits[split] = ImageSplit(ds, np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes),
                                    3, image_size, f"imagefolder:{root}")
     if splits["train"].classes != splits["test"].classes:
@@ -260,8 +259,10 @@ def load_images(name: str, *, image_size: int | None = None) -> dict[str, ImageS
     )
 
 
-def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
-    """Per-image random crop after zero padding, and a random horizontal flip (a batch op)."""
+def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator,
+                     hflip: float = 0.5) -> Tensor:
+    """Per-image random crop after zero padding, and a horizontal flip with probability
+    ``hflip`` (a batch op)."""
     b, _, h, w = images.shape
     if padding > 0:
         padded = torch.nn.functional.pad(images, (padding,) * 4)
@@ -272,5 +273,5 @@ def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator) -
         batch = torch.arange(b).view(b, 1, 1, 1)
         chans = torch.arange(images.shape[1]).view(1, -1, 1, 1)
         images = padded[batch, chans, rows, cols]
-    flip = torch.rand(b, generator=generator) < 0.5
+    flip = torch.rand(b, generator=generator) < hflip
     return torch.where(flip.view(b, 1, 1, 1), images.flip(-1), images)

@@ -45,20 +45,3 @@ def group_dependence(features: Tensor, groups: int) -> dict[str, object]:
             matrix[a][b] = matrix[b][a] = value
             pairs.append(value)
     return {"mean": sum(pairs) / len(pairs), "max": max(pairs), "matrix": matrix}
-
-
-def run_dependence(run_dir, *, max_images: int | None = None) -> dict:
-    """Head-wise dependence of a finished classification run on its test images."""
-    from poolwise.vision.train import embed, load_splits, load_trained
-
-    model, spec = load_trained(run_dir)
-    _, test = load_splits(spec)
-    pooled = embed(model, test)["pooled"]
-    if max_images is not None:
-        pooled = pooled[:max_images]
-    groups = model.num_heads or model.groups
-    if not groups or groups < 2:
-        raise ValueError(f"{run_dir}: the model has no head groups to compare")
-    result = group_dependence(pooled, groups)
-    result.update({"run": str(run_dir), "pool": spec.pool, "seed": spec.seed, "groups": groups})
-    return result

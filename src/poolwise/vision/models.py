@@ -425,7 +425,7 @@ def param_groups(
         out.append({"params": params, "weight_decay": 0.0, "lr_scale": scale * p_lr_mult,
                     "name": "pool_p"})
     for group in out:
-        group["lr"] = lr * group["lr_scale"]
+        group["initial_lr"] = lr * group["lr_scale"]  # for reporting; schedulers set "lr"
     return out
 
 

@@ -130,7 +130,8 @@ def cache_tokens(
     on_batch: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Computes (or finds) the cached tokens; returns the cache's ``meta.json`` content."""
-    from poolwise.vision.train import default_device, make_loader
+    from poolwise.vision.engine import default_device
+    from poolwise.vision.train import make_loader
 
     folder = Path(out) / "tokens"
     key = _cache_key(spec)

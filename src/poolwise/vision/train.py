@@ -1,82 +1,117 @@
-"""Classification engine for pooled timm models: one run folder per (model, pool, data, seed).
+"""Classification of pooled timm models: one run folder per (model, pool, data, seed).
 
-A run is described by a JSON-serialisable :class:`RunSpec`. :func:`run_classification` trains,
-writes ``checkpoint.pt`` (weights-only loadable) and ``log.jsonl`` atomically after every epoch,
-resumes from the checkpoint when restarted with the same spec, and ends with ``model.safetensors``
-and ``result.json`` (test accuracy, retrieval metrics of the test embeddings, head-wise
-dependence, learned p). Shuffling, augmentation and dropout are seeded from (seed, epoch), so a
-resumed run gives the same weights as an uninterrupted one.
+A run is described by a JSON-serialisable :class:`RunSpec` (a recipe); :func:`run_classification`
+trains it through :mod:`poolwise.vision.engine` (run folder, resume, DDP, the optimisation
+step) and ends with ``result.json``: test accuracy, retrieval metrics of the test embeddings,
+head-wise dependence, learned p, and the same for the EMA weights when EMA is on.
 
-Scaling out needs no new code: under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
-DistributedDataParallel, the batches are sharded with a DistributedSampler (``batch_size`` is
-per process) and only rank 0 writes; the run folder must be on a filesystem every rank sees.
+The recipe is built from timm's parts: ``create_transform`` for ImageFolder data
+(RandomResizedCrop, RandAugment, RandomErasing, the model's mean/std/interpolation; evaluation
+resizes and centre-crops at the model's ``crop_pct``), ``Mixup``/CutMix with
+``SoftTargetCrossEntropy``, label smoothing, drop path, layer-wise lr decay, timm's scheduler,
+``ModelEmaV3``, gradient clipping. In-memory 28x28 data (Fashion-MNIST) keeps a recipe that
+suits it: a random crop after 2-pixel zero padding and an optional horizontal flip, batched.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
+import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from poolwise._io import (
-    atomic_path,
-    lock_folder,
-    read_json,
-    remove_stale_temps,
-    write_json,
-    write_text,
+from poolwise._io import read_json, write_json
+from poolwise.vision import engine
+from poolwise.vision.data import (
+    ArrayImages,
+    ImageSplit,
+    collate_batch,
+    load_images,
+    random_crop_flip,
 )
-from poolwise.vision.data import ImageSplit, collate_batch, load_images, random_crop_flip
 from poolwise.vision.dependence import group_dependence
-from poolwise.vision.models import PooledModel, create_model, describe_model, param_groups
+from poolwise.vision.models import PooledModel, create_model, describe_model
 from poolwise.vision.retrieval import retrieval_metrics
 
 
 @dataclass
 class RunSpec:
-    """Everything that defines a classification run (saved as run.json)."""
+    """Everything that defines a classification run (saved as run.json).
+
+    Model: ``model`` (a timm name), ``pool``, ``groups``, ``norm``, ``model_kwargs`` (timm's
+    arguments: img_size, patch_size, ...), ``drop_path`` (timm's drop_path_rate),
+    ``pretrained``, ``checkpoint``, ``pool_kwargs``. Data: ``data``, ``classes``, ``augment``,
+    ``hflip``, ``auto_augment`` and ``reprob`` (ImageFolder data, timm's transforms). Steps:
+    ``epochs``, ``batch_size`` (per process), ``accum_steps``, ``opt``, ``lr``, ``weight_decay``,
+    ``layer_decay``, ``p_lr_mult``, ``sched``, ``warmup_epochs``, ``warmup_lr``, ``min_lr``,
+    ``clip_grad``. Regularisation: ``label_smoothing``, ``mixup``, ``cutmix``, ``mixup_prob``,
+    ``ema_decay``. Speed: ``amp`` (none, bf16, fp16), ``channels_last``, ``compile``.
+    """
 
     model: str = "vit_tiny_patch16_224"
     pool: str = "ggem"
     groups: int | None = None
     norm: str | None = None
     model_kwargs: dict = field(default_factory=dict)
+    drop_path: float = 0.0
     pretrained: bool = False  # timm's weights (needs the internet or timm's cache)
     checkpoint: str | None = None  # a local timm or poolwise checkpoint to start from
     pool_kwargs: dict = field(default_factory=dict)
     data: str = "embedded"
     classes: list[int] | None = None  # train/evaluate on these classes only (renumbered)
+    augment: bool = True
+    hflip: float = 0.5
+    auto_augment: str | None = None
+    reprob: float = 0.0
     epochs: int = 10
     batch_size: int = 128
+    accum_steps: int = 1
+    opt: str = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.05
+    layer_decay: float | None = None
     p_lr_mult: float = 1.0
+    sched: str = "cosine"
     warmup_epochs: float = 1.0
+    warmup_lr: float = 0.0
+    min_lr: float = 0.0
+    clip_grad: float | None = None
     label_smoothing: float = 0.0
-    augment: bool = True
-    amp: bool = False
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    ema_decay: float | None = None
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
     seed: int = 0
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+    def step_config(self, steps_per_epoch: int) -> engine.StepConfig:
+        return engine.StepConfig(
+            epochs=self.epochs, steps_per_epoch=steps_per_epoch, lr=self.lr,
+            weight_decay=self.weight_decay, opt=self.opt, layer_decay=self.layer_decay,
+            p_lr_mult=self.p_lr_mult, sched=self.sched, warmup_epochs=self.warmup_epochs,
+            warmup_lr=self.warmup_lr, min_lr=self.min_lr, accum_steps=self.accum_steps,
+            clip_grad=self.clip_grad, ema_decay=self.ema_decay, amp=self.amp)
 
 
 def build_model(spec: RunSpec, train: ImageSplit) -> PooledModel:
     kwargs = dict(spec.model_kwargs)
     kwargs.setdefault("num_classes", len(train.classes))
     kwargs.setdefault("in_chans", train.channels)
+    if spec.drop_path:
+        kwargs.setdefault("drop_path_rate", spec.drop_path)
     torch.manual_seed(spec.seed)
     return create_model(spec.model, pool=spec.pool, groups=spec.groups, norm=spec.norm,
                         pretrained=spec.pretrained, checkpoint=spec.checkpoint,
@@ -95,19 +130,22 @@ def load_splits(spec: RunSpec) -> tuple[ImageSplit, ImageSplit]:
     return train, test
 
 
-def _distributed() -> tuple[int, int, bool]:
-    """(rank, world size, whether this call created the process group)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    created = world > 1 and not dist.is_initialized()
-    if created:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world, created) if world > 1 else (0, 1, False)
+def use_timm_transforms(spec: RunSpec, model: PooledModel, train: ImageSplit,
+                        test: ImageSplit) -> None:
+    """Decoded-image data (ImageFolder) gets timm's train and eval transforms, configured from
+    the model's own data config (mean, std, interpolation, crop_pct, input size)."""
+    from timm.data import create_transform, resolve_data_config
 
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    config = resolve_data_config(model=model)
+    size = spec.model_kwargs.get("img_size") or config["input_size"][-1]
+    common = dict(input_size=size, interpolation=config["interpolation"], mean=config["mean"],
+                  std=config["std"])
+    for split, training in ((train, True), (test, False)):
+        dataset = getattr(split.dataset, "dataset", split.dataset)  # a class subset wraps it
+        dataset.transform = create_transform(
+            **common, is_training=training, no_aug=not spec.augment, hflip=spec.hflip,
+            auto_augment=spec.auto_augment, re_prob=spec.reprob,
+            crop_pct=None if training else config["crop_pct"])
 
 
 def make_loader(split: ImageSplit, batch_size: int, *, shuffle: bool, seed: int = 0,
@@ -123,25 +161,23 @@ def make_loader(split: ImageSplit, batch_size: int, *, shuffle: bool, seed: int 
     else:
         sampler = SequentialSampler(ds)
     return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
-                      collate_fn=collate_batch, num_workers=workers)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
-    return torch.autocast(device.type, dtype=dtype, enabled=enabled)
+                      collate_fn=collate_batch, num_workers=workers,
+                      generator=torch.Generator().manual_seed(seed * 7_919 + epoch),
+                      persistent_workers=False)
 
 
 @torch.no_grad()
 def embed(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
-          device: torch.device | None = None, amp: bool = False) -> dict[str, torch.Tensor]:
+          device: torch.device | None = None, amp: str = "none",
+          workers: int = 0) -> dict[str, torch.Tensor]:
     """Test-time outputs of every image: ``pooled`` (the pool's output, before any norm),
     ``embedding`` (``forward_head(pre_logits=True)``), ``logits`` and ``labels``."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = {"pooled": [], "embedding": [], "logits": [], "labels": []}
-    for images, labels in make_loader(split, batch_size, shuffle=False):
-        with _autocast(device, amp):
+    for images, labels in make_loader(split, batch_size, shuffle=False, workers=workers):
+        with engine.autocast(device, amp):
             features = model.forward_features(images.to(device))
             pooled = model.pool(features)
             embedding = model.head_from_pooled(pooled, pre_logits=True)
@@ -154,11 +190,11 @@ def embed(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
 
 
 def evaluate(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
-             device: torch.device | None = None, amp: bool = False,
-             retrieval: bool = True) -> dict:
+             device: torch.device | None = None, amp: str = "none",
+             retrieval: bool = True, workers: int = 0) -> dict:
     """Accuracy and loss; with ``retrieval``, Recall@K / R-precision / mAP@R of the embeddings
     and the head-wise dependence (mean pairwise linear CKA between the pool's G groups)."""
-    out = embed(model, split, batch_size=batch_size, device=device, amp=amp)
+    out = embed(model, split, batch_size=batch_size, device=device, amp=amp, workers=workers)
     loss = nn.functional.cross_entropy(out["logits"], out["labels"]).item()
     result = {"accuracy": float((out["logits"].argmax(1) == out["labels"]).float().mean()),
               "loss": loss, "n": len(out["labels"])}
@@ -170,101 +206,18 @@ def evaluate(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
     return result
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+def _loss(spec: RunSpec, n_classes: int) -> tuple[Callable | None, nn.Module]:
+    """(mixup function or None, criterion)."""
+    if spec.mixup > 0 or spec.cutmix > 0:
+        from timm.data import Mixup
+        from timm.loss import SoftTargetCrossEntropy
 
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """While a run trains, its folder is locked by rank 0 (a second run on it refuses, see
-    :func:`poolwise._io.lock_folder`), and temporary files a killed run left are removed."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield
-        return
-    with lock_folder(run_dir):
-        remove_stale_temps(run_dir)
-        yield
-
-
-def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
-    """Rank, world size, whether this call created the process group, and the finished result
-    (``{}`` on ranks other than 0) when ``result.json`` already exists, else None. Rank 0
-    creates the folder and checks the spec against it; every rank then reads the same folder
-    (a shared filesystem)."""
-    rank, world, created = _distributed()
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _check_spec(run_dir, spec)
-    if world > 1:
-        dist.barrier()
-    if not (run_dir / "result.json").exists():
-        return rank, world, created, None
-    if created:
-        dist.destroy_process_group()
-    return rank, world, created, (
-        read_json(run_dir / "result.json", "run result") if rank == 0 else {})
-
-
-def resume(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-           device: torch.device) -> tuple[list[dict], int]:
-    """Loads what :func:`save_epoch` wrote, if anything; returns (history, first epoch to run)."""
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        return [], 0
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    return list(ckpt["history"]), int(ckpt["epoch"]) + 1
-
-
-def data_parallel(model: nn.Module, device: torch.device, world: int) -> nn.Module:
-    """The model wrapped in DistributedDataParallel under torchrun, else the model itself."""
-    if world == 1:
-        return model
-    return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-               history: list[dict]) -> None:
-    """The resumable state (``checkpoint.pt``, weights-only loadable) and ``log.jsonl``, both
-    written atomically."""
-    with atomic_path(run_dir / "checkpoint.pt") as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "epoch": epoch, "history": history}, tmp)
-    write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-
-
-def save_final(run_dir: Path, model: nn.Module, result: dict) -> None:
-    """``model.safetensors`` and ``result.json``; the result is written last (it marks a
-    finished run)."""
-    from safetensors.torch import save_file
-
-    with atomic_path(run_dir / "model.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    write_json(run_dir / "result.json", result)
-
-
-def _check_spec(run_dir: Path, spec) -> None:
-    path = run_dir / "run.json"
-    wanted = json.loads(json.dumps(spec.to_json()))
-    if path.exists():
-        saved = read_json(path, "run configuration")
-        diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        if diff:
-            raise ValueError(
-                f"{run_dir} holds a run with other settings ({', '.join(diff)}); "
-                "use another folder or the same settings"
-            )
-
-
-def record_spec(run_dir: Path, spec) -> None:
-    """Writes ``run.json`` once the run is known to be valid (its model built); rank 0 only."""
-    if int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "run.json").exists():
-        write_json(run_dir / "run.json", json.loads(json.dumps(spec.to_json())))
+        if n_classes < 2:
+            raise ValueError(f"mixup/cutmix need at least two classes, the data has {n_classes}")
+        mix = Mixup(mixup_alpha=spec.mixup, cutmix_alpha=spec.cutmix, prob=spec.mixup_prob,
+                    label_smoothing=spec.label_smoothing, num_classes=n_classes)
+        return mix, SoftTargetCrossEntropy()
+    return None, nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
 
 
 def run_classification(
@@ -283,78 +236,87 @@ def run_classification(
     ``model.json`` and passed to ``on_model`` before training starts.
     """
     run_dir = Path(run_dir)
-    with run_lock(run_dir):
+    with engine.run_lock(run_dir):
         return _run_classification(spec, run_dir, device=device, on_epoch=on_epoch,
                                    on_batch=on_batch, workers=workers, on_model=on_model)
 
 
 def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_batch,
                         workers, on_model) -> dict:
-    rank, world, created, finished = open_run(run_dir, spec)
+    rank, world, created, finished = engine.open_run(run_dir, spec)
     if finished is not None:
         return finished
-    device = device or default_device()
+    device = device or engine.default_device()
     train, test = load_splits(spec)
-    model = build_model(spec, train).to(device)
-    record_spec(run_dir, spec)
+    model = build_model(spec, train)
+    mixup, criterion = _loss(spec, len(train.classes))
+    in_memory = isinstance(getattr(train.dataset, "dataset", train.dataset), ArrayImages)
+    if not in_memory:
+        use_timm_transforms(spec, model, train, test)
+    engine.record_spec(run_dir, spec)
     if rank == 0:
         info = describe_model(model)
         write_json(run_dir / "model.json", info)
         if on_model is not None:
             on_model(info)
-    groups = param_groups(model, lr=spec.lr, weight_decay=spec.weight_decay,
-                          p_lr_mult=spec.p_lr_mult)
-    optimizer = torch.optim.AdamW(groups, lr=spec.lr)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    history, start = resume(run_dir, model, optimizer, device)
-    net = data_parallel(model, device, world)
-    scaler = torch.amp.GradScaler(enabled=spec.amp and device.type == "cuda")
-    criterion = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
-    steps_per_epoch = math.ceil(len(train) / (spec.batch_size * world))
-    total, warmup = spec.epochs * steps_per_epoch, int(spec.warmup_epochs * steps_per_epoch)
+    memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    batches_per_epoch = math.ceil(len(train) / (spec.batch_size * world))
+    trainer = engine.Trainer(model, spec.step_config(
+        math.ceil(batches_per_epoch / spec.accum_steps)), device)
+    history, start = engine.resume(run_dir, trainer)
+    net = engine.data_parallel(model, device, world)
+    forward = torch.compile(net) if spec.compile else net
+
+    def loss_fn(net_: nn.Module, batch) -> tuple[torch.Tensor, int]:
+        images, labels = batch
+        images = images.to(device, memory_format=memory_format)
+        labels = torch.as_tensor(labels).to(device)
+        if mixup is not None:
+            images, targets = mixup(images, labels)
+        else:
+            targets = labels
+        return criterion(forward(images).float(), targets), len(labels)
+
     for epoch in range(start, spec.epochs):
         t0 = time.perf_counter()
-        torch.manual_seed(spec.seed * 1_000_003 + epoch)
+        seed = spec.seed * 1_000_003 + epoch
+        torch.manual_seed(seed)  # dropout, drop path, timm's transforms
+        random.seed(seed)  # RandAugment, Mixup's mode switch
+        np.random.seed(seed % 2**32)  # noqa: NPY002 (timm's Mixup draws from the global RNG)
         generator = torch.Generator().manual_seed(spec.seed * 7_919 + epoch)
-        net.train()
-        loss_sum = correct = seen = 0
         loader = make_loader(train, spec.batch_size, shuffle=True, seed=spec.seed, epoch=epoch,
                              world=world, rank=rank, workers=workers)
-        for step, (images, labels) in enumerate(loader):
-            if spec.augment:
-                images = random_crop_flip(images, max(1, images.shape[-1] // 14), generator)
-            images, labels = images.to(device), torch.as_tensor(labels).to(device)
-            factor = _lr_factor(epoch * steps_per_epoch + step, total, warmup)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            with _autocast(device, spec.amp):
-                logits = net(images)
-                loss = criterion(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            if on_batch is not None and rank == 0:
-                on_batch(step + 1, steps_per_epoch)
+        if in_memory and spec.augment:
+            pad = max(1, train.image_size // 14)
+            loader = ((random_crop_flip(x, pad, generator, spec.hflip), y) for x, y in loader)
+        train_loss = trainer.train_one_epoch(
+            net, loader, batches_per_epoch, loss_fn,
+            on_batch=on_batch if rank == 0 else None)
         if rank != 0:
             continue
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
-                  "train_accuracy": correct / seen}
-        test_eval = evaluate(model, test, device=device, amp=spec.amp, retrieval=False)
-        record.update({"test_accuracy": test_eval["accuracy"], "test_loss": test_eval["loss"],
-                       "p": model.p_values(), "seconds": time.perf_counter() - t0})
+        record = {"epoch": epoch + 1, "train_loss": train_loss,
+                  "lr": max(g["lr"] for g in trainer.optimizer.param_groups)}
+        test_eval = evaluate(model, test, device=device, amp=spec.amp, retrieval=False,
+                             workers=workers)
+        record.update({"test_accuracy": test_eval["accuracy"], "test_loss": test_eval["loss"]})
+        if trainer.ema is not None:
+            record["ema_test_accuracy"] = evaluate(
+                trainer.ema.module, test, device=device, amp=spec.amp, retrieval=False,
+                workers=workers)["accuracy"]
+        record.update({"p": model.p_values(), "seconds": time.perf_counter() - t0})
         history.append(record)
-        save_epoch(run_dir, model, optimizer, epoch, history)
+        engine.save_epoch(run_dir, trainer, epoch, history)
         if on_epoch is not None:
             on_epoch(record)
     if created:
-        dist.destroy_process_group()
+        torch.distributed.destroy_process_group()
     if rank != 0:
         return {}
-    result = evaluate(model, test, device=device, amp=spec.amp)
+    result = evaluate(model, test, device=device, amp=spec.amp, workers=workers)
+    if trainer.ema is not None:
+        result["ema"] = evaluate(trainer.ema.module, test, device=device, amp=spec.amp,
+                                 workers=workers)
     result.update({
         "spec": spec.to_json(), "p": model.p_values(), "groups": model.groups,
         "num_heads": model.num_heads,
@@ -362,22 +324,39 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
         "train_seconds": float(np.sum([h["seconds"] for h in history])),
         "classes": list(train.classes), "history": history,
     })
-    save_final(run_dir, model, result)
+    engine.save_final(run_dir, trainer, result)
     return result
 
 
 def load_trained(
-    run_dir: str | Path, device: torch.device | str = "cpu"
+    run_dir: str | Path, device: torch.device | str = "cpu", *, ema: bool = False
 ) -> tuple[PooledModel, RunSpec]:
-    """The model of a finished run (``model.safetensors``) and its spec."""
+    """The model of a finished run (``model.safetensors``, or with ``ema`` its EMA weights)
+    and its spec."""
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
     spec = RunSpec(**read_json(run_dir / "run.json", "run configuration"))
-    weights = run_dir / "model.safetensors"
+    weights = run_dir / ("model_ema.safetensors" if ema else "model.safetensors")
     if not weights.exists():
-        raise FileNotFoundError(f"{weights} not found: the run in {run_dir} has not finished")
+        raise FileNotFoundError(f"{weights} not found: the run in {run_dir} has not finished"
+                                + (" or trained without EMA" if ema else ""))
     train, _ = load_splits(spec)
     model = build_model(spec, train)
     model.load_state_dict(load_file(str(weights)))
     return model.to(device).eval(), spec
+
+
+def run_dependence(run_dir, *, max_images: int | None = None) -> dict:
+    """Head-wise dependence of a finished classification run on its test images."""
+    model, spec = load_trained(run_dir)
+    _, test = load_splits(spec)
+    pooled = embed(model, test)["pooled"]
+    if max_images is not None:
+        pooled = pooled[:max_images]
+    groups = model.num_heads or model.groups
+    if not groups or groups < 2:
+        raise ValueError(f"{run_dir}: the model has no head groups to compare")
+    result = group_dependence(pooled, groups)
+    result.update({"run": str(run_dir), "pool": spec.pool, "seed": spec.seed, "groups": groups})
+    return result

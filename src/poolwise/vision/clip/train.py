@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from poolwise.vision import engine
 from poolwise.vision.clip.data import (
     FASHION_MNIST_NAMES,
     ZERO_SHOT_TEMPLATES,
@@ -32,18 +33,6 @@ from poolwise.vision.clip.data import (
 from poolwise.vision.clip.metrics import image_text_recall, zero_shot_accuracy
 from poolwise.vision.clip.towers import create_clip, pool_of
 from poolwise.vision.data import random_crop_flip
-from poolwise.vision.models import param_groups
-from poolwise.vision.train import (
-    _lr_factor,
-    data_parallel,
-    default_device,
-    open_run,
-    record_spec,
-    resume,
-    run_lock,
-    save_epoch,
-    save_final,
-)
 
 MAX_LOGIT_SCALE = math.log(100.0)
 # a CPU-sized dual encoder for 28x28 images: ViT 7x7 patches, width 96, 4 blocks of 6 heads;
@@ -189,35 +178,30 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
     writes the run folder (a shared filesystem) and evaluates.
     """
     run_dir = Path(run_dir)
-    with run_lock(run_dir):
+    with engine.run_lock(run_dir):
         return _run_clip(spec, run_dir, device=device, on_epoch=on_epoch, on_batch=on_batch)
 
 
 def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch) -> dict:
-    rank, world, created, finished = open_run(run_dir, spec)
+    rank, world, created, finished = engine.open_run(run_dir, spec)
     if finished is not None:
         return finished
-    device = device or default_device()
+    device = device or engine.default_device()
     train, test = load_pairs(spec)
     model, tokenizer = build(spec)
-    record_spec(run_dir, spec)
+    engine.record_spec(run_dir, spec)
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, lr=spec.lr, weight_decay=spec.weight_decay,
-                                               p_lr_mult=spec.p_lr_mult), lr=spec.lr)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    history, start = resume(run_dir, model, optimizer, device)
-    net = data_parallel(model, device, world)
     n = len(train.images)
     steps = math.ceil(n / spec.batch_size)
-    total, warmup = spec.epochs * steps, int(spec.warmup_epochs * steps)
+    trainer = engine.Trainer(model, engine.StepConfig(
+        epochs=spec.epochs, steps_per_epoch=steps, lr=spec.lr, weight_decay=spec.weight_decay,
+        p_lr_mult=spec.p_lr_mult, warmup_epochs=spec.warmup_epochs), device)
+    history, start = engine.resume(run_dir, trainer)
+    net = engine.data_parallel(model, device, world)
     caption_sets = [set(c) for c in train.image_to_captions]
-    for epoch in range(start, spec.epochs):
-        t0 = time.perf_counter()
-        torch.manual_seed(spec.seed * 1_000_003 + epoch)
-        generator = torch.Generator().manual_seed(spec.seed * 7_919 + epoch)
-        order = torch.randperm(n, generator=generator)
-        net.train()
-        loss_sum = 0.0
+
+    def batches(order: Tensor, generator: torch.Generator):
+        """(images, tokens, positive) per step, drawn in order from the epoch's generator."""
         for step in range(steps):
             index = order[step * spec.batch_size:(step + 1) * spec.batch_size].tolist()
             images, _ = train.images.dataset.__getitems__(index)
@@ -226,38 +210,40 @@ def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch) -> d
             chosen = [train.image_to_captions[i][int(torch.randint(
                 len(train.image_to_captions[i]), (1,), generator=generator))] for i in index]
             positive = torch.tensor([[c in caption_sets[i] for c in chosen] for i in index])
-            factor = _lr_factor(epoch * steps + step, total, warmup)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            text = tokenizer([train.captions[c] for c in chosen])
-            images = _rgb(images)
-            if world > 1:  # this rank's share of the global batch, through DDP's forward
-                shares = torch.arange(len(index)).tensor_split(world)
-                sizes = [len(share) for share in shares]
-                mine = shares[rank]
-                image_emb, text_emb, scale = net(images[mine].to(device),
-                                                 text[mine].to(device))[:3]
-                image_emb = _gather_batch(image_emb, sizes)
-                text_emb = _gather_batch(text_emb, sizes)
-            else:
-                image_emb = model.encode_image(images.to(device))
-                text_emb = model.encode_text(text.to(device))
-                scale = model.logit_scale.exp()
-            loss = contrastive_loss(image_emb, text_emb, scale, positive.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            clamp_logit_scale(model)
-            loss_sum += float(loss.detach()) * len(index)
-            if on_batch is not None and rank == 0:
-                on_batch(step + 1, steps)
+            yield _rgb(images), tokenizer([train.captions[c] for c in chosen]), positive
+
+    def loss_fn(net_, batch) -> tuple[Tensor, int]:
+        images, text, positive = batch
+        if world > 1:  # this rank's share of the global batch, through DDP's forward
+            shares = torch.arange(len(images)).tensor_split(world)
+            sizes = [len(share) for share in shares]
+            mine = shares[rank]
+            image_emb, text_emb, scale = net_(images[mine].to(device),
+                                              text[mine].to(device))[:3]
+            image_emb = _gather_batch(image_emb, sizes)
+            text_emb = _gather_batch(text_emb, sizes)
+        else:
+            image_emb = model.encode_image(images.to(device))
+            text_emb = model.encode_text(text.to(device))
+            scale = model.logit_scale.exp()
+        return contrastive_loss(image_emb, text_emb, scale, positive.to(device)), len(images)
+
+    for epoch in range(start, spec.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(spec.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(spec.seed * 7_919 + epoch)
+        order = torch.randperm(n, generator=generator)
+        train_loss = trainer.train_one_epoch(
+            net, batches(order, generator), steps, loss_fn,
+            after_step=lambda: clamp_logit_scale(model),
+            on_batch=on_batch if rank == 0 else None)
         if rank != 0:
             continue
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / n,
+        record = {"epoch": epoch + 1, "train_loss": train_loss,
                   "logit_scale": float(model.logit_scale.detach().exp()),
                   "p": _p(model), "seconds": time.perf_counter() - t0}
         history.append(record)
-        save_epoch(run_dir, model, optimizer, epoch, history)
+        engine.save_epoch(run_dir, trainer, epoch, history)
         if on_epoch is not None:
             on_epoch(record)
     if created:
@@ -270,7 +256,7 @@ def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch) -> d
                    "train_seconds": float(np.sum([h["seconds"] for h in history])),
                    "test_images": len(test.images), "test_captions": len(test.captions),
                    "processes": world})
-    save_final(run_dir, model, result)
+    engine.save_final(run_dir, trainer, result)
     return result
 
 

@@ -1,0 +1,298 @@
+"""The one training engine of ``poolwise.vision``: run folders, the optimisation step, DDP.
+
+Classification (:mod:`poolwise.vision.train`) and CLIP-style learning
+(:mod:`poolwise.vision.clip.train`) both run through it; each supplies its batches and a loss.
+
+- **Run folder.** ``run.json`` (the spec, written once the model is built; another spec in the
+  folder is refused), ``model.json`` (the resolved model), ``checkpoint.pt`` after every epoch
+  (model, optimizer, scheduler, gradient scaler, EMA weights, history; loadable with
+  ``torch.load(..., weights_only=True)``), ``log.jsonl`` (one line per epoch), and at the end
+  ``model.safetensors`` (plus ``model_ema.safetensors``) and ``result.json``, which marks a
+  finished run. Every file is written atomically; rank 0 holds the folder's lock.
+- **Step.** timm's parts, none written here: the optimizer from ``create_optimizer_v2`` with
+  poolwise's parameter groups (layer decay, p apart), the scheduler from
+  ``create_scheduler_v2`` updated per optimizer step, ``ModelEmaV3``, ``dispatch_clip_grad``;
+  gradient accumulation; autocast in bf16 (CPU and CUDA) or fp16 with a ``GradScaler`` whose
+  state is checkpointed.
+- **Resume.** Batches, augmentation and dropout are drawn from generators seeded by (seed,
+  epoch), and every stateful part is checkpointed, so a resumed run ends with the same weights
+  (EMA included) as an uninterrupted one.
+- **DDP.** Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is created (NCCL on GPUs,
+  gloo on CPUs), the model is wrapped in DistributedDataParallel and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from poolwise._io import (
+    atomic_path,
+    lock_folder,
+    read_json,
+    remove_stale_temps,
+    save_safetensors,
+    write_json,
+    write_text,
+)
+from poolwise.vision.models import param_groups
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# --- processes and devices -------------------------------------------------------------------
+
+
+def distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call created the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    created = world > 1 and not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world, created) if world > 1 else (0, 1, False)
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def data_parallel(model: nn.Module, device: torch.device, world: int) -> nn.Module:
+    """The model wrapped in DistributedDataParallel under torchrun, else the model itself."""
+    if world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def autocast(device: torch.device, amp: str):
+    """Autocast in the run's AMP dtype (``"none"``: full precision)."""
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp {amp!r} is not one of {tuple(AMP_DTYPES)}")
+    dtype = AMP_DTYPES[amp]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# --- the run folder --------------------------------------------------------------------------
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """While a run trains, rank 0 holds its folder's lock (a second run on it refuses, see
+    :func:`poolwise._io.lock_folder`) after removing temporary files a killed run left."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with lock_folder(run_dir):
+        remove_stale_temps(run_dir)
+        yield
+
+
+def _spec_json(spec) -> dict:
+    return json.loads(json.dumps(spec.to_json()))
+
+
+def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
+    """Rank, world size, whether this call created the process group, and the finished result
+    (``{}`` on ranks other than 0) when ``result.json`` exists, else None. Rank 0 creates the
+    folder and refuses a spec other than the one recorded there."""
+    rank, world, created = distributed()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "run.json"
+        if path.exists():
+            saved, wanted = read_json(path, "run configuration"), _spec_json(spec)
+            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+            if diff:
+                raise ValueError(f"{run_dir} holds a run with other settings "
+                                 f"({', '.join(diff)}); use another folder or the same settings")
+    if world > 1:
+        dist.barrier()
+    if not (run_dir / "result.json").exists():
+        return rank, world, created, None
+    if created:
+        dist.destroy_process_group()
+    return rank, world, created, (
+        read_json(run_dir / "result.json", "run result") if rank == 0 else {})
+
+
+def record_spec(run_dir: Path, spec) -> None:
+    """Writes ``run.json`` once the run is known to be valid (its model built); rank 0 only."""
+    if int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "run.json").exists():
+        write_json(run_dir / "run.json", _spec_json(spec))
+
+
+# --- optimisation ----------------------------------------------------------------------------
+
+
+@dataclass
+class StepConfig:
+    """How parameters are updated: the optimisation half of a run's spec."""
+
+    epochs: int
+    steps_per_epoch: int  # optimizer steps (after accumulation)
+    lr: float
+    weight_decay: float = 0.05
+    opt: str = "adamw"
+    layer_decay: float | None = None
+    p_lr_mult: float = 1.0
+    sched: str = "cosine"
+    warmup_epochs: float = 1.0
+    warmup_lr: float = 0.0
+    min_lr: float = 0.0
+    accum_steps: int = 1
+    clip_grad: float | None = None
+    ema_decay: float | None = None
+    amp: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.accum_steps < 1:
+            raise ValueError(f"accum_steps must be at least 1, got {self.accum_steps}")
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp {self.amp!r} is not one of {tuple(AMP_DTYPES)}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"clip_grad must be > 0, got {self.clip_grad}")
+
+
+@dataclass
+class Trainer:
+    """Optimizer, scheduler, scaler and EMA of one model, checkpointed together."""
+
+    model: nn.Module
+    config: StepConfig
+    device: torch.device
+    optimizer: torch.optim.Optimizer = field(init=False)
+    scheduler: object = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)
+    ema: object = field(init=False)
+    updates: int = 0
+
+    def __post_init__(self) -> None:
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+        from timm.utils import ModelEmaV3
+
+        c = self.config
+        groups = partial(param_groups, lr=c.lr, weight_decay=c.weight_decay,
+                         p_lr_mult=c.p_lr_mult, layer_decay=c.layer_decay)
+        fused = {"fused": True} if self.device.type == "cuda" and c.opt == "adamw" else {}
+        self.optimizer = create_optimizer_v2(self.model, c.opt, lr=c.lr,
+                                             weight_decay=c.weight_decay,
+                                             param_group_fn=groups, **fused)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched=c.sched, num_epochs=c.epochs, warmup_epochs=c.warmup_epochs,
+            warmup_lr=c.warmup_lr, min_lr=c.min_lr, warmup_prefix=True, step_on_epochs=False,
+            updates_per_epoch=c.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
+        self.ema = (ModelEmaV3(self.model, decay=c.ema_decay, device=self.device)
+                    if c.ema_decay is not None else None)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        self.updates = int(state["updates"])
+
+    def train_one_epoch(
+        self,
+        net: nn.Module,
+        batches: Iterable,
+        n_batches: int,
+        loss_fn: Callable[[nn.Module, object], tuple[torch.Tensor, int]],
+        *,
+        after_step: Callable[[], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> float:
+        """One pass over ``n_batches`` batches; ``loss_fn(net, batch) -> (mean loss, size)``.
+
+        The gradients of ``accum_steps`` consecutive batches are summed, each loss divided by
+        the number of batches in its step, before one optimizer step (the last step of an epoch
+        may hold fewer); the scheduler sets every step's lr from the step's index. Returns the
+        mean training loss per sample.
+        """
+        c = self.config
+        net.train()
+        total, seen = 0.0, 0
+        steps = math.ceil(n_batches / c.accum_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(batches):
+            first = (i // c.accum_steps) * c.accum_steps
+            in_step = min(c.accum_steps, n_batches - first)
+            last_of_step = i + 1 == first + in_step
+            ddp = isinstance(net, nn.parallel.DistributedDataParallel)
+            with net.no_sync() if ddp and not last_of_step else contextlib.nullcontext():
+                with autocast(self.device, c.amp):
+                    loss, size = loss_fn(net, batch)
+                self.scaler.scale(loss / in_step).backward()
+            total += float(loss.detach()) * size
+            seen += size
+            if not last_of_step:
+                continue
+            self.scheduler.step_update(num_updates=self.updates)
+            if c.clip_grad is not None:
+                from timm.utils import dispatch_clip_grad
+
+                self.scaler.unscale_(self.optimizer)
+                dispatch_clip_grad(self.model.parameters(), c.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.updates += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.updates)
+            if after_step is not None:
+                after_step()
+            if on_batch is not None:
+                on_batch(i // c.accum_steps + 1, steps)
+        return total / max(1, seen)
+
+
+def resume(run_dir: Path, trainer: Trainer) -> tuple[list[dict], int]:
+    """Loads ``checkpoint.pt`` into the trainer if there is one; (history, first epoch)."""
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return [], 0
+    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    trainer.load_state_dict(state["trainer"])
+    return list(state["history"]), int(state["epoch"]) + 1
+
+
+def save_epoch(run_dir: Path, trainer: Trainer, epoch: int, history: list[dict]) -> None:
+    """The resumable state (``checkpoint.pt``) and ``log.jsonl``, both written atomically."""
+    with atomic_path(run_dir / "checkpoint.pt") as tmp:
+        torch.save({"trainer": trainer.state_dict(), "epoch": epoch, "history": history}, tmp)
+    write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+def save_final(run_dir: Path, trainer: Trainer, result: dict) -> None:
+    """``model.safetensors`` (and ``model_ema.safetensors``) then ``result.json``, which is
+    written last: it marks a finished run."""
+    save_safetensors(run_dir / "model.safetensors", trainer.model.state_dict())
+    if trainer.ema is not None:
+        save_safetensors(run_dir / "model_ema.safetensors", trainer.ema.module.state_dict())
+    write_json(run_dir / "result.json", result)
