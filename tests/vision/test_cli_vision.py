@@ -92,3 +92,26 @@ def test_a_named_model_is_never_resized_silently(tmp_path, capsys):
     assert main(["vision", "train", "--model", "resnet18", "--preset", "tiny28",
                  "--out", str(tmp_path / "c")]) == 2
     assert "sizes a ViT; resnet18 is not one" in capsys.readouterr().err
+
+
+def test_every_spec_field_is_reachable_from_the_cli(tmp_path):
+    import dataclasses
+
+    from poolwise.cli import build_parser
+    from poolwise.vision.train import RunSpec
+
+    run = tmp_path / "run"
+    assert main(["vision", "train", "--epochs", "1", *TINY, "--classes", "0,1,7",
+                 "--pool-kwargs", '{"negative": "softplus"}', "--hflip", "0", "--accum-steps",
+                 "2", "--ema-decay", "0.9", "--amp", "bf16", "--label-smoothing", "0.1",
+                 "--out", str(run)]) == 0
+    spec = json.loads((run / "run.json").read_text())
+    assert spec["classes"] == [0, 1, 7] and spec["pool_kwargs"] == {"negative": "softplus"}
+    assert (spec["hflip"], spec["accum_steps"], spec["ema_decay"], spec["amp"]) == (
+        0.0, 2, 0.9, "bf16")
+    train = build_parser()._subparsers._group_actions[0].choices["vision"]
+    options = train._subparsers._group_actions[0].choices["train"]._option_string_actions
+    dests = {action.dest for action in options.values()}
+    arch = {"img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"}
+    missing = {f.name for f in dataclasses.fields(RunSpec)} - dests - {"model_kwargs"}
+    assert not missing and arch <= dests

@@ -45,6 +45,10 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--checkpoint", default=None, help="local timm/poolwise weights to start from")
     for flag, kind, text in SPEC_OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--pool-kwargs", type=_json_object, default=None,
+                   help='extra pool arguments as JSON, e.g. \'{"negative": "softplus"}\'')
+    p.add_argument("--classes", type=_class_list, default=None,
+                   help="train and evaluate on these class indices only, e.g. 0,1,7 (all)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                    help="no training augmentation")
     p.add_argument("--channels-last", action="store_true", default=None,
@@ -54,6 +58,24 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
     p.set_defaults(known_pools=list_pools(), command_defaults={"epochs": epochs,
                                                               "p_lr_mult": 10.0})
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _class_list(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of class "
+                                         "indices") from None
 
 
 def _optional_float(text: str) -> float | None:
