@@ -204,3 +204,13 @@ def test_shipped_recipes_parse_and_the_cpu_one_runs(tmp_path, capsys):
     assert spec["model_kwargs"]["num_heads"] == 6  # the recipe's table, then the option
     result = json.loads((out / "result.json").read_text())
     assert result["accuracy"] > 0.3 and result["ema"]["accuracy"] > 0.3  # 10 classes
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_training_matches_the_recipe_contract(tmp_path):
+    """--compile and --channels-last train through torch.compile (the GGeM kernel runs as
+    itself inside the compiled model) and give a run like any other."""
+    torch.set_num_threads(2)
+    result = run_classification(tiny_spec(epochs=1, compile=True, channels_last=True),
+                                tmp_path / "run")
+    assert result["accuracy"] > 0.5 and len(result["p"]) == 2

@@ -382,8 +382,15 @@ def ggem(
     p_ch = expand_group_exponents(p, x.shape[cdim], layout)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return _ggem_plain(x, p_ch.to(x.device), eps, cdim)
+    return _ggem_kernel(x, p, p_ch.to(x.device), float(eps), cdim)
+
+
+@torch.compiler.disable
+def _ggem_kernel(x: Tensor, p: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+    """The checked kernel call; torch.compile runs it as it is (its checks and overflow
+    fallback read values on the host, which a graph cannot hold)."""
     _check_exponents(p)
-    return _GGeMFunction.apply(x, p_ch.to(x.device), float(eps), cdim)
+    return _GGeMFunction.apply(x, p_ch, eps, cdim)
 
 
 def _ggem_plain(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
