@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -214,3 +215,27 @@ def test_compiled_channels_last_training_matches_the_recipe_contract(tmp_path):
     result = run_classification(tiny_spec(epochs=1, compile=True, channels_last=True),
                                 tmp_path / "run")
     assert result["accuracy"] > 0.5 and len(result["p"]) == 2
+
+
+def test_the_imagenet_recipe_runs_end_to_end_on_a_tiny_image_folder(tmp_path):
+    """The shipped ViT-B/16 ImageNet-1k recipe (LAMB, layer decay, RandAugment, Mixup/CutMix,
+    drop path, clipping, EMA, bf16), shrunk only in size: one block, 32x32 images, no hub."""
+    from PIL import Image
+
+    from poolwise.vision.recipe import check_recipe, read_recipe
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / cls / f"{i}.png")
+    path, table = read_recipe("vit_base_ggem_in1k")
+    values = check_recipe(table, RunSpec, str(path))
+    values.update(pretrained=False, data=str(tmp_path / "data"), epochs=1, batch_size=4,
+                  model_kwargs={"img_size": 32, "depth": 1})
+    torch.set_num_threads(2)
+    result = run_classification(RunSpec(**values), tmp_path / "run")
+    assert result["spec"]["opt"] == "lamb" and result["groups"] == 12
+    assert "ema" in result and len(result["p"]) == 12

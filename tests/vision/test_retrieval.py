@@ -71,3 +71,9 @@ def test_bad_input():
         retrieval_metrics(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), ks=(4,))
     assert not math.isnan(retrieval_metrics(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]),
                                             ks=(1,))["map@r"])
+
+
+def test_default_ks_fit_a_small_gallery():
+    emb, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 1])
+    m = retrieval_metrics(emb, labels)
+    assert {"recall@1", "recall@2", "recall@4"} <= set(m) and "recall@8" not in m

@@ -25,10 +25,13 @@ def retrieval_metrics(
     embeddings: Tensor,
     labels: Tensor,
     *,
-    ks: tuple[int, ...] = (1, 2, 4, 8),
+    ks: tuple[int, ...] | None = None,
     max_chunk_elements: int = 2**25,
 ) -> dict[str, float | int]:
     """Recall@K for each K, R-precision and mAP@R; see the module docstring.
+
+    ``ks`` defaults to those of 1, 2, 4, 8 below N (every query has N - 1 neighbours); a K given
+    explicitly outside [1, N - 1] is an error.
 
     Returns:
         ``{"recall@1": ..., "r_precision": ..., "map@r": ..., "queries": n_used,
@@ -42,6 +45,8 @@ def retrieval_metrics(
     n = len(labels)
     if n < 2:
         raise ValueError(f"need at least 2 embeddings, got {n}")
+    if ks is None:
+        ks = tuple(k for k in (1, 2, 4, 8) if k < n)
     if any(k < 1 or k >= n for k in ks):
         raise ValueError(f"every K must be in [1, {n - 1}], got {ks}")
     emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
