@@ -148,6 +148,8 @@ def test_run_resumes_to_the_same_weights(tmp_path):
     done = run_clip(spec, tmp_path / "a")
     assert 0 <= done["zero-shot accuracy"] <= 1 and len(done["p"]) == 4
     assert done["history"][-1]["logit_scale"] <= 100
+    info = json.loads((tmp_path / "a" / "model.json").read_text())  # the resolved model
+    assert info["pool"] == "ggem" and info["groups"] == 4 and info["parameters"] > 0
 
     def stop(record):
         raise Stop

@@ -366,8 +366,15 @@ def _cmd_clip_train(args: argparse.Namespace) -> int:
         print(f"epoch {r['epoch']}: loss {r['train_loss']:.4f}, temperature scale "
               f"{r['logit_scale']:.1f} ({r['seconds']:.0f}s)", flush=True)
 
+    def model_line(info: dict) -> None:
+        grid = f", {'x'.join(map(str, info['patch_grid']))} patches" if info["patch_grid"] else ""
+        groups = f" ({info['groups']} groups)" if info["groups"] else ""
+        print(f"CLIP {info['name']}: {info['parameters'] / 1e6:.2f}M parameters (image tower "
+              f"{info['image_parameters'] / 1e6:.2f}M{grid}), pool {info['pool']}{groups}",
+              flush=True)
+
     _print_clip(run_clip(_clip_spec(args, args.pool, args.seed), args.out, on_epoch=show,
-                         on_batch=_Bar(args)))
+                         on_batch=_Bar(args), on_model=model_line))
     return 0
 
 

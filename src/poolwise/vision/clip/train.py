@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from poolwise._io import write_json
 from poolwise.vision import engine
 from poolwise.vision.clip.data import (
     FASHION_MNIST_NAMES,
@@ -165,10 +166,27 @@ def _gather_batch(local: Tensor, sizes: list[int]) -> Tensor:
     return torch.cat([full[r * rows:r * rows + size] for r, size in enumerate(sizes)])
 
 
+def describe_clip(model, spec: ClipSpec) -> dict:
+    """The resolved dual encoder, as a CLIP run prints and stores it (``model.json``)."""
+    pool = pool_of(model)
+    visual = model.visual
+    return {
+        "name": spec.model or "config",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "image_parameters": sum(p.numel() for p in visual.parameters()),
+        "patch_grid": list(getattr(visual, "grid_size", ()) or ()) or None,
+        "pool": spec.pool,
+        "groups": getattr(pool, "groups", None) if spec.pool in ("ggem", "gem", "cgem") else None,
+        "embed_dim": int(model.text_projection.shape[1]) if hasattr(model, "text_projection")
+        else None,
+    }
+
+
 def run_clip(spec: ClipSpec, run_dir: str | Path, *,
              device: torch.device | None = None,
              on_epoch: Callable[[dict], None] | None = None,
-             on_batch: Callable[[int, int], None] | None = None) -> dict:
+             on_batch: Callable[[int, int], None] | None = None,
+             on_model: Callable[[dict], None] | None = None) -> dict:
     """Trains (or resumes, or returns the finished result of) the CLIP run in ``run_dir``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model runs data-parallel (DDP): every rank draws
@@ -179,10 +197,11 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
     """
     run_dir = Path(run_dir)
     with engine.run_lock(run_dir):
-        return _run_clip(spec, run_dir, device=device, on_epoch=on_epoch, on_batch=on_batch)
+        return _run_clip(spec, run_dir, device=device, on_epoch=on_epoch, on_batch=on_batch,
+                         on_model=on_model)
 
 
-def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch) -> dict:
+def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch, on_model) -> dict:
     rank, world, created, finished = engine.open_run(run_dir, spec)
     if finished is not None:
         return finished
@@ -190,6 +209,11 @@ def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch) -> d
     train, test = load_pairs(spec)
     model, tokenizer = build(spec)
     engine.record_spec(run_dir, spec)
+    if rank == 0:
+        info = describe_clip(model, spec)
+        write_json(run_dir / "model.json", info)
+        if on_model is not None:
+            on_model(info)
     model.to(device)
     n = len(train.images)
     steps = math.ceil(n / spec.batch_size)
