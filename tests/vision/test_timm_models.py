@@ -176,7 +176,7 @@ def test_param_groups_put_p_alone_without_decay():
     assert by_name["pool_p"]["params"] == [model.pool.p]
     assert by_name["pool_p"]["weight_decay"] == 0.0
     assert by_name["pool_p"]["lr_scale"] == pytest.approx(10.0)
-    assert by_name["pool_p"]["initial_lr"] == pytest.approx(1e-2)
+    assert by_name["pool_p"]["lr"] == pytest.approx(1e-2)  # ready for any torch optimizer
     assert all(p.ndim >= 2 for p in by_name["decay"]["params"])
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(set(ids)) == len(ids)
@@ -222,11 +222,20 @@ def test_pooled_model_is_a_full_timm_citizen(name, caplog):
     # poolwise's grouping as timm's param_group_fn: p alone, its own lr multiplier
     from functools import partial
 
+    from timm.scheduler import create_scheduler_v2
+
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, param_group_fn=partial(
-        param_groups, lr=1e-3, weight_decay=0.05, p_lr_mult=10.0, layer_decay=0.65))
+        param_groups, lr=1e-3, weight_decay=0.05, p_lr_mult=10.0, layer_decay=0.65,
+        with_lr=False))
     (p_group,) = [g for g in optimizer.param_groups if g["name"] == "pool_p"]
     assert p_group["params"] == [model.pool.p] and p_group["weight_decay"] == 0.0
     assert p_group["lr_scale"] == pytest.approx(10.0 * max(scales))
+    # timm's scheduler gives every group the scheduled lr times its scale, once
+    scheduler, _ = create_scheduler_v2(optimizer, num_epochs=10, step_on_epochs=False,
+                                       updates_per_epoch=10)
+    scheduler.step_update(num_updates=0)
+    for group in optimizer.param_groups:
+        assert group["lr"] == pytest.approx(1e-3 * group["lr_scale"])
     # EMA of the whole model, pool included
     ema = ModelEmaV3(model, decay=0.5)
     with torch.no_grad():

@@ -190,7 +190,7 @@ class Trainer:
 
         c = self.config
         groups = partial(param_groups, lr=c.lr, weight_decay=c.weight_decay,
-                         p_lr_mult=c.p_lr_mult, layer_decay=c.layer_decay)
+                         p_lr_mult=c.p_lr_mult, layer_decay=c.layer_decay, with_lr=False)
         fused = {"fused": True} if self.device.type == "cuda" and c.opt == "adamw" else {}
         self.optimizer = create_optimizer_v2(self.model, c.opt, lr=c.lr,
                                              weight_decay=c.weight_decay,

@@ -385,7 +385,7 @@ def describe_model(model: PooledModel) -> dict:
 
 def param_groups(
     model: nn.Module, *, lr: float, weight_decay: float, p_lr_mult: float = 1.0,
-    layer_decay: float | None = None,
+    layer_decay: float | None = None, with_lr: bool = True,
 ) -> list[dict]:
     """Optimizer groups from timm's own grouping, with the pools' exponents p apart.
 
@@ -393,11 +393,13 @@ def param_groups(
     which scales each block's lr by ``layer_decay ** (depth - block)`` through the model's
     ``group_matcher``) decides decay and lr scale; every parameter named ``p`` (the pools'
     exponents) is then moved to a group of its own, without decay, whose ``lr_scale`` is its
-    layer's scale times ``p_lr_mult``. Each group carries ``lr = lr * lr_scale`` (timm's
-    schedulers set it from ``lr_scale`` again at every step) and a ``name``.
+    layer's scale times ``p_lr_mult``. Each group has a ``name`` and, with ``with_lr``, its
+    ``lr = lr * lr_scale``, so that any torch optimizer takes the groups as they are.
 
-    Usable as timm's ``param_group_fn``:
-    ``create_optimizer_v2(model, "adamw", lr=lr, param_group_fn=partial(param_groups, ...))``.
+    timm's schedulers set every step's lr to the scheduled value times ``lr_scale``, starting
+    from each group's initial lr; with them pass ``with_lr=False`` (else a group's scale would
+    apply twice): ``create_optimizer_v2(model, "adamw", lr=lr, param_group_fn=partial(
+    param_groups, lr=lr, weight_decay=wd, with_lr=False))``.
     """
     from timm.optim._param_groups import param_groups_layer_decay, param_groups_weight_decay
 
@@ -424,8 +426,9 @@ def param_groups(
     for scale, params in exponents.items():
         out.append({"params": params, "weight_decay": 0.0, "lr_scale": scale * p_lr_mult,
                     "name": "pool_p"})
-    for group in out:
-        group["initial_lr"] = lr * group["lr_scale"]  # for reporting; schedulers set "lr"
+    if with_lr:
+        for group in out:
+            group["lr"] = lr * group["lr_scale"]
     return out
 
 
