@@ -295,8 +295,9 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
             on_batch=on_batch if rank == 0 else None)
         if rank != 0:
             continue
+        group = trainer.optimizer.param_groups[0]
         record = {"epoch": epoch + 1, "train_loss": train_loss,
-                  "lr": max(g["lr"] for g in trainer.optimizer.param_groups)}
+                  "lr": group["lr"] / group.get("lr_scale", 1.0)}  # the scheduled base lr
         test_eval = evaluate(model, test, device=device, amp=spec.amp, retrieval=False,
                              workers=workers)
         record.update({"test_accuracy": test_eval["accuracy"], "test_loss": test_eval["loss"]})
