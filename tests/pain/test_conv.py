@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from poolwise.pain.models import create_model, native
@@ -156,8 +156,13 @@ def _bn_against_float64(x, w, b, pool, threads):
     xd = x.double()
     torch.testing.assert_close(mean.double(), xd.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(var.double(), xd.var((0, 2, 3), correction=0), rtol=1e-5, atol=1e-6)
+    # The input gradient is w / std * (g - mean g - xhat mean(g xhat)): terms of size
+    # |w| |g| / std that cancel (exactly, for two values per channel), so float32 is held to
+    # the size of those terms, not to the (possibly near-zero) result.
+    std = (xd.var((0, 2, 3), correction=0) + 1e-5).sqrt()
+    terms = float((w.double().abs() / std).max()) * float(grad.abs().max())
     for name, a, t in zip(("x", "weight", "bias"), ours, theirs, strict=True):
-        scale = float(t.abs().max()) + 1.0
+        scale = float(t.abs().max()) + 1.0 + (terms if name == "x" else 0.0)
         torch.testing.assert_close(a.double() / scale, t / scale, rtol=0, atol=2e-6, msg=name)
 
 
@@ -177,6 +182,7 @@ def test_bn_relu_pool_matches_reference(batch, channels, height, width, pool, th
 
 @needs_native
 @settings(max_examples=30, deadline=None)
+@example(batch=1, channels=1, height=2, width=1, pool=False, threads=1, seed=458)  # 2 values
 @given(
     batch=st.integers(1, 4),
     channels=st.integers(1, 6),
