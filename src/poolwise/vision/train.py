@@ -98,12 +98,10 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     def step_config(self, steps_per_epoch: int) -> engine.StepConfig:
-        return engine.StepConfig(
-            epochs=self.epochs, steps_per_epoch=steps_per_epoch, lr=self.lr,
-            weight_decay=self.weight_decay, opt=self.opt, layer_decay=self.layer_decay,
-            p_lr_mult=self.p_lr_mult, sched=self.sched, warmup_epochs=self.warmup_epochs,
-            warmup_lr=self.warmup_lr, min_lr=self.min_lr, accum_steps=self.accum_steps,
-            clip_grad=self.clip_grad, ema_decay=self.ema_decay, amp=self.amp)
+        """The optimisation half of the spec (every StepConfig field the spec has)."""
+        shared = {f.name for f in dataclasses.fields(engine.StepConfig)} & set(self.to_json())
+        return engine.StepConfig(steps_per_epoch=steps_per_epoch,
+                                 **{name: getattr(self, name) for name in shared})
 
 
 def build_model(spec: RunSpec, train: ImageSplit) -> PooledModel:
