@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from poolwise.pain.models import create_model, native
+from poolwise.kernels import conv as native
+from poolwise.pain.models import create_model
 from poolwise.pain.models.conv import ConvStack, LayoutConv2d, RowMaxPool2d, conv2d_in_layout
 
 HAS_COMPILER = shutil.which("c++") is not None or shutil.which("g++") is not None
@@ -228,40 +229,6 @@ def test_supports_only_what_the_kernel_computes():
     assert not native.supports(x.double(), w.double(), [0, 1])
     assert not native.supports(x, torch.randn(4, 3, 5, 5), [0, 1])
     assert not native.supports(x, w, [2, 1])
-
-
-def test_native_switch_and_failed_build_fall_back(monkeypatch, tmp_path):
-    """POOLWISE_NATIVE=0, or a compiler that fails, leaves PyTorch's kernels (with a
-    warning naming the source file for the failure); nothing half-written stays cached."""
-    monkeypatch.setenv("POOLWISE_CACHE", str(tmp_path))
-    try:
-        monkeypatch.setenv("POOLWISE_NATIVE", "0")
-        native.library.cache_clear()
-        assert native.library() is None
-        monkeypatch.delenv("POOLWISE_NATIVE")
-        monkeypatch.setenv("CXX", shutil.which("false") or "false")
-        native.library.cache_clear()
-        with pytest.warns(UserWarning, match="direct_conv.cpp"):
-            assert native.library() is None
-        assert list(tmp_path.iterdir()) == []
-    finally:
-        native.library.cache_clear()
-
-
-@needs_native
-def test_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("POOLWISE_CACHE", str(tmp_path))
-    try:
-        native.library.cache_clear()
-        assert native.library() is not None
-        (built,) = tmp_path.iterdir()
-        assert built.name.startswith("poolwise_kernels-")
-        stamp = built.stat().st_mtime_ns
-        native.library.cache_clear()
-        assert native.library() is not None
-        assert built.stat().st_mtime_ns == stamp
-    finally:
-        native.library.cache_clear()
 
 
 @pytest.mark.skipif(not HAS_COMPILER, reason="torch.compile on CPU needs a C++ compiler")

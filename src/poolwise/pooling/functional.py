@@ -10,18 +10,25 @@ splits the C channels into G groups with one exponent each::
 
     y[b, c] = ( mean_n  max(x[b, n, c], eps) ** p[g(c)] ) ** (1 / p[g(c)])
 
-G = 1 is GeM (Radenovic et al.), G = C is channel-wise GeM. The kernel evaluates it in log2
-space: ``y = 2 ** (log2(mean_n 2 ** (p log2 x)) / p)``, one log2 and one exp2 per element. Where a
-sum overflows or underflows (large p, large or tiny x, any dtype) those batch rows are recomputed
-with a per-channel max shift, ``y = 2 ** (m + log2(mean 2 ** (p (log2 x - m))) / p)`` with
-``m = max_n log2 x``, so every power lies in (0, 1] and nothing overflows whatever p or the input.
-Its backward is closed-form and needs only the input and the (B, C) output:
+G = 1 is GeM (Radenovic et al.), G = C is channel-wise GeM. Its backward is closed-form and
+needs only the input and the (B, C) output:
 
     dy/dx_n = (x_n / y) ** (p - 1) / N          (0 where x_n <= eps: the clamp)
     dy/dp   = y / p * mean_n[(x_n / y) ** p * ln(x_n / y)]
 
-The work is done in float32 over batch chunks that fit in cache, reusing one scratch buffer:
-on CPU, fresh N x C temporaries cost as much as the arithmetic itself.
+Two kernels compute it, with the same results to float32 rounding:
+
+- on CPU for float32 (and float16 / bfloat16, converted), the fused native kernel of
+  :mod:`poolwise.kernels.ggem`: one pass over x forward and one backward, no N x C temporary;
+- elsewhere (CUDA, float64, or without a native library) PyTorch ops in log2 space,
+  ``y = 2 ** (log2(mean_n 2 ** (p log2 x)) / p)``, over batch chunks that fit in cache.
+
+Both sum the powers unshifted. Where a sum overflows or underflows (large p, large or tiny x,
+any dtype), or an input is inf or NaN, those batch rows are recomputed with a per-channel max
+shift, ``y = 2 ** (m + log2(mean 2 ** (p (log2 x - m))) / p)`` with ``m = max_n log2 x``, so
+every power lies in (0, 1] and nothing overflows whatever p or the input.
+:func:`ggem_reference` is the same max-shifted formula from plain ops, used for exports,
+tracing and tests.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from poolwise.kernels import ggem as native_ggem
 
 __all__ = [
     "avg_pool",
@@ -180,42 +188,8 @@ def _clamp_into(src: Tensor, out: Tensor, eps: float) -> Tensor:
     return out.copy_(src).clamp_(min=eps)
 
 
-def _numpy_log2_is_vectorised() -> bool:
-    """Whether numpy runs float32 ``log2`` with a SIMD kernel on this CPU.
-
-    numpy >= 2.0 reports the kernel each ufunc dispatched to. Its float32/float64 ``log2`` is
-    vectorised only for AVX-512 (``X86_V4``); elsewhere it is a scalar loop, about 3x slower
-    than torch's (measured on an AVX2 machine, see docs/pooling.md).
-    """
-    try:
-        from numpy.lib.introspect import opt_func_info
-    except ImportError:  # numpy < 2.0 cannot tell
-        return False
-    try:
-        kernels = list(opt_func_info(func_name="^log2$", signature="float32")["log2"].values())
-        return bool(kernels) and all(not k["current"].startswith("baseline") for k in kernels)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return False
-
-
-_NUMPY_LOG2 = _numpy_log2_is_vectorised()
-
-
-def _log2(src: Tensor, out: Tensor) -> Tensor:
-    """out = log2(src), same dtype, ``out`` may be ``src``.
-
-    On a CPU where numpy's log2 is vectorised (AVX-512) it runs about 3x faster than torch's,
-    so it works on the same memory through numpy views; elsewhere torch's ``log2`` is the
-    faster one (see docs/pooling.md).
-    """
-    if _NUMPY_LOG2 and src.device.type == "cpu" and src.dtype in (torch.float32, torch.float64):
-        np.log2(src.numpy(), out=out.numpy())
-        return out
-    return torch.log2(src, out=out)
-
-
-def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
-    """(B, C) output of GGeM in the compute dtype; see the module docstring.
+def _torch_forward(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+    """(B, C) output of GGeM in the compute dtype from PyTorch ops; see the module docstring.
 
     A first pass takes the unshifted sums ``s = sum_n 2 ** (p log2 x)``, which saves the max
     pass. A sum is exact whenever it is finite and far above the subnormal range (then no term
@@ -232,7 +206,7 @@ def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tens
     scratch = torch.empty((rows, *x.shape[1:]), dtype=work, device=x.device)
     for start in range(0, batch, rows):
         xb = x[start : start + rows]
-        t = _log2(_clamp_into(xb, scratch[: xb.shape[0]], eps), out=scratch[: xb.shape[0]])
+        t = torch.log2(_clamp_into(xb, scratch[: xb.shape[0]], eps), out=scratch[: xb.shape[0]])
         torch.sum(t.mul_(p).exp2_(), rdims, out=sums[start : start + rows])  # sum of x ** p
     low = math.sqrt(torch.finfo(work).tiny)  # about 2**-63 in float32
     smallest, largest = torch.aminmax(sums)
@@ -245,7 +219,7 @@ def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tens
     for start in range(0, len(failed), rows):  # overflow or underflow: the max-shifted form
         index = failed[start : start + rows]
         xb = x.index_select(0, index)
-        t = _log2(_clamp_into(xb, scratch[: len(index)], eps), out=scratch[: len(index)])
+        t = torch.log2(_clamp_into(xb, scratch[: len(index)], eps), out=scratch[: len(index)])
         m = t.amax(rdims, keepdim=True)
         t.sub_(m).mul_(p).exp2_()  # (x / max) ** p, in (0, 1]; the max itself gives 1
         s = t.sum(rdims, keepdim=True)  # in [1, n]: its log2 is finite
@@ -253,20 +227,22 @@ def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tens
     return out
 
 
-def _ggem_backward_kernel(
+def _torch_backward(
     grad: Tensor, x: Tensor, y: Tensor, p_ch: Tensor, eps: float, cdim: int
 ) -> tuple[Tensor, Tensor]:
-    """Closed-form gradients for x (input dtype) and the per-channel exponents (compute dtype).
+    """Closed-form gradients for x (input dtype) and the per-channel exponents (compute dtype)
+    from PyTorch ops.
 
     With w_n = (x_n / y) ** p = e ** z_n, z_n = p ln(x_n / y), and mean_n w_n = 1 exactly:
 
         dy/dp = y / p * mean_n[w_n ln(x_n / y)] = y / p**2 * mean_n[z_n e**z_n - (e**z_n - 1)]
 
     The added term is zero in exact arithmetic, but it makes the sum stationary in the error of
-    y (a common shift of every z_n) and leaves only non-negative terms, z (1 + d) - d with
+    y (a common shift of every z_n) and leaves only non-negative terms, z e**z - d with
     d = expm1(z) evaluated directly, so nearly constant channels (x = 60000 + U(0, 100): every
-    z_n near 0) keep their digits in float32. ``(x / y) ** (p - 1) = (1 + d) / (x / y)`` reuses
-    the same transcendental for the input gradient.
+    z_n near 0) keep their digits in float32. The input gradient
+    ``(x / y) ** (p - 1) = e**z / (x / y)`` takes e**z from its own exp: ``1 + d`` would lose
+    every digit of a power below float32's epsilon.
     """
     batch, channels = x.shape[0], x.shape[cdim]
     rdims = _reduce_dims(x.ndim, cdim)
@@ -289,16 +265,57 @@ def _ggem_backward_kernel(
         r, z, d = ratio[:b], exponent[:b], power[:b]
         _clamp_into(xb, r, eps)
         r.div_(yb)  # x / y, at most N ** (1/p)
-        _log2(r, out=z).mul_(p * math.log(2))  # z = p ln(x / y)
+        torch.log2(r, out=z).mul_(p * math.log(2))  # z = p ln(x / y)
         torch.special.expm1(z, out=d)  # (x / y) ** p - 1, accurate near 0
-        z.addcmul_(z, d).sub_(d)  # z (1 + d) - d = z e**z - (e**z - 1) >= 0
+        gx = grad_x[start : start + rows]
+        e = torch.exp(z, out=gx if gx.dtype == work else None)  # (x / y) ** p
+        z.mul_(e).sub_(d)  # z e**z - (e**z - 1) >= 0
         weighted = z.sum(rdims, keepdim=True)
         grad_p += _to_bc(gb * yb / (p * p) * weighted / n, b, channels).sum(0)
-        d.add_(1).div_(r)  # (x / y) ** (p - 1)
-        gx = grad_x[start : start + rows]
-        torch.mul(d, gb / n, out=gx)
+        e.div_(r).mul_(gb / n)  # (x / y) ** (p - 1) * grad / n
+        if e is not gx:
+            gx.copy_(e)
         gx.masked_fill_(xb <= eps, 0)  # the clamp passes no gradient below eps
     return grad_x, grad_p
+
+
+def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+    """(B, C) output in the compute dtype: the fused native kernel where it applies (its
+    ``redo`` rows recomputed here), else :func:`_torch_forward`."""
+    if not native_ggem.supports(x, eps):
+        return _torch_forward(x, p_ch, eps, cdim)
+    x32 = x.to(torch.float32).contiguous()
+    y, redo = native_ggem.ggem_forward(x32, p_ch.to(torch.float32).contiguous(), eps, cdim)
+    rows = redo.any(dim=1).nonzero().flatten()
+    if len(rows):
+        y[rows] = _torch_forward(x32.index_select(0, rows), p_ch, eps, cdim)
+    return y
+
+
+def _ggem_backward_kernel(
+    grad: Tensor, x: Tensor, y: Tensor, p_ch: Tensor, eps: float, cdim: int
+) -> tuple[Tensor, Tensor]:
+    """Gradients for x (input dtype) and the per-channel exponents (compute dtype): the fused
+    native kernel where it applies (its ``redo`` rows recomputed here), else
+    :func:`_torch_backward`."""
+    if not native_ggem.supports(x, eps):
+        return _torch_backward(grad, x, y, p_ch, eps, cdim)
+    x32, p32 = x.to(torch.float32).contiguous(), p_ch.to(torch.float32).contiguous()
+    g32 = grad.to(torch.float32).contiguous()
+    grad_x, weighted, redo = native_ggem.ggem_backward(x32, y.contiguous(), g32, p32, eps, cdim)
+    n = x[0].numel() // x.shape[cdim]
+    p64 = p_ch.to(torch.float64)
+    rows = redo.any(dim=1).nonzero().flatten()
+    weighted.index_fill_(0, rows, 0.0)
+    grad_p = (g32.double() * y.double() * weighted).sum(0) / (p64 * p64 * n)
+    if len(rows):
+        grad_x_rows, grad_p_rows = _torch_backward(
+            g32.index_select(0, rows), x32.index_select(0, rows), y.index_select(0, rows),
+            p_ch, eps, cdim,
+        )
+        grad_x[rows] = grad_x_rows
+        grad_p += grad_p_rows.double()
+    return grad_x.to(x.dtype), grad_p.to(torch.float32)
 
 
 class _GGeMFunction(torch.autograd.Function):
@@ -381,7 +398,7 @@ def ggem(
     cdim = _check_ggem_args(x, p, channel_dim, eps)
     p_ch = expand_group_exponents(p, x.shape[cdim], layout)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return _ggem_plain(x, p_ch.to(x.device), eps, cdim)
+        return _reference(x, p_ch.to(x.device), eps, cdim)
     return _ggem_kernel(x, p, p_ch.to(x.device), float(eps), cdim)
 
 
@@ -391,18 +408,6 @@ def _ggem_kernel(x: Tensor, p: Tensor, p_ch: Tensor, eps: float, cdim: int) -> T
     fallback read values on the host, which a graph cannot hold)."""
     _check_exponents(p)
     return _GGeMFunction.apply(x, p_ch, eps, cdim)
-
-
-def _ggem_plain(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
-    """The same values as the kernel from plain ops (clamp, amax, div, pow, mean, mul), so that
-    ONNX/TorchScript exports hold no custom function. The per-channel max shift keeps
-    ``(x / max) ** p <= 1``, so nothing overflows."""
-    dims = _reduce_dims(x.ndim, cdim)
-    xc = x.to(_compute_dtype(x)).clamp(min=eps)
-    p_v = _channel_view(p_ch.to(xc.dtype), x.ndim, cdim)
-    top = xc.amax(dim=dims, keepdim=True)
-    pooled = top * (xc / top).pow(p_v).mean(dim=dims, keepdim=True).pow(1.0 / p_v)
-    return _to_bc(pooled, x.shape[0], x.shape[cdim]).to(x.dtype)
 
 
 def gem(x: Tensor, p: float | Tensor = 3.0, *, channel_dim: int = -1, eps: float = 1e-6) -> Tensor:
@@ -420,15 +425,24 @@ def ggem_reference(
     eps: float = 1e-6,
     layout: str = "contiguous",
 ) -> Tensor:
-    """The plain autograd formulation (clamp, pow, mean, pow), for tests and benchmarks.
+    """GGeM from plain ops (clamp, amax, div, pow, mean, mul), for exports, tracing and tests.
 
-    It overflows for large x ** p in low precision and saves several N x C tensors for
-    backward; use :func:`ggem` for real work.
+    The per-channel max shift keeps ``(x / max) ** p <= 1``, so nothing overflows; it is
+    computed in float32 (float64 for float64 input) and differentiated by autograd, which
+    saves several N x C tensors: use :func:`ggem` for real work.
     """
     cdim = _check_ggem_args(x, p, channel_dim, eps)
-    p_ch = _channel_view(expand_group_exponents(p, x.shape[cdim], layout), x.ndim, cdim)
-    pooled = x.clamp(min=eps).pow(p_ch).mean(_reduce_dims(x.ndim, cdim), keepdim=True)
-    return _to_bc(pooled.pow(1.0 / p_ch), x.shape[0], x.shape[cdim])
+    p_ch = expand_group_exponents(p, x.shape[cdim], layout).to(x.device)
+    return _reference(x, p_ch, eps, cdim)
+
+
+def _reference(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+    dims = _reduce_dims(x.ndim, cdim)
+    xc = x.to(_compute_dtype(x)).clamp(min=eps)
+    p_v = _channel_view(p_ch.to(xc.dtype), x.ndim, cdim)
+    top = xc.amax(dim=dims, keepdim=True)
+    pooled = top * (xc / top).pow(p_v).mean(dim=dims, keepdim=True).pow(1.0 / p_v)
+    return _to_bc(pooled, x.shape[0], x.shape[cdim]).to(x.dtype)
 
 
 def permutation_for_layout(channels: int, groups: int) -> Sequence[int]:

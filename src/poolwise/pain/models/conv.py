@@ -9,7 +9,7 @@ L-SFAN's convolutions have 1 to 16 channels, where oneDNN's kernels do poorly on
 - inductor's fused batch-norm / ReLU / max-pool kernels are slower on channels-last maps with
   so few channels (a 16-lane vector holds 2 to 8 useful values) than on NCHW maps.
 
-Where the C++ kernels of :mod:`poolwise.pain.models.native` are built (they need the C++
+Where the C++ kernels of :mod:`poolwise.kernels.conv` are built (they need the C++
 compiler that ``torch.compile`` on CPU needs anyway), :class:`LayoutConv2d` runs on the direct
 convolution, in NCHW, forward and backward, and :class:`ConvStack` runs each batch norm, ReLU
 and pool as one op. Otherwise each convolution is one opaque op
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poolwise.pain.models import native
+from poolwise.kernels import conv as native
 
 __all__ = ["ConvStack", "LayoutConv2d", "RowMaxPool2d", "conv2d_in_layout"]
 
@@ -125,7 +125,7 @@ conv2d_in_layout.register_autograd(_backward, setup_context=_setup_context)
 
 class LayoutConv2d(nn.Conv2d):
     """``nn.Conv2d`` that, under ``torch.compile``, runs as
-    :func:`poolwise.pain.models.native.conv2d_direct` where that supports the call, else as
+    :func:`poolwise.kernels.conv.conv2d_direct` where that supports the call, else as
     :func:`conv2d_in_layout` (channels-last when it has more than one input channel, NCHW
     otherwise).
 
@@ -209,7 +209,7 @@ def _fused_norm_relu(norm: nn.BatchNorm2d, x: Tensor, pool: bool) -> Tensor:
 class ConvStack(nn.Sequential):
     """``nn.Sequential`` of the CNN's layers. Under ``torch.compile`` in training mode, each
     ``BatchNorm2d, ReLU[, RowMaxPool2d]`` run is one fused C++ op
-    (:func:`poolwise.pain.models.native.bn_relu_pool`) where that is built: inductor's kernels
+    (:func:`poolwise.kernels.conv.bn_relu_pool`) where that is built: inductor's kernels
     for it make several passes over the batch's maps; this one handles each channel whole,
     so its second pass reads from cache. Anywhere else it is the plain sequence."""
 

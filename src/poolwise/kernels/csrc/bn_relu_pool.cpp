@@ -9,31 +9,28 @@
 // are still in the core's L2 cache on the second pass. The pool keeps the first row on ties,
 // as nn.MaxPool2d does; an odd last row is dropped.
 //
-// Entry points (plain C ABI, loaded with ctypes by poolwise/pain/models/native.py):
+// Entry points (declared in poolwise_kernels.h, bound in poolwise/kernels/conv.py):
 //   pw_bn_relu_pool_forward   y, and the batch mean and (biased) variance per channel
 //   pw_bn_relu_pool_backward  dL/dx, dL/dgamma, dL/dbeta from dL/dy
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <thread>
 #include <vector>
+
+#include "poolwise_kernels.h"
+#include "simd.h"
 
 namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
-constexpr int kLanes = 8;
+using pw::hsum;
+using pw::load;
+using pw::splat;
+using pw::store;
+using pw::v8;
+using pw::vmax;
 
-inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
-inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
-inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
-inline v8 vmax(v8 a, v8 b) { return a > b ? a : b; }
-inline double hsum(v8 v) {
-  double s = 0.0;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
+constexpr int kLanes = pw::kLanes8;
 
 // f(j) for j = 0, 8, 16, ... covering [0, n) with 8-wide steps, the last one moved back to
 // n - 8 (so it overlaps the one before): only for idempotent, element-wise f and n >= 8.
@@ -64,19 +61,6 @@ struct Map {
   }
 };
 
-// body(channel) for every channel, channels dealt round-robin to `threads` threads.
-template <typename Body>
-void over_channels(int channels, int threads, Body body) {
-  threads = std::max(1, std::min(threads, channels));
-  auto worker = [&](int id) {
-    for (int c = id; c < channels; c += threads) body(c);
-  };
-  std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back(worker, i);
-  worker(0);
-  for (auto& th : pool) th.join();
-}
-
 // Sums of x and x^2 over one plane, 8 lanes in float, then double.
 void plane_moments(const float* p, size_t n, double& sum, double& sumsq) {
   v8 s = splat(0.f), q = splat(0.f);
@@ -100,11 +84,11 @@ extern "C" {
 
 // x (B, C, H, W), gamma/beta (C) -> y (B, C, H or H / 2, W), mean/var (C).
 void pw_bn_relu_pool_forward(const float* x, const float* gamma, const float* beta, float eps,
-                             int pool, float* y, float* mean, float* var, int batch,
-                             int channels, int height, int width, int threads) {
+                             int32_t pool, float* y, float* mean, float* var, int32_t batch,
+                             int32_t channels, int32_t height, int32_t width, int32_t threads) {
   const Map m{batch, channels, height, width, pool != 0};
   const double count = static_cast<double>(batch) * m.plane();
-  over_channels(channels, threads, [&](int c) {
+  pw::parallel_round_robin(channels, threads, [&](int64_t c) {
     double sum = 0.0, sumsq = 0.0;
     for (int b = 0; b < batch; ++b) plane_moments(m.in(x, b, c), m.plane(), sum, sumsq);
     const double mu = sum / count;
@@ -142,11 +126,12 @@ void pw_bn_relu_pool_forward(const float* x, const float* gamma, const float* be
 // grad (dL/dy), x, gamma, beta, mean, var -> grad_x (B, C, H, W), grad_gamma, grad_beta (C).
 void pw_bn_relu_pool_backward(const float* grad, const float* x, const float* gamma,
                               const float* beta, const float* mean, const float* var, float eps,
-                              int pool, float* grad_x, float* grad_gamma, float* grad_beta,
-                              int batch, int channels, int height, int width, int threads) {
+                              int32_t pool, float* grad_x, float* grad_gamma, float* grad_beta,
+                              int32_t batch, int32_t channels, int32_t height, int32_t width,
+                              int32_t threads) {
   const Map m{batch, channels, height, width, pool != 0};
   const double count = static_cast<double>(batch) * m.plane();
-  over_channels(channels, threads, [&](int c) {
+  pw::parallel_round_robin(channels, threads, [&](int64_t c) {
     const float invstd = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
     const float scale = gamma[c] * invstd;
     const float shift = beta[c] - mean[c] * scale;

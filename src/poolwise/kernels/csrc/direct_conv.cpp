@@ -6,36 +6,33 @@
 // buffer, then every output row is computed in tiles of 16 columns (two 8-float vectors), four
 // output channels at a time, so the inner loop is branch-free fused multiply-adds on registers.
 //
-// Entry points (plain C ABI, loaded with ctypes by poolwise/pain/models/native.py):
+// Entry points (declared in poolwise_kernels.h, bound in poolwise/kernels/conv.py):
 //   pw_conv_forward      y = conv(x, w) + b
 //   pw_conv_weight_grad  dL/dw and dL/db
 // The input gradient is pw_conv_forward applied to the output gradient with the kernel
-// flipped and its channel axes swapped (native.py). Samples are split over `threads` threads.
+// flipped and its channel axes swapped (conv.py). Samples are split over `threads` threads.
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <thread>
 #include <vector>
+
+#include "poolwise_kernels.h"
+#include "simd.h"
 
 namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
+using pw::hsum;
+using pw::load;
+using pw::splat;
+using pw::store;
+using pw::v8;
 
-constexpr int kLanes = 8;
+constexpr int kLanes = pw::kLanes8;
 constexpr int kKernel = 3;  // 3 x 3 kernels only
 constexpr int kTaps = kKernel * kKernel;
 constexpr int kBlock = 32;  // padded rows hold a whole number of 32-column blocks
 
-inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
-inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
-inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
-inline float hsum(v8 v) {
-  float s = 0.f;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
 
 struct Shape {
   int batch, in_ch, height, width, out_ch, ph, pw;
@@ -129,16 +126,6 @@ void weight_grad_channels(const Shape& s, const float* xp, const float* gp, int 
   }
 }
 
-// body(thread_id, first_sample, end_sample) on `threads` threads, the caller's being one.
-template <typename Body>
-void over_samples(int batch, int threads, Body body) {
-  std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i)
-    pool.emplace_back(body, i, batch * i / threads, batch * (i + 1) / threads);
-  body(0, 0, batch / threads);
-  for (auto& th : pool) th.join();
-}
-
 int clamp_threads(int threads, int batch) { return std::max(1, std::min(threads, batch)); }
 
 }  // namespace
@@ -146,14 +133,15 @@ int clamp_threads(int threads, int batch) { return std::max(1, std::min(threads,
 extern "C" {
 
 // x (B, Ci, H, W), w (Co, Ci, 3, 3), bias (Co) or null -> y (B, Co, Ho, Wo).
-void pw_conv_forward(const float* x, const float* w, const float* bias, float* y, int batch,
-                     int in_ch, int height, int width, int out_ch, int ph, int pw, int threads) {
+void pw_conv_forward(const float* x, const float* w, const float* bias, float* y, int32_t batch,
+                     int32_t in_ch, int32_t height, int32_t width, int32_t out_ch, int32_t ph,
+                     int32_t pw, int32_t threads) {
   const Shape s{batch, in_ch, height, width, out_ch, ph, pw};
   const size_t in_size = static_cast<size_t>(in_ch) * height * width;
   const size_t out_size = static_cast<size_t>(out_ch) * s.out_h() * s.out_w();
-  over_samples(batch, clamp_threads(threads, batch), [&](int, int begin, int end) {
+  pw::parallel_ranges(batch, clamp_threads(threads, batch), [&](int, int64_t begin, int64_t end) {
     std::vector<float> buf(s.padded_size());
-    for (int b = begin; b < end; ++b) {
+    for (int64_t b = begin; b < end; ++b) {
       pad_sample(s, x + b * in_size, buf.data());
       float* yb = y + b * out_size;
       int co = 0;
@@ -165,9 +153,9 @@ void pw_conv_forward(const float* x, const float* w, const float* bias, float* y
 }
 
 // x (B, Ci, H, W), grad (B, Co, Ho, Wo) -> gw (Co, Ci, 3, 3) and gb (Co), both overwritten.
-void pw_conv_weight_grad(const float* x, const float* grad, float* gw, float* gb, int batch,
-                         int in_ch, int height, int width, int out_ch, int ph, int pw,
-                         int threads) {
+void pw_conv_weight_grad(const float* x, const float* grad, float* gw, float* gb,
+                         int32_t batch, int32_t in_ch, int32_t height, int32_t width,
+                         int32_t out_ch, int32_t ph, int32_t pw, int32_t threads) {
   const Shape s{batch, in_ch, height, width, out_ch, ph, pw};
   const int ho = s.out_h(), wo = s.out_w(), wg = s.blocks() * kBlock;
   const size_t in_size = static_cast<size_t>(in_ch) * height * width;
@@ -175,21 +163,25 @@ void pw_conv_weight_grad(const float* x, const float* grad, float* gw, float* gb
   const size_t w_size = static_cast<size_t>(out_ch) * in_ch * kTaps;
   threads = clamp_threads(threads, batch);
   // per thread: the weight gradient, then the bias gradient
-  std::vector<std::vector<float>> partial(threads, std::vector<float>(w_size + out_ch, 0.f));
-  over_samples(batch, threads, [&](int id, int begin, int end) {
+  std::vector<std::vector<float>> partial(threads, std::vector<float>(w_size, 0.f));
+  // the bias gradient is a plain sum of B * Ho * Wo values: rows in float, the rest in double
+  std::vector<std::vector<double>> bias_partial(threads, std::vector<double>(out_ch, 0.0));
+  pw::parallel_ranges(batch, threads, [&](int id, int64_t begin, int64_t end) {
     std::vector<float> buf(s.padded_size());
     std::vector<float> gp(static_cast<size_t>(out_ch) * ho * wg, 0.f);
     float* acc = partial[id].data();
-    for (int b = begin; b < end; ++b) {
+    for (int64_t b = begin; b < end; ++b) {
       pad_sample(s, x + b * in_size, buf.data());
       for (int co = 0; co < out_ch; ++co) {
-        v8 bias_acc = splat(0.f);
+        double bias_sum = 0.0;
         for (int oh = 0; oh < ho; ++oh) {
           const size_t r = static_cast<size_t>(co) * ho + oh;
           std::memcpy(gp.data() + r * wg, grad + b * out_size + r * wo, sizeof(float) * wo);
-          for (int j = 0; j < wg; j += kLanes) bias_acc += load(gp.data() + r * wg + j);
+          v8 row_sum = splat(0.f);
+          for (int j = 0; j < wg; j += kLanes) row_sum += load(gp.data() + r * wg + j);
+          bias_sum += hsum(row_sum);
         }
-        acc[w_size + co] += hsum(bias_acc);
+        bias_partial[id][co] += bias_sum;
       }
       int co = 0;
       for (; co + 4 <= out_ch; co += 4) weight_grad_channels<4>(s, buf.data(), gp.data(), co, acc);
@@ -197,10 +189,12 @@ void pw_conv_weight_grad(const float* x, const float* grad, float* gw, float* gb
       if (co < out_ch) weight_grad_channels<1>(s, buf.data(), gp.data(), co, acc);
     }
   });
-  for (int i = 1; i < threads; ++i)
-    for (size_t j = 0; j < w_size + out_ch; ++j) partial[0][j] += partial[i][j];
+  for (int i = 1; i < threads; ++i) {
+    for (size_t j = 0; j < w_size; ++j) partial[0][j] += partial[i][j];
+    for (int co = 0; co < out_ch; ++co) bias_partial[0][co] += bias_partial[i][co];
+  }
   std::memcpy(gw, partial[0].data(), sizeof(float) * w_size);
-  std::memcpy(gb, partial[0].data() + w_size, sizeof(float) * out_ch);
+  for (int co = 0; co < out_ch; ++co) gb[co] = static_cast<float>(bias_partial[0][co]);
 }
 
 }  // extern "C"

@@ -1,33 +1,20 @@
-"""The pain CNN's C++ kernels: the direct convolution of ``direct_conv.cpp`` and the fused
-batch norm / ReLU / row max-pool of ``bn_relu_pool.cpp``; built on first use, loaded with ctypes.
-
-The library is compiled once per source version, compiler and CPU class with the C++ compiler
-that ``torch.compile`` on CPU needs anyway (``$CXX``, else ``g++``, ``c++`` or ``clang++``) and
-cached in ``$POOLWISE_CACHE`` (default ``~/.cache/poolwise``), written atomically. Where no
-compiler works, :func:`library` returns None with a warning and callers keep PyTorch's own
-kernels. ``POOLWISE_NATIVE=0`` switches the native path off.
+"""The pain CNN's native ops: the direct convolution of ``csrc/direct_conv.cpp`` and the
+fused batch norm / ReLU / row max-pool of ``csrc/bn_relu_pool.cpp``.
 
 :func:`conv2d_direct` is a ``torch.library`` custom op (opaque to ``torch.compile``) for 3x3,
 stride-1, one-group float32 convolutions on CPU; :func:`bn_relu_pool` is one for training-mode
 batch norm followed by ReLU and an optional (2, 1) row max-pool. Each has its backward as a
-second op.
+second op. Callers check :func:`supports` / :func:`supports_bn` and otherwise keep PyTorch's
+own kernels.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
-
 import torch
 from torch import Tensor
+
+from poolwise import kernels
+from poolwise.kernels.build import library
 
 __all__ = [
     "available",
@@ -41,91 +28,10 @@ __all__ = [
     "supports_bn",
 ]
 
-SOURCES = [Path(__file__).with_name(name) for name in ("direct_conv.cpp", "bn_relu_pool.cpp")]
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _flags() -> list[str]:
-    flags = ["-O3", "-std=c++17", "-shared", "-fPIC", "-pthread"]
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    if x86 and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
-        flags += ["-mavx2", "-mfma"]
-    return flags
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("POOLWISE_CACHE"):
-        return Path(os.environ["POOLWISE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "poolwise"
-
-
-def _build(compiler: str, flags: list[str], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        partial = Path(tmp) / target.name
-        subprocess.run(
-            [compiler, *flags, "-o", str(partial), *map(str, SOURCES)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        os.replace(partial, target)
-
-
-@functools.cache
-def library() -> ctypes.CDLL | None:
-    """The loaded library, building it if needed; None where it cannot be built or loaded."""
-    if os.environ.get("POOLWISE_NATIVE", "1") == "0":
-        return None
-    compiler = _compiler()
-    if compiler is None:
-        warnings.warn("no C++ compiler: the pain CNN keeps PyTorch's own kernels", stacklevel=2)
-        return None
-    flags = _flags()
-    texts = [source.read_text() for source in SOURCES]
-    key = hashlib.sha256(
-        "\0".join([*texts, compiler, *flags, platform.machine()]).encode()
-    ).hexdigest()[:16]
-    target = _cache_dir() / f"poolwise_kernels-{key}.so"
-    try:
-        if not target.exists():
-            _build(compiler, flags, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.CalledProcessError) as error:
-        detail = getattr(error, "stderr", None) or str(error)
-        names = ", ".join(source.name for source in SOURCES)
-        warnings.warn(
-            f"building {names} with {compiler} failed, the pain CNN keeps PyTorch's own "
-            f"kernels: {detail.strip()[-500:]}",
-            stacklevel=2,
-        )
-        return None
-    pointer, integer = ctypes.c_void_p, ctypes.c_int
-    for function in (lib.pw_conv_forward, lib.pw_conv_weight_grad):
-        function.argtypes = [pointer] * 4 + [integer] * 8
-        function.restype = None
-    real = ctypes.c_float
-    lib.pw_bn_relu_pool_forward.argtypes = (
-        [pointer] * 3 + [real, integer] + [pointer] * 3 + [integer] * 5
-    )
-    lib.pw_bn_relu_pool_backward.argtypes = (
-        [pointer] * 6 + [real, integer] + [pointer] * 3 + [integer] * 5
-    )
-    lib.pw_bn_relu_pool_forward.restype = lib.pw_bn_relu_pool_backward.restype = None
-    return lib
-
-
 @torch.compiler.assume_constant_result
 def available() -> bool:
-    """Whether the library is built and loaded (a constant to ``torch.compile``)."""
-    return library() is not None
+    """Whether the library is built, loaded and switched on (a constant to ``torch.compile``)."""
+    return kernels.available()
 
 
 def supports(x: Tensor, weight: Tensor, padding: list[int]) -> bool:

@@ -1,0 +1,91 @@
+"""The fused GGeM ops of ``csrc/ggem.cpp``: one pass over x forward, one backward.
+
+Both take x as a contiguous float32 CPU tensor with channels at ``cdim`` and per-channel
+exponents (C,). They return, beside their results, ``redo`` (B, C) uint8: 1 where the kernel
+left a value to the caller (inputs with inf or NaN, sums of powers outside the range where the
+unshifted sum is exact, ratios x / y below float32's normal range); the caller recomputes those
+batch rows with the max-shifted PyTorch formulation (:mod:`poolwise.pooling.functional`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from poolwise import kernels
+from poolwise.kernels.build import library
+
+__all__ = ["ggem_backward", "ggem_forward", "supports", "view_sizes"]
+
+_FLOAT32_TINY = torch.finfo(torch.float32).tiny
+
+
+def supports(x: Tensor, eps: float) -> bool:
+    """Whether the native kernel handles this input: CPU, float32/float16/bfloat16 (converted
+    to float32), ``eps`` a normal float32, and the library built and switched on."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and _FLOAT32_TINY <= eps < math.inf
+        and kernels.available()
+    )
+
+
+def view_sizes(shape: torch.Size | tuple[int, ...], cdim: int) -> tuple[int, int, int, int]:
+    """(batch, outer, channels, inner): the dims before and after the channel dim, flattened."""
+    return shape[0], math.prod(shape[1:cdim]), shape[cdim], math.prod(shape[cdim + 1 :])
+
+
+def _threads() -> int:
+    return torch.get_num_threads()
+
+
+@torch.library.custom_op("poolwise::ggem_forward", mutates_args=())
+def ggem_forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> tuple[Tensor, Tensor]:
+    """(y (B, C) float32, redo (B, C) uint8) for contiguous float32 x and p (C,)."""
+    batch, outer, channels, inner = view_sizes(x.shape, cdim)
+    y = x.new_empty(batch, channels)
+    redo = torch.empty(batch, channels, dtype=torch.uint8)
+    library().pw_ggem_forward(
+        x.data_ptr(), p.data_ptr(), eps, y.data_ptr(), redo.data_ptr(),
+        batch, outer, channels, inner, _threads(),
+    )
+    return y, redo
+
+
+@ggem_forward.register_fake
+def _(x, p, eps, cdim):
+    batch, channels = x.shape[0], x.shape[cdim]
+    return x.new_empty(batch, channels), x.new_empty(batch, channels, dtype=torch.uint8)
+
+
+@torch.library.custom_op("poolwise::ggem_backward", mutates_args=())
+def ggem_backward(
+    x: Tensor, y: Tensor, grad: Tensor, p: Tensor, eps: float, cdim: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_x like x, weighted (B, C) float64, redo (B, C) uint8); see ``csrc/ggem.cpp``.
+
+    ``weighted[b, c] = sum_n [z e**z - (e**z - 1)]`` with ``z = p ln(x / y)``, from which
+    ``dL/dp = sum_b grad * y * weighted / (p**2 n)``.
+    """
+    batch, outer, channels, inner = view_sizes(x.shape, cdim)
+    grad_x = torch.empty_like(x)
+    weighted = torch.empty(batch, channels, dtype=torch.float64)
+    redo = torch.empty(batch, channels, dtype=torch.uint8)
+    library().pw_ggem_backward(
+        x.data_ptr(), y.data_ptr(), grad.data_ptr(), p.data_ptr(), eps, grad_x.data_ptr(),
+        weighted.data_ptr(), redo.data_ptr(), batch, outer, channels, inner, _threads(),
+    )
+    return grad_x, weighted, redo
+
+
+@ggem_backward.register_fake
+def _(x, y, grad, p, eps, cdim):
+    batch, channels = x.shape[0], x.shape[cdim]
+    return (
+        torch.empty_like(x),
+        x.new_empty(batch, channels, dtype=torch.float64),
+        x.new_empty(batch, channels, dtype=torch.uint8),
+    )
