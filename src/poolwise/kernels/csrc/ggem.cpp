@@ -43,18 +43,22 @@ struct View {
   }
 };
 
-// max(x, eps) ** p; `raw` sums x itself, so that an inf or NaN anywhere shows in it.
-inline vf power(vf x, vf p, float eps, vf& raw) {
-  raw += x;
-  const vf xc = pw::vmaxf(x, pw::vsplat(eps));  // NaN -> eps, flagged through raw
+// probe + x * 0: stays 0 while every x is finite and turns NaN for good at an inf or NaN
+// (one fused multiply-add; it cannot overflow as a sum of x could).
+inline vf probe_finite(vf probe, vf x) { return x * 0.0f + probe; }
+
+// max(x, eps) ** p, with x added to `probe` (probe_finite).
+inline vf power(vf x, vf p, float eps, vf& probe) {
+  probe = probe_finite(probe, x);
+  const vf xc = pw::vmaxf(x, pw::vsplat(eps));  // NaN -> eps, flagged through the probe
   return pw::vexp2(pw::clamp_exponent(p * pw::vlog2(xc)));
 }
 
 // Adds z e**z - (e**z - 1) (z = p ln(x / y)) to w and returns (x / y) ** (p - 1) * gn. The
 // caller has checked eps / y >= FLT_MIN, so every ratio is a normal float and z2 = p log2(x /
 // y) <= log2(n); below -126, (x / y) ** p underflows to 0.
-inline vf backward_terms(vf x, vf y, vf p, vf gn, float eps, vf& raw, vf& w) {
-  raw += x;
+inline vf backward_terms(vf x, vf y, vf p, vf gn, float eps, vf& probe, vf& w) {
+  probe = probe_finite(probe, x);
   const vf xc = pw::vmaxf(x, pw::vsplat(eps));
   const vf r = xc / y;
   const vf z2 = p * pw::vlog2(r);
@@ -69,7 +73,11 @@ inline vf backward_terms(vf x, vf y, vf p, vf gn, float eps, vf& raw, vf& w) {
   return x > eps ? gx : pw::vsplat(0.0f);
 }
 
-inline vi non_finite(vf raw) { return ~(raw < INFINITY); }
+inline bool any_non_finite(vf probe) {
+  for (int i = 0; i < kLanes; ++i)
+    if (!(probe[i] == 0.0f)) return true;
+  return false;
+}
 
 // Whether every ratio max(x, eps) / y of a (b, c) is a normal float32.
 inline bool usable_output(float y, float eps) {
@@ -115,9 +123,9 @@ inline void store_lanes(float* row, int64_t j, int64_t width, vf v) {
 }
 
 // One chunk's running sums: float over at most kFlush rows (in L1, beside the row being
-// read), then double. Rows are read in order, each once, so x streams from memory.
+// read), then double; `bad` marks channels left to the caller. Rows are read in order, each once, so x streams from memory.
 struct Sums {
-  float acc[kChunk], raw[kChunk];
+  float acc[kChunk];
   double total[kChunk];
   vi bad[kChunk / kLanes];
   int64_t lanes;
@@ -128,11 +136,9 @@ struct Sums {
   }
   void clear() {
     std::fill(acc, acc + lanes * kLanes, 0.0f);
-    std::fill(raw, raw + lanes * kLanes, 0.0f);
   }
   void flush() {
     for (int64_t j = 0; j < lanes * kLanes; ++j) total[j] += acc[j];
-    for (int64_t l = 0; l < lanes; ++l) bad[l] |= non_finite(pw::vload(raw + l * kLanes));
     clear();
   }
   bool bad_lane(int64_t j) const { return bad[j / kLanes][j % kLanes] != 0; }
@@ -150,21 +156,21 @@ void forward_channels_last(const View& v, const float* x, const float* p, float 
   Padded pad;
   for (int64_t j = 0; j < s.lanes * kLanes; ++j) pad.p[j] = j < k.width ? p[k.c0 + j] : 1.0f;
   const int64_t full = k.width / kLanes;
+  vf probe = pw::vsplat(0.0f);  // one for the chunk: an inf or NaN redoes all of its channels
   for (int64_t a = 0; a < v.outer; ++a) {
     const float* row = v.row(x, k.b, a) + k.c0;
     for (int64_t l = 0; l < s.lanes; ++l) {
       const int64_t j = l * kLanes;
-      vf raw = pw::vload(s.raw + j);
       const vf xv = l < full ? pw::vload(row + j) : load_lanes(row, j, k.width, 1.0f);
-      pw::vstore(s.acc + j, pw::vload(s.acc + j) + power(xv, pw::vload(pad.p + j), eps, raw));
-      pw::vstore(s.raw + j, raw);
+      pw::vstore(s.acc + j, pw::vload(s.acc + j) + power(xv, pw::vload(pad.p + j), eps, probe));
     }
     if ((a + 1) % kFlush == 0) s.flush();
   }
   s.flush();
+  const bool chunk_bad = any_non_finite(probe);
   for (int64_t j = 0; j < k.width; ++j) {
     const int64_t c = k.c0 + j;
-    const bool ok = !s.bad_lane(j) && usable_sum(s.total[j]);
+    const bool ok = !chunk_bad && !s.bad_lane(j) && usable_sum(s.total[j]);
     redo[k.b * v.channels + c] = ok ? 0 : 1;
     y[k.b * v.channels + c] = ok ? ggem_value(s.total[j], v.n(), p[c]) : 0.0f;
   }
@@ -185,16 +191,16 @@ void backward_channels_last(const View& v, const float* x, const float* y, const
     if (in && !usable_output(y[base + j], eps)) s.bad[j / kLanes][j % kLanes] = -1;
   }
   const int64_t full = k.width / kLanes;
+  vf probe = pw::vsplat(0.0f);
   for (int64_t a = 0; a < v.outer; ++a) {
     const int64_t offset = (k.b * v.outer + a) * v.channels + k.c0;
     for (int64_t l = 0; l < s.lanes; ++l) {
       const int64_t j = l * kLanes;
-      vf raw = pw::vload(s.raw + j), w = pw::vload(s.acc + j);
+      vf w = pw::vload(s.acc + j);
       const vf xv = l < full ? pw::vload(x + offset + j) : load_lanes(x + offset, j, k.width, 1.0f);
       const vf gx = backward_terms(xv, pw::vload(pad.y + j), pw::vload(pad.p + j),
-                                   pw::vload(pad.gn + j), eps, raw, w);
+                                   pw::vload(pad.gn + j), eps, probe, w);
       pw::vstore(s.acc + j, w);
-      pw::vstore(s.raw + j, raw);
       if (l < full) {
         pw::vstore(grad_x + offset + j, gx);
       } else {
@@ -204,8 +210,9 @@ void backward_channels_last(const View& v, const float* x, const float* y, const
     if ((a + 1) % kFlush == 0) s.flush();
   }
   s.flush();
+  const bool chunk_bad = any_non_finite(probe);
   for (int64_t j = 0; j < k.width; ++j) {
-    const bool ok = !s.bad_lane(j);
+    const bool ok = !chunk_bad && !s.bad_lane(j);
     redo[base + j] = ok ? 0 : 1;
     weighted[base + j] = ok ? s.total[j] : 0.0;
   }
@@ -217,27 +224,24 @@ void forward_inner(const View& v, const float* x, const float* p, float eps, flo
                    uint8_t* redo, int64_t item) {
   const int64_t b = item / v.channels, c = item % v.channels;
   const vf pv = pw::vsplat(p[c]);
-  vf acc = pw::vsplat(0.0f), raw = pw::vsplat(0.0f);
-  vi bad{};
+  vf acc = pw::vsplat(0.0f), probe = pw::vsplat(0.0f);
   double total = 0.0;
   int steps = 0;
   for (int64_t a = 0; a < v.outer; ++a) {
     const float* row = v.row(x, b, a) + c * v.inner;
     for (int64_t j = 0; j < v.inner; j += kLanes) {
       // padded lanes hold 1.0f, finite, and their powers are masked out
-      const vf t = power(load_lanes(row, j, v.inner, 1.0f), pv, eps, raw);
+      const vf t = power(load_lanes(row, j, v.inner, 1.0f), pv, eps, probe);
       acc += j + kLanes <= v.inner ? t : pw::first_lanes(t, static_cast<int>(v.inner - j));
       if (++steps == kFlush) {
         total += pw::vhsum(acc);
-        bad |= non_finite(raw);
-        acc = raw = pw::vsplat(0.0f);
+        acc = pw::vsplat(0.0f);
         steps = 0;
       }
     }
   }
   total += pw::vhsum(acc);
-  bad |= non_finite(raw);
-  const bool ok = !any(bad) && usable_sum(total);
+  const bool ok = !any_non_finite(probe) && usable_sum(total);
   redo[item] = ok ? 0 : 1;
   y[item] = ok ? ggem_value(total, v.n(), p[c]) : 0.0f;
 }
@@ -253,8 +257,7 @@ void backward_inner(const View& v, const float* x, const float* y, const float* 
   }
   const vf pv = pw::vsplat(p[c]), yv = pw::vsplat(y[item]);
   const vf gn = pw::vsplat(grad[item] / static_cast<float>(v.n()));
-  vf acc = pw::vsplat(0.0f), raw = pw::vsplat(0.0f);
-  vi bad{};
+  vf acc = pw::vsplat(0.0f), probe = pw::vsplat(0.0f);
   double total = 0.0;
   int steps = 0;
   for (int64_t a = 0; a < v.outer; ++a) {
@@ -262,20 +265,18 @@ void backward_inner(const View& v, const float* x, const float* y, const float* 
     const float* row = x + ((b * v.outer + a) * v.channels + c) * v.inner;
     for (int64_t j = 0; j < v.inner; j += kLanes) {
       // padded lanes take x = y: z = 0 there, so their weighted term is exactly 0
-      const vf gx = backward_terms(load_lanes(row, j, v.inner, y[item]), yv, pv, gn, eps, raw,
-                                   acc);
+      const vf gx = backward_terms(load_lanes(row, j, v.inner, y[item]), yv, pv, gn, eps,
+                                   probe, acc);
       store_lanes(out, j, v.inner, gx);
       if (++steps == kFlush) {
         total += pw::vhsum(acc);
-        bad |= non_finite(raw);
-        acc = raw = pw::vsplat(0.0f);
+        acc = pw::vsplat(0.0f);
         steps = 0;
       }
     }
   }
   total += pw::vhsum(acc);
-  bad |= non_finite(raw);
-  const bool ok = !any(bad);
+  const bool ok = !any_non_finite(probe);
   redo[item] = ok ? 0 : 1;
   weighted[item] = ok ? total : 0.0;
 }
