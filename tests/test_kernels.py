@@ -4,13 +4,17 @@ built, and fallbacks that warn once."""
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +196,29 @@ def test_narrower_builds_give_the_same_values(cache, monkeypatch, isa):
         torch.testing.assert_close(got, want.detach(), rtol=2e-6, atol=0)
         torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-4, atol=1e-6)
+
+
+def _coefficients(text: str, function: str) -> list[float]:
+    """The Horner coefficients of one simd.h function, lowest degree first."""
+    body = text.split(f"inline {function}", 1)[1].split("\n}\n", 1)[0]
+    first = re.search(r"vf poly = vsplat\(([-+0-9.e]+)f\);", body)
+    steps = re.findall(r"poly = poly \* \w ([-+]) ([0-9.e+-]+)f;", body)
+    values = [float(first[1])] + [float(v) * (-1 if sign == "-" else 1) for sign, v in steps]
+    return values[::-1]
+
+
+def test_simd_polynomials_are_the_fitted_ones():
+    """simd.h holds the coefficients tools/fit_kernel_polynomials.py fits, with its error."""
+    path = Path(__file__).parents[1] / "tools" / "fit_kernel_polynomials.py"
+    spec = importlib.util.spec_from_file_location("fit_kernel_polynomials", path)
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    text = (build.CSRC / "simd.h").read_text()
+    cases = [
+        ("vf vlog2(vf x)", fit.log2_quotient, np.sqrt(0.5) - 1, np.sqrt(2) - 1, 7, 2.1e-7),
+        ("Exp2Parts vexp2_parts(vf z)", fit.exp2_quotient, -0.5, 0.5, 5, 2.1e-8),
+    ]
+    for function, quotient, lo, hi, degree, bound in cases:
+        fitted, error = fit.fit(quotient, lo, hi, degree)
+        assert error < bound
+        np.testing.assert_allclose(_coefficients(text, function), fitted, rtol=1e-8)
