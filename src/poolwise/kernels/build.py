@@ -28,7 +28,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import json
 import os
 import platform
 import re
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from poolwise._io import sha256_file, write_json
+from poolwise._io import read_json, sha256_file, write_json
 
 __all__ = [
     "CSRC",
@@ -234,7 +233,7 @@ def _verified(target: Path, record: Path, abi: int) -> bool:
     if not (target.is_file() and record.is_file()):
         return False
     try:
-        facts = json.loads(record.read_text())
+        facts = read_json(record, "kernel library record")
         _check_private(target, "the cached library")
         _check_private(record, "the cached library's record")
     except (ValueError, OSError, UnsafeCacheError):

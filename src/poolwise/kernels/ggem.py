@@ -38,10 +38,6 @@ def view_sizes(shape: torch.Size | tuple[int, ...], cdim: int) -> tuple[int, int
     return shape[0], math.prod(shape[1:cdim]), shape[cdim], math.prod(shape[cdim + 1 :])
 
 
-def _threads() -> int:
-    return torch.get_num_threads()
-
-
 @torch.library.custom_op("poolwise::ggem_forward", mutates_args=())
 def ggem_forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> tuple[Tensor, Tensor]:
     """(y (B, C) float32, redo (B, C) uint8) for contiguous float32 x and p (C,)."""
@@ -50,7 +46,7 @@ def ggem_forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> tuple[Tensor, T
     redo = torch.empty(batch, channels, dtype=torch.uint8)
     library().pw_ggem_forward(
         x.data_ptr(), p.data_ptr(), eps, y.data_ptr(), redo.data_ptr(),
-        batch, outer, channels, inner, _threads(),
+        batch, outer, channels, inner, torch.get_num_threads(),
     )
     return y, redo
 
@@ -76,7 +72,8 @@ def ggem_backward(
     redo = torch.empty(batch, channels, dtype=torch.uint8)
     library().pw_ggem_backward(
         x.data_ptr(), y.data_ptr(), grad.data_ptr(), p.data_ptr(), eps, grad_x.data_ptr(),
-        weighted.data_ptr(), redo.data_ptr(), batch, outer, channels, inner, _threads(),
+        weighted.data_ptr(), redo.data_ptr(), batch, outer, channels, inner,
+        torch.get_num_threads(),
     )
     return grad_x, weighted, redo
 

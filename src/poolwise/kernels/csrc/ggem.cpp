@@ -90,12 +90,6 @@ inline float ggem_value(double sum, int64_t n, float p) {
   return static_cast<float>(std::exp(std::log(sum / static_cast<double>(n)) / p));
 }
 
-inline bool any(vi v) {
-  for (int i = 0; i < kLanes; ++i)
-    if (v[i]) return true;
-  return false;
-}
-
 // --- channels-last (inner == 1): lanes run over channels -------------------------------------
 
 struct Chunk {
@@ -123,7 +117,7 @@ inline void store_lanes(float* row, int64_t j, int64_t width, vf v) {
 }
 
 // One chunk's running sums: float over at most kFlush rows (in L1, beside the row being
-// read), then double; `bad` marks channels left to the caller. Rows are read in order, each once, so x streams from memory.
+// read), then double; `bad` marks channels the backward leaves to the caller. Rows are read in order, each once, so x streams from memory.
 struct Sums {
   float acc[kChunk];
   double total[kChunk];
@@ -180,7 +174,7 @@ void forward_channels_last(const View& v, const float* x, const float* p, float 
   }
   for (int64_t j = 0; j < k.width; ++j) {
     const int64_t c = k.c0 + j;
-    const bool ok = !chunk_bad && !s.bad_lane(j) && usable_sum(s.total[j]);
+    const bool ok = !chunk_bad && usable_sum(s.total[j]);
     redo[k.b * v.channels + c] = ok ? 0 : 1;
     y[k.b * v.channels + c] = ok ? out[j] : 0.0f;
   }
@@ -297,6 +291,20 @@ int useful_threads(const View& v, int threads) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, elements >> 16)));
 }
 
+// Work items: (sample, channel chunk) for channels-last, (sample, channel) otherwise.
+int64_t work_items(const View& v) {
+  return v.inner == 1 ? v.batch * ((v.channels + kChunk - 1) / kChunk) : v.batch * v.channels;
+}
+
+// body(item) for every work item of v, on up to `threads` threads.
+template <typename Body>
+void over_items(const View& v, int threads, Body body) {
+  pw::parallel_ranges(work_items(v), useful_threads(v, threads),
+                      [&](int, int64_t begin, int64_t end) {
+                        for (int64_t item = begin; item < end; ++item) body(item);
+                      });
+}
+
 }  // namespace
 
 extern "C" {
@@ -305,15 +313,11 @@ void pw_ggem_forward(const float* x, const float* p, float eps, float* y, uint8_
                      int64_t batch, int64_t outer, int64_t channels, int64_t inner,
                      int32_t threads) {
   const View v{batch, outer, channels, inner};
-  const bool last = inner == 1;
-  const int64_t items = last ? batch * ((channels + kChunk - 1) / kChunk) : batch * channels;
-  pw::parallel_ranges(items, useful_threads(v, threads), [&](int, int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      if (last) {
-        forward_channels_last(v, x, p, eps, y, redo, item);
-      } else {
-        forward_inner(v, x, p, eps, y, redo, item);
-      }
+  over_items(v, threads, [&](int64_t item) {
+    if (inner == 1) {
+      forward_channels_last(v, x, p, eps, y, redo, item);
+    } else {
+      forward_inner(v, x, p, eps, y, redo, item);
     }
   });
 }
@@ -322,15 +326,11 @@ void pw_ggem_backward(const float* x, const float* y, const float* grad, const f
                       float eps, float* grad_x, double* weighted, uint8_t* redo, int64_t batch,
                       int64_t outer, int64_t channels, int64_t inner, int32_t threads) {
   const View v{batch, outer, channels, inner};
-  const bool last = inner == 1;
-  const int64_t items = last ? batch * ((channels + kChunk - 1) / kChunk) : batch * channels;
-  pw::parallel_ranges(items, useful_threads(v, threads), [&](int, int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      if (last) {
-        backward_channels_last(v, x, y, grad, p, eps, grad_x, weighted, redo, item);
-      } else {
-        backward_inner(v, x, y, grad, p, eps, grad_x, weighted, redo, item);
-      }
+  over_items(v, threads, [&](int64_t item) {
+    if (inner == 1) {
+      backward_channels_last(v, x, y, grad, p, eps, grad_x, weighted, redo, item);
+    } else {
+      backward_inner(v, x, y, grad, p, eps, grad_x, weighted, redo, item);
     }
   });
 }
