@@ -1,0 +1,72 @@
+"""The package declares what it imports, ships its license and type marker, and has one version."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import poolwise
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "poolwise"
+
+# import name -> distribution name, where the two differ
+DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "open_clip": "open_clip_torch",
+                 "open_clip_train": "open_clip_torch", "yaml": "pyyaml"}
+
+
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    return pytest.importorskip("tomli")
+
+
+def _project() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return _toml().load(f)["project"]
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("-", "_")
+            for r in requirements}
+
+
+def _imported() -> set[str]:
+    found = set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return {m for m in found if m not in sys.stdlib_module_names and m != "poolwise"}
+
+
+def test_every_imported_package_is_declared():
+    project = _project()
+    declared = _names(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared |= _names(extra)
+    missing = sorted(m for m in _imported()
+                     if DISTRIBUTIONS.get(m, m).lower().replace("-", "_") not in declared)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_one_version():
+    project = _project()
+    assert "version" not in project and "version" in project["dynamic"]
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert f"\nversion: {poolwise.__version__}\n" in citation
+    assert f"## [{poolwise.__version__}]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_license_and_type_marker_ship():
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+    assert _project()["license-files"] == ["LICENSE"]
+    assert (SRC / "py.typed").is_file()
