@@ -92,7 +92,9 @@ def test_onnx_and_torchscript_match_pytorch(tmp_path, name):
     reference = Detector.load(path).predict_proba(windows(64, seed=1))
     onnx_path = export_detector(path, tmp_path / f"{name}.onnx", "onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    script = torch.jit.load(str(export_detector(path, tmp_path / f"{name}.pt", "torchscript")))
+    with pytest.warns(FutureWarning, match="TorchScript is in maintenance mode"):
+        script = torch.jit.load(str(export_detector(path, tmp_path / f"{name}.pt",
+                                                    "torchscript")))
     for batch in (1, 64):
         X = windows(64, seed=1)[:batch]
         got, valid = session.run(None, {"windows": X})
@@ -108,7 +110,8 @@ def test_onnx_and_torchscript_match_pytorch(tmp_path, name):
 
 def test_export_cli(tmp_path, capsys):
     path, _ = make_detector(tmp_path, "cnn_tap")
-    assert main(["pain", "export", str(path), "--format", "torchscript"]) == 0
+    with pytest.warns(FutureWarning, match="TorchScript"):
+        assert main(["pain", "export", str(path), "--format", "torchscript"]) == 0
     assert (tmp_path / "cnn_tap.pt").is_file() and "wrote" in capsys.readouterr().out
     assert main(["pain", "export", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors does not exist" in capsys.readouterr().err

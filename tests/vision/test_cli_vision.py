@@ -56,7 +56,9 @@ def test_export_ggem_vit_matches_pytorch(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["vision", "train", "--epochs", "1", *TINY, "--out", str(run)]) == 0
     assert main(["vision", "export", str(run)]) == 0
-    assert main(["vision", "export", str(run), "--format", "torchscript", "--embedding"]) == 0
+    with pytest.warns(FutureWarning, match="TorchScript is in maintenance mode"):
+        assert main(["vision", "export", str(run), "--format", "torchscript",
+                     "--embedding"]) == 0
     model, _ = load_trained(run)
     images = torch.randn(64, 1, 28, 28)
     with torch.no_grad():

@@ -137,7 +137,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from poolwise.pain.export import export_detector
 
     checkpoint = Path(args.checkpoint)
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    from poolwise._export import SUFFIXES
+
+    suffix = SUFFIXES[args.format]
     out = Path(args.out) if args.out else checkpoint.with_suffix(suffix)
     path = export_detector(checkpoint, out, args.format, max_abs_z=args.max_z)
     print(f"wrote {path} and {path.name}.json (input: raw windows (batch, channels, window); "
@@ -240,6 +242,7 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
 
 
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
+    from poolwise._export import FORMATS
     from poolwise.pain.constants import MAX_ABS_Z
 
     pain = commands.add_parser(
@@ -362,7 +365,9 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         "written beside it as JSON.",
     )
     export.add_argument("checkpoint", help="fold_<subject>.safetensors of a LOSO run")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="onnx: torch's maintained exporter (needs poolwise[onnx]); "
+                        "torchscript: deprecated (PyTorch no longer develops TorchScript)")
     export.add_argument("--out", help="output file (default: the checkpoint's name, .onnx/.pt)")
     export.add_argument("--max-z", type=positive_float, default=MAX_ABS_Z,
                         help="largest |z-score| the graph marks valid (%(default)g)")

@@ -1,4 +1,5 @@
-"""Export a detector checkpoint to ONNX or TorchScript: raw windows in, probability out.
+"""Export a detector checkpoint to ONNX (or deprecated TorchScript): raw windows in, probability
+out, through :mod:`poolwise._export`.
 
 The exported graph includes the z-score normalisation and the softmax, so a consumer feeds raw
 windows ``(batch, channels, window)`` (dynamic batch axis) and gets two outputs: the
@@ -8,7 +9,8 @@ holds NaN/inf, or the probability is not finite. A consumer must not use a proba
 ``valid`` is False. Checkpoints that :func:`~poolwise.pain.detector.read_detector` refuses
 (bad metadata, NaN weights, zero std) are refused here too. The detector config (channel
 names and order, frame rate, window, hop, threshold) is written beside it as ``<file>.json``
-and, for ONNX, also into the model's metadata. PyTorch's fused transformer fast path is switched
+and into the model's metadata (ONNX ``metadata_props["poolwise_detector"]``, TorchScript extra
+file ``poolwise_detector.json``). PyTorch's fused transformer fast path is switched
 off while exporting (it has no ONNX form); GGeM exports as plain ops.
 """
 
@@ -16,16 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import warnings
 from pathlib import Path
 
 import torch
 
-from poolwise._io import atomic_path, write_text
+from poolwise._export import check_format, export_graph
+from poolwise._io import write_text
 from poolwise.pain.constants import MAX_ABS_Z
 from poolwise.pain.detector import Detector, ProbabilityNet
-
-FORMATS = ("onnx", "torchscript")
 
 
 @contextlib.contextmanager
@@ -57,29 +57,16 @@ def export_detector(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", 
         ValueError: for a checkpoint that :func:`~poolwise.pain.detector.read_detector`
             refuses, or an unknown format; nothing is written then.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    check_format(fmt)
     detector = Detector.load(checkpoint, max_abs_z=max_abs_z)
     wrapper = _CheckedNet(detector.net).eval()
     config = detector.config
     example = torch.zeros(2, len(config.channel_names), config.window)
+    with _no_fastpath():
+        export_graph(wrapper, example, Path(out), fmt, input_name="windows",
+                     output_names=["probability", "valid"],
+                     metadata={"poolwise_detector": config.to_json()})
     out = Path(out)
-    with _no_fastpath(), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with atomic_path(out) as tmp:
-            if fmt == "onnx":
-                torch.onnx.export(
-                    wrapper, (example,), str(tmp), input_names=["windows"],
-                    output_names=["probability", "valid"],
-                    dynamic_axes={"windows": {0: "batch"}, "probability": {0: "batch"},
-                                  "valid": {0: "batch"}},
-                    dynamo=False, opset_version=17,
-                )
-                _add_onnx_metadata(tmp, config.to_json())
-            else:
-                traced = torch.jit.trace(wrapper, example)
-                torch.jit.save(traced, str(tmp), _extra_files={"poolwise_detector.json":
-                                                               config.to_json()})
     sidecar = {**json.loads(config.to_json()), "max_abs_z": max_abs_z,
                "outputs": {"probability": "P(protective) per window",
                            "valid": "False: do not use that probability (|z| > max_abs_z, "
@@ -88,13 +75,3 @@ def export_detector(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", 
                                                              sort_keys=True) + "\n")
     return out
 
-
-def _add_onnx_metadata(path: Path, text: str) -> None:
-    try:
-        import onnx
-    except ImportError:  # the sidecar JSON still carries the config
-        return
-    model = onnx.load(str(path))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "poolwise_detector", text
-    onnx.save(model, str(path))

@@ -317,9 +317,10 @@ def _cmd_dependence(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from poolwise._export import SUFFIXES
     from poolwise.vision.export import export_run
 
-    suffix = ".onnx" if args.format == "onnx" else ".pt"
+    suffix = SUFFIXES[args.format]
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model{suffix}"
     path = export_run(args.run_dir, out, args.format, embedding=args.embedding)
     print(f"wrote {path} and {path.name}.json")
@@ -466,6 +467,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def add_vision_commands(commands) -> None:
+    from poolwise._export import FORMATS
     from poolwise.pooling import list_pools
 
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
@@ -511,7 +513,9 @@ def add_vision_commands(commands) -> None:
                             "(dynamic batch axis), class probabilities (or --embedding) out; "
                             "GGeM as plain ops.")
     export.add_argument("run_dir", metavar="RUN", help="a finished run folder")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="onnx: torch's maintained exporter (needs poolwise[onnx]); "
+                        "torchscript: deprecated (PyTorch no longer develops TorchScript)")
     export.add_argument("--embedding", action="store_true", help="output the pooled embedding")
     export.add_argument("--out", help="output file (default: RUN/model.onnx or .pt)")
     export.set_defaults(run=_cmd_export)

@@ -1,4 +1,5 @@
-"""Export a trained pooled timm model (a ``poolwise vision train`` run) to ONNX or TorchScript.
+"""Export a trained pooled timm model (a ``poolwise vision train`` run) to ONNX (or deprecated
+TorchScript) through :mod:`poolwise._export`.
 
 The graph takes normalised images ``(batch, channels, height, width)`` with a dynamic batch
 axis and returns class probabilities ``(batch, classes)``, or with ``embedding=True`` the
@@ -9,16 +10,14 @@ pow, mean), so any ONNX runtime runs it.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from poolwise._io import atomic_path, read_json, write_text
+from poolwise._export import check_format, export_graph
+from poolwise._io import read_json, write_text
 from poolwise.vision.train import load_splits, load_trained
-
-FORMATS = ("onnx", "torchscript")
 
 
 class _Probabilities(nn.Module):
@@ -36,25 +35,15 @@ class _Probabilities(nn.Module):
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", *,
                embedding: bool = False) -> Path:
     """Writes ``out`` and ``out.json`` (the run's spec, input shape and class names)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    check_format(fmt)
     model, spec = load_trained(run_dir)
     result = read_json(Path(run_dir) / "result.json", "run result")
     train, _ = load_splits(spec)
     channels, size = train.channels, train.image_size
     example = torch.zeros(2, channels, size, size)
     wrapper = _Probabilities(model, embedding).eval()
-    out = Path(out)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with atomic_path(out) as tmp:
-            if fmt == "onnx":
-                name = "embedding" if embedding else "probabilities"
-                torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"],
-                                  output_names=[name], dynamo=False, opset_version=17,
-                                  dynamic_axes={"images": {0: "batch"}, name: {0: "batch"}})
-            else:
-                torch.jit.save(torch.jit.trace(wrapper, example), str(tmp))
+    name = "embedding" if embedding else "probabilities"
+    out = export_graph(wrapper, example, Path(out), fmt, input_name="images", output_names=[name])
     info = {"spec": spec.to_json(), "input": ["batch", channels, size, size],
             "output": "embedding" if embedding else "probabilities",
             "classes": result.get("classes"), "p": model.p_values()}

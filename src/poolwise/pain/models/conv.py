@@ -123,6 +123,12 @@ def _backward(ctx, grad: Tensor):
 conv2d_in_layout.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _compiling() -> bool:
+    """Under ``torch.compile`` but not ``torch.export`` (an exported graph, ONNX included, keeps
+    the standard operators)."""
+    return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+
+
 class LayoutConv2d(nn.Conv2d):
     """``nn.Conv2d`` that, under ``torch.compile``, runs as
     :func:`poolwise.kernels.conv.conv2d_direct` where that supports the call, else as
@@ -135,7 +141,7 @@ class LayoutConv2d(nn.Conv2d):
 
     def _layout_path(self) -> bool:
         return (
-            torch.compiler.is_compiling()
+            _compiling()
             and self.bias is not None
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
@@ -165,7 +171,7 @@ class RowMaxPool2d(nn.MaxPool2d):
 
     def _rows_path(self) -> bool:
         return (
-            torch.compiler.is_compiling()
+            _compiling()
             and self.kernel_size == (2, 1)
             and self.stride == (2, 1)
             and self.padding == 0
@@ -214,7 +220,7 @@ class ConvStack(nn.Sequential):
     so its second pass reads from cache. Anywhere else it is the plain sequence."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (torch.compiler.is_compiling() and self.training):
+        if not (_compiling() and self.training):
             return super().forward(x)
         layers, i = list(self), 0
         while i < len(layers):

@@ -1,0 +1,70 @@
+"""One exporter for every graph poolwise writes (detectors, pooled image models).
+
+``onnx`` (the default) uses PyTorch's maintained exporter, ``torch.onnx.export(...,
+dynamo=True)`` (it needs ``onnxscript``: ``pip install 'poolwise[onnx]'``), with a dynamic batch
+axis and standard ONNX operators only. ``torchscript`` writes a traced TorchScript file; PyTorch
+keeps TorchScript in maintenance mode and no longer develops it, so that format is deprecated
+here too and emits a :class:`FutureWarning`: use ONNX for new deployments.
+
+Warnings of either exporter are left visible.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from poolwise._io import atomic_path
+from poolwise.kernels import use_native
+
+FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+DEPRECATED = {"torchscript": "TorchScript is in maintenance mode in PyTorch; export to ONNX "
+                             "(--format onnx) for new deployments"}
+
+
+def check_format(fmt: str) -> None:
+    """Raises ValueError naming the formats, for one that is not in :data:`FORMATS`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+def export_graph(module: nn.Module, example: torch.Tensor, out: Path, fmt: str, *,
+                 input_name: str, output_names: list[str],
+                 metadata: dict[str, str] | None = None) -> Path:
+    """Writes ``module`` (in eval mode, one tensor input whose first axis is the batch) to
+    ``out`` atomically; ``metadata`` goes into the ONNX model's ``metadata_props`` or the
+    TorchScript file's extra files (``<key>.json``)."""
+    check_format(fmt)
+    module = module.eval()
+    out = Path(out)
+    # the graph holds standard operators only: poolwise's native kernels are switched off
+    with torch.no_grad(), use_native(False), atomic_path(out) as tmp:
+        if fmt == "onnx":
+            _onnx(module, example, tmp, input_name, output_names, metadata or {})
+        else:
+            warnings.warn(DEPRECATED[fmt], FutureWarning, stacklevel=3)
+            traced = torch.jit.trace(module, example)
+            extra = {f"{k}.json": v for k, v in (metadata or {}).items()}
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+    return out
+
+
+def _onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
+          output_names: list[str], metadata: dict[str, str]) -> None:
+    try:
+        import onnxscript  # noqa: F401  (torch's exporter needs it)
+    except ImportError as error:
+        raise OSError("ONNX export needs onnxscript and onnx: pip install 'poolwise[onnx]'"
+                      ) from error
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    program = torch.onnx.export(
+        module, (example,), input_names=[input_name], output_names=output_names,
+        dynamic_shapes=({0: batch},), dynamo=True, optimize=True, verbose=False,
+    )
+    for key, value in metadata.items():
+        program.model.metadata_props[key] = value
+    program.save(str(path))
