@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -94,6 +94,30 @@ def read_json(path: str | os.PathLike, what: str = "file") -> object:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: {what} is not valid JSON ({error}); it may be truncated: "
                          "delete it or restore it from a copy") from None
+
+
+def check_settings(path: str | os.PathLike, wanted: Mapping, what: str, *,
+                   ignore: Collection[str] = ()) -> bool:
+    """Whether ``path`` (the settings file of a run folder) exists and holds ``wanted``, keys
+    in ``ignore`` aside: False when it does not exist yet.
+
+    Raises:
+        ValueError: naming the folder and the keys that differ, when it holds other settings
+            (resuming would mix two runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    saved = read_json(path, f"the {what} settings")
+    wanted = json.loads(json.dumps(wanted))
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a settings object; use another --out folder")
+    diff = sorted(k for k in set(saved) | set(wanted)
+                  if k not in ignore and saved.get(k) != wanted.get(k))
+    if diff:
+        raise ValueError(f"{path.parent} holds a {what} with other settings ({', '.join(diff)}); "
+                         "use another --out folder or the same settings")
+    return True
 
 
 def append_jsonl(path: str | os.PathLike, obj: object) -> None:

@@ -126,7 +126,7 @@ def test_killed_run_resumes_without_losing_folds(cohort, tmp_path, monkeypatch):
 
 def test_run_folder_refuses_another_configuration(cohort, tmp_path):
     run_loso(cohort, tmp_path, _config(), folds=["C01"])
-    with pytest.raises(ValueError, match="differs in model"):
+    with pytest.raises(ValueError, match=r"other settings \(model"):
         run_loso(cohort, tmp_path, LosoConfig("lsfan", train=TrainConfig(epochs=2)), folds=["0"])
 
 

@@ -13,8 +13,8 @@ from poolwise.pain.metrics import (
     confusion,
     per_subject_metrics,
     roc_auc,
-    summarise,
 )
+from poolwise.stats import summarise
 
 
 def test_hand_computed_example():

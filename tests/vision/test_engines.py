@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from poolwise.vision.compare import run_compare, summarise, verdict, write_compare_report
+from poolwise.vision.compare import run_compare, summarise_pools, verdict, write_compare_report
 from poolwise.vision.retrieval_protocol import run_retrieval, split_classes
 from poolwise.vision.train import RunSpec, load_trained, run_classification
 
@@ -78,7 +78,7 @@ def test_compare_grid_table_and_verdict(tmp_path):
     results = run_compare(tmp_path, base, ["avg", "ggem"], [0, 1])
     assert [(r["spec"]["pool"], r["spec"]["seed"]) for r in results] == [
         ("avg", 0), ("avg", 1), ("ggem", 0), ("ggem", 1)]
-    rows = summarise(results)
+    rows = summarise_pools(results)
     avg = rows[0]
     values = [100 * r["accuracy"] for r in results[:2]]
     assert avg["accuracy"]["mean"] == pytest.approx(sum(values) / 2)

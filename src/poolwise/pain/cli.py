@@ -151,15 +151,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_stream(args: argparse.Namespace) -> int:
     import sys
 
+    from poolwise.pain.constants import FRAME_RATE
     from poolwise.pain.data.layout import CHANNEL_NAMES
     from poolwise.pain.detector import Detector
-    from poolwise.pain.replay import FAME_FRAME_RATE, iter_csv_frames, read_fame_frames
+    from poolwise.pain.replay import iter_csv_frames, read_fame_frames
     from poolwise.pain.streaming import StreamingDetector
 
     detector = Detector.load(args.checkpoint, max_abs_z=args.max_z)
     config = detector.config
     if args.input.endswith(".mat"):
-        detector.check(channel_names=CHANNEL_NAMES, frame_rate=FAME_FRAME_RATE)
+        detector.check(channel_names=CHANNEL_NAMES, frame_rate=FRAME_RATE)
         session = read_fame_frames(args.input)
         chunks = ((session[i:i + args.chunk], None) for i in range(0, len(session), args.chunk))
     else:
@@ -189,7 +190,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
           + (f" ({detail})" if detail else ""))
     if args.out:
         _write_stream_outputs(Path(args.out), decisions, n_frames, config)
-        print(f"# written: {args.out}/decisions.csv, frames.csv, stream.png")
+        print(f"# written: {args.out}/decisions.csv, frames.csv, stream.png, stream.svg")
     return 0
 
 
@@ -197,12 +198,8 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
     import csv
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from poolwise._io import atomic_path, write_text
+    from poolwise._figures import figure, save_figure
+    from poolwise._io import write_text
     from poolwise.pain.streaming import frame_labels
 
     buffer = io.StringIO()
@@ -221,7 +218,8 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
         writer.writerow([i, f"{i / config.frame_rate:.4f}",
                          "" if prob[i] != prob[i] else f"{prob[i]:.6f}", int(labels[i])])
     write_text(out / "frames.csv", buffer.getvalue())
-    fig, ax = plt.subplots(figsize=(10, 3))
+    fig = figure((10, 3))
+    ax = fig.subplots()
     t = [d.time_s for d in decisions if d.probability is not None]
     ax.plot(t, [d.probability for d in decisions if d.probability is not None], ".-", ms=3,
             label="window probability (at its end)")
@@ -236,14 +234,12 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    with atomic_path(out / "stream.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "stream.png", dpi=110)
 
 
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
-    from poolwise.pain.constants import MAX_ABS_Z
+    from poolwise.pain.constants import MAX_ABS_Z, STEP, WINDOW
 
     pain = commands.add_parser(
         "pain",
@@ -286,9 +282,9 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="DATA holds challenge-style per-subject .csv/.mat files",
     )
-    windows.add_argument("--window", type=positive_int, default=180,
-                         help="frames per window (180)")
-    windows.add_argument("--step", type=positive_int, default=45, help="hop in frames (45)")
+    windows.add_argument("--window", type=positive_int, default=WINDOW,
+                         help="frames per window")
+    windows.add_argument("--step", type=positive_int, default=STEP, help="hop in frames")
     windows.set_defaults(run=_cmd_windows)
 
     models = sub.add_parser(

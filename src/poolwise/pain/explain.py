@@ -142,12 +142,9 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
 
 
 def write_explanations(arrays: dict, out: str | Path) -> list[Path]:
-    """Writes ``explanations.npz`` and PNG heat maps (Grad-CAM, attention) into ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Writes ``explanations.npz`` and heat maps (Grad-CAM, attention; PNG and SVG) into
+    ``out``."""
+    from poolwise._figures import figure, save_figure
     from poolwise._io import atomic_path
 
     out = Path(out)
@@ -157,7 +154,8 @@ def write_explanations(arrays: dict, out: str | Path) -> list[Path]:
     written.append(out / "explanations.npz")
     names = [str(c) for c in arrays["channel_names"]]
     keys = [k[len("cam_") :] for k in arrays if k.startswith("cam_")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 4.2), squeeze=False)
+    fig = figure((3.2 * len(keys), 4.2))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         cam = arrays[f"cam_{key}"]
         seconds = cam.shape[0] / float(arrays["frame_rate"])
@@ -167,12 +165,11 @@ def write_explanations(arrays: dict, out: str | Path) -> list[Path]:
         ax.set_title(f"Grad-CAM, {key} (n={int(arrays[f'n_{key}'])})", fontsize=8)
         ax.set_ylabel("time in window (s)", fontsize=7)
     fig.tight_layout()
-    with atomic_path(out / "gradcam.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=130)
-    written.append(out / "gradcam.png")
+    written += [out / name for name in save_figure(fig, out / "gradcam.png")]
     keys = [k[len("attention_") :] for k in arrays if k.startswith("attention_")]
     if keys:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.0 * len(keys), 3.0), squeeze=False)
+        fig = figure((3.0 * len(keys), 3.0))
+        axes = fig.subplots(1, len(keys), squeeze=False)
         for ax, key in zip(axes[0], keys, strict=True):
             image = ax.imshow(arrays[f"attention_{key}"], cmap="viridis")
             ax.set_title(f"attention, {key}", fontsize=8)
@@ -180,8 +177,5 @@ def write_explanations(arrays: dict, out: str | Path) -> list[Path]:
             ax.set_ylabel("query: CNN channel", fontsize=7)
             fig.colorbar(image, ax=ax, fraction=0.046)
         fig.tight_layout()
-        with atomic_path(out / "attention.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=130)
-        written.append(out / "attention.png")
-    plt.close("all")
+        written += [out / name for name in save_figure(fig, out / "attention.png")]
     return written

@@ -46,6 +46,7 @@ import torch
 from poolwise import __version__
 from poolwise._io import (
     append_jsonl,
+    check_settings,
     lock_folder,
     read_json,
     remove_stale_temps,
@@ -190,15 +191,7 @@ def _prepare_run_dir(run_dir: Path, config: LosoConfig, dataset: WindowDataset) 
     if config.protocol == "reference":
         header["protocol_note"] = REFERENCE_LABEL
     path = run_dir / "run.json"
-    if path.is_file():
-        old = read_json(path, "the run configuration")
-        diff = [k for k in header if k != "poolwise_version" and old.get(k) != header[k]]
-        if diff:
-            raise ValueError(
-                f"{path} was written for another run (differs in {', '.join(diff)}); "
-                "use a new --out folder"
-            )
-    else:
+    if not check_settings(path, header, "LOSO run", ignore=("poolwise_version",)):
         write_json(path, header)
     return header
 

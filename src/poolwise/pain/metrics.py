@@ -2,8 +2,8 @@
 
 Pure numpy. Class 1 is "protective". Where a metric is undefined on the data (a subject whose
 windows are all of one class has no ROC-AUC; an F1 whose precision and recall are both 0/0) the
-value is ``None``, never a NaN that would poison an average: :func:`summarise` averages the
-defined values and says how many there were.
+value is ``None``, never a NaN that would poison an average: :func:`poolwise.stats.summarise`
+averages the defined values and says how many there were.
 
 Definitions (TP, FP, FN, TN of class 1; n = all windows):
 
@@ -23,7 +23,6 @@ Definitions (TP, FP, FN, TN of class 1; n = all windows):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata
@@ -100,17 +99,6 @@ def binary_metrics(
         "mcc": mcc,
         "roc_auc": roc_auc(y_true, prob),
         "pr_auc": average_precision(y_true, prob),
-    }
-
-
-def summarise(values: Sequence[float | None]) -> dict[str, float | int | None]:
-    """Mean, sample std and count over the defined values (None are counted, not averaged)."""
-    defined = np.array([v for v in values if v is not None], dtype=np.float64)
-    return {
-        "mean": float(defined.mean()) if len(defined) else None,
-        "std": float(defined.std(ddof=1)) if len(defined) > 1 else None,
-        "n": len(defined),
-        "undefined": len(values) - len(defined),
     }
 
 

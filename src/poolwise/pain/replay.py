@@ -17,8 +17,6 @@ import numpy as np
 from poolwise.pain.data.layout import FameLayout
 from poolwise.pain.data.readers import load_mat_matrix
 
-FAME_FRAME_RATE = 60.0
-
 
 def _number(text: str) -> float:
     text = text.strip()

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from poolwise._io import atomic_path, read_json, write_json, write_text
+from poolwise._figures import figure, save_figure
+from poolwise._io import read_json, write_json, write_text
+from poolwise._tables import markdown_table, mean_std, number
 from poolwise.pain.loso import fold_seconds
-from poolwise.pain.metrics import METRICS, binary_metrics, confusion, summarise
+from poolwise.pain.metrics import METRICS, binary_metrics, confusion
+from poolwise.stats import summarise
 
 METRIC_NAMES = {
     "f1": "F1 (protective)",
@@ -132,24 +135,6 @@ def summarise_run(run: Run) -> dict:
     }
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _mean_std(summary: dict) -> str:
-    if summary["mean"] is None:
-        return "n/a"
-    std = "" if summary["std"] is None else f" ± {summary['std']:.3f}"
-    extra = f" ({summary['n']})" if summary["undefined"] else ""
-    return f"{summary['mean']:.3f}{std}{extra}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def gap_rows(summaries: list[dict]) -> list[list[str]]:
     """Reference minus clean, per model that has both.
 
@@ -168,8 +153,8 @@ def gap_rows(summaries: list[dict]) -> list[list[str]]:
             c = clean["per_subject_summary"][metric]["mean"]
             d = reference["per_subject_summary"][metric]["mean"]
             rows.append([
-                model, METRIC_NAMES[metric], _fmt(a), _fmt(b), _gap(a, b), _fmt(e), _gap(a, e),
-                _fmt(c), _fmt(d), _gap(c, d),
+                model, METRIC_NAMES[metric], number(a), number(b), _gap(a, b), number(e),
+                _gap(a, e), number(c), number(d), _gap(c, d),
             ])
     return rows
 
@@ -179,14 +164,10 @@ def _gap(clean: float | None, reference: float | None) -> str:
 
 
 def _plots(summaries: list[dict], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     n = len(summaries)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+    fig = figure((2.6 * n, 2.8))
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, s in zip(axes[0], summaries, strict=True):
         matrix = np.array(s["confusion"])
         ax.imshow(matrix / max(matrix.sum(1, keepdims=True).max(), 1), cmap="Blues", vmin=0)
@@ -198,9 +179,10 @@ def _plots(summaries: list[dict], out: Path) -> list[str]:
         ax.set_xlabel("predicted", fontsize=7)
     axes[0][0].set_ylabel("true", fontsize=7)
     fig.tight_layout()
-    written.append(_save_figure(fig, out / "confusion_matrices.png"))
+    written += save_figure(fig, out / "confusion_matrices.png")
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * n + 2), 3.4))
+    fig = figure((max(4, 0.9 * n + 2), 3.4))
+    ax = fig.subplots()
     for i, s in enumerate(summaries):
         values = [v["macro_f1"] for v in s["per_subject"].values() if v["macro_f1"] is not None]
         jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
@@ -211,15 +193,8 @@ def _plots(summaries: list[dict], out: Path) -> list[str]:
     ax.set_ylim(0, 1.02)
     ax.set_title("dots: subjects; bar: pooled over all windows", fontsize=8)
     fig.tight_layout()
-    written.append(_save_figure(fig, out / "per_subject_macro_f1.png"))
-    plt.close("all")
+    written += save_figure(fig, out / "per_subject_macro_f1.png")
     return written
-
-
-def _save_figure(fig, path: Path) -> str:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=130)
-    return path.name
 
 
 def _csv(summaries: list[dict]) -> str:
@@ -234,7 +209,7 @@ def _csv(summaries: list[dict]) -> str:
 
 
 def write_report(run_paths: list[str | Path], out: str | Path, command: str | None = None) -> Path:
-    """Writes report.md, summary.json, per_subject.csv and PNG plots into ``out``."""
+    """Writes report.md, summary.json, per_subject.csv and plots (PNG and SVG) into ``out``."""
     out = Path(out)
     runs = [load_run(p) for p in find_runs(run_paths)]
     runs = [r for r in runs if r.folds]
@@ -271,12 +246,12 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         folds = f"{s['folds']}/{s['subjects']}"
         rows.append([
             s["label"], f"{s['n_parameters']:,}", folds, str(s["epochs"]),
-            *(_fmt(p[m]) for m in METRICS), _mean_std(ps["macro_f1"]), _mean_std(ps["mcc"]),
+            *(number(p[m]) for m in METRICS), mean_std(ps["macro_f1"]), mean_std(ps["mcc"]),
         ])
     lines += [
         "## Results",
         "",
-        _table(
+        markdown_table(
             ["model", "params", "folds", "epochs", *(METRIC_NAMES[m] for m in METRICS),
              "macro F1 per subject", "MCC per subject"],
             rows,
@@ -292,20 +267,21 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
             "protocol's own test set holds the held-out subject's augmented copies too; the "
             "'original windows' column scores its models on the un-augmented windows only.",
             "",
-            _table(["model", "metric", "clean pooled", "reference pooled", "gap",
+            markdown_table(["model", "metric", "clean pooled", "reference pooled", "gap",
                     "reference pooled, original windows", "gap", "clean per subject",
                     "reference per subject", "gap"], gaps),
             "",
         ]
     lines += ["## By subject group (pooled)", ""]
     group_rows = [
-        [s["label"], group, str(g["subjects"]), _fmt(g["macro_f1"]), _fmt(g["f1"]),
-         _fmt(g["accuracy"]), _fmt(g["roc_auc"])]
+        [s["label"], group, str(g["subjects"]), number(g["macro_f1"]), number(g["f1"]),
+         number(g["accuracy"]), number(g["roc_auc"])]
         for s in summaries for group, g in s["by_group"].items()
     ]
-    lines += [_table(["model", "group", "subjects", "macro F1", "F1", "accuracy", "ROC-AUC"],
-                     group_rows), ""]
-    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    lines += [markdown_table(["model", "group", "subjects", "macro F1", "F1", "accuracy",
+                              "ROC-AUC"], group_rows), ""]
+    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in figures
+                                 if name.endswith(".png")] + [""]
     lines += ["## Per subject", ""]
     for s in summaries:
         undefined = s["undefined_subjects"]["macro_f1"]
@@ -313,9 +289,10 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         if undefined:
             lines += [f"Macro F1 undefined (one class, none predicted otherwise) for: "
                       f"{', '.join(undefined)}.", ""]
-        lines += [_table(
+        lines += [markdown_table(
             ["subject", *(METRIC_NAMES[m] for m in METRICS)],
-            [[subject, *(_fmt(v[m]) for m in METRICS)] for subject, v in s["per_subject"].items()],
+            [[subject, *(number(v[m]) for m in METRICS)]
+             for subject, v in s["per_subject"].items()],
         ), ""]
     write_text(out / "report.md", "\n".join(lines))
     write_json(out / "summary.json", summaries)

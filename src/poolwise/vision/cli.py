@@ -124,10 +124,13 @@ def _spec(args: argparse.Namespace, pool: str | None, seed: int | None):
     from poolwise.vision.recipe import check_recipe, read_recipe
     from poolwise.vision.train import RunSpec
 
-    values = dict(args.command_defaults)
+    values, preset = dict(args.command_defaults), args.preset
     if args.recipe:
         path, table = read_recipe(args.recipe)
-        values.update(check_recipe(table, RunSpec, str(path)))
+        recipe = check_recipe(table, RunSpec, str(path))
+        recipe_preset = recipe.pop("preset", None)
+        preset = preset or recipe_preset
+        values.update(recipe)
     names = {f.name for f in dataclasses.fields(RunSpec)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if "amp" in given and given["amp"] not in ("none", "bf16", "fp16"):
@@ -140,7 +143,7 @@ def _spec(args: argparse.Namespace, pool: str | None, seed: int | None):
     kwargs = dict(values.pop("model_kwargs", {}))
     kwargs.update({name: getattr(args, name) for name, _ in ARCH_OPTIONS
                    if getattr(args, name) is not None})
-    model, preset = values.get("model"), args.preset
+    model = values.get("model")
     if model is None:
         model, preset = DEFAULT_MODEL, preset or DEFAULT_PRESET
     values["model"] = model

@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from poolwise._io import atomic_path, write_json, write_text
+from poolwise._figures import figure, save_figure
+from poolwise._io import write_json, write_text
 from poolwise._procs import process_pool
+from poolwise._tables import markdown_table, mean_std
+from poolwise.stats import summarise
 from poolwise.vision.train import RunSpec, run_classification
 
 METRICS = (  # key in result.json, column title, scale
@@ -96,9 +99,10 @@ def _metric(result: dict, key: str) -> float | None:
     return result.get("retrieval", {}).get(key)
 
 
-def summarise(results: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> list[dict]:
-    """One row per pool: mean, std (ddof=1) and n of each metric, mean learned p per group.
-    ``metrics``: (key in result.json or its ``retrieval``, title, scale) triples."""
+def summarise_pools(results: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> list[dict]:
+    """One row per pool: :func:`poolwise.stats.summarise` of each metric over the seeds (with
+    the values), mean learned p per group. ``metrics``: (key in result.json or its
+    ``retrieval``, title, scale) triples."""
     by_pool: dict[str, list[dict]] = {}
     for r in results:
         by_pool.setdefault(r["spec"]["pool"], []).append(r)
@@ -108,11 +112,7 @@ def summarise(results: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> li
                "parameters": runs[0]["parameters"]}
         for key, _, scale in metrics:
             values = [v * scale for v in (_metric(r, key) for r in runs) if v is not None]
-            row[key] = {
-                "mean": float(np.mean(values)) if values else None,
-                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
-                "n": len(values), "values": values,
-            }
+            row[key] = {**summarise(values), "values": values}
         ps = [r["p"] for r in runs if r.get("p")]
         row["p"] = np.mean(ps, axis=0).tolist() if ps else None
         rows.append(row)
@@ -143,29 +143,22 @@ def verdict(rows: Sequence[dict], key: str = "accuracy", pool: str = "ggem",
             f"{best[key]['mean']:.2f}; difference {diff:+.2f}, {relation}.")
 
 
-def _fmt(cell: dict) -> str:
-    if cell["mean"] is None:
-        return "n/a"
-    std = "" if cell["std"] is None else f" ± {cell['std']:.2f}"
-    return f"{cell['mean']:.2f}{std}"
-
-
-def markdown_table(rows: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> str:
-    head = "| pool | seeds | " + " | ".join(t for _, t, _ in metrics) + " | learned p per group |"
-    lines = [head, "|" + "---|" * (len(metrics) + 3)]
+def pool_table(rows: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> str:
+    """Markdown: one row per pool, mean ± std of each metric, the learned p per group."""
+    table = []
     for r in rows:
         p = "—" if not r["p"] else ", ".join(f"{v:.2f}" for v in r["p"][:12])
         if r["p"] and len(r["p"]) > 12:
             p += f", … ({len(r['p'])})"
-        cells = " | ".join(_fmt(r[k]) for k, _, _ in metrics)
-        lines.append(f"| {r['pool']} | {len(r['seeds'])} | {cells} | {p} |")
-    return "\n".join(lines)
+        table.append([r["pool"], len(r["seeds"]), *(mean_std(r[k], 2) for k, _, _ in metrics), p])
+    return markdown_table(["pool", "seeds", *(t for _, t, _ in metrics), "learned p per group"],
+                          table)
 
 
 def write_compare_report(out: str | Path, results: Sequence[dict], command: str) -> Path:
     """compare.md (table, verdicts, setup), compare.json, compare.csv, compare.png, p.png."""
     out = Path(out)
-    rows = summarise(results)
+    rows = summarise_pools(results)
     spec = dict(results[0]["spec"])
     spec.pop("pool"), spec.pop("seed")
     lines = [
@@ -178,7 +171,7 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str)
         "Mean ± std over seeds (std with ddof=1). Retrieval: the test images query each other "
         "(cosine, the query excluded). Head dependence: mean linear CKA between the pooled "
         "features of the head groups (lower = less dependent).", "",
-        markdown_table(rows), "",
+        pool_table(rows), "",
         "## Verdict", "",
         *(f"- {verdict(rows, key)}" for key in ("accuracy", "map@r")), "",
         "![metrics](compare.png)", "", "![learned p](p.png)", "",
@@ -206,12 +199,8 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str)
 
 def plot_bars(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> None:
     """One panel per metric: mean ± std per pool (GGeM in red) with the seeds as dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
+    fig = figure((4 * len(metrics), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, (key, title, _) in zip(axes, metrics, strict=True):
         names = [r["pool"] for r in rows if r[key]["mean"] is not None]
         for i, r in enumerate(r for r in rows if r[key]["mean"] is not None):
@@ -226,19 +215,13 @@ def plot_bars(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> Non
             pad = max(1e-3, 0.5 * (hi - lo))
             ax.set_ylim(lo - pad, hi + pad)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     plot_bars(out / "compare.png", rows, METRICS)
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig = figure((6, 3.4))
+    ax = fig.subplots()
     for r in results:
         if r.get("p"):
             style = "o-" if len(r["p"]) > 1 else "s"
@@ -249,6 +232,4 @@ def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
     ax.set_ylabel("learned p")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    with atomic_path(out / "p.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "p.png", dpi=110)

@@ -39,6 +39,7 @@ from torch import nn
 
 from poolwise._io import (
     atomic_path,
+    check_settings,
     lock_folder,
     read_json,
     remove_stale_temps,
@@ -102,10 +103,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def _spec_json(spec) -> dict:
-    return json.loads(json.dumps(spec.to_json()))
-
-
 def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
     """Rank, world size, whether this call created the process group, and the finished result
     (``{}`` on ranks other than 0) when ``result.json`` exists, else None. Rank 0 creates the
@@ -113,13 +110,7 @@ def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
     rank, world, created = distributed()
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / "run.json"
-        if path.exists():
-            saved, wanted = read_json(path, "run configuration"), _spec_json(spec)
-            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-            if diff:
-                raise ValueError(f"{run_dir} holds a run with other settings "
-                                 f"({', '.join(diff)}); use another folder or the same settings")
+        check_settings(run_dir / "run.json", spec.to_json(), "run")
     if world > 1:
         dist.barrier()
     if not (run_dir / "result.json").exists():
@@ -133,7 +124,7 @@ def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
 def record_spec(run_dir: Path, spec) -> None:
     """Writes ``run.json`` once the run is known to be valid (its model built); rank 0 only."""
     if int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "run.json").exists():
-        write_json(run_dir / "run.json", _spec_json(spec))
+        write_json(run_dir / "run.json", spec.to_json())
 
 
 # --- optimisation ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from poolwise._io import (
     atomic_path,
+    check_settings,
     lock_folder,
     read_json,
     remove_stale_temps,
@@ -288,11 +289,7 @@ def run_probe(
     with lock_folder(out):
         remove_stale_temps(out)
         spec_path = out / "probe_spec.json"
-        if spec_path.is_file():
-            saved = read_json(spec_path, "probe configuration")
-            if {k: v for k, v in saved.items() if k not in ("pools", "seeds")} != {
-                    k: v for k, v in spec.to_json().items() if k not in ("pools", "seeds")}:
-                raise ValueError(f"{out} holds a probe with other settings; use another --out")
+        check_settings(spec_path, spec.to_json(), "probe", ignore=("pools", "seeds"))
         meta = cache_tokens(spec, out, device=device, on_batch=on_batch)
         write_json(spec_path, spec.to_json())
         records = []
@@ -325,10 +322,10 @@ def write_probe_report(out: str | Path, spec: ProbeSpec, meta: dict, records: Se
                        command: str) -> Path:
     """probe.md (table with the cost of each step), probe.json, probe.csv, probe.png."""
     from poolwise._io import write_text
-    from poolwise.vision.compare import markdown_table, plot_bars, summarise
+    from poolwise.vision.compare import plot_bars, pool_table, summarise_pools
 
     out = Path(out)
-    rows = summarise(records, PROBE_METRICS)
+    rows = summarise_pools(records, PROBE_METRICS)
     per_cell = [r["train_seconds"] for r in records]
     weights = ("timm's pretrained weights" if spec.pretrained else
                f"`{spec.checkpoint}`" if spec.checkpoint else "random initialisation")
@@ -341,7 +338,7 @@ def write_probe_report(out: str | Path, spec: ProbeSpec, meta: dict, records: Se
         f"{'the frozen post-pool norm, ' if meta['norm'] == 'pooled' else ''}linear; AdamW "
         f"lr {spec.lr} (p x{spec.p_lr_mult}), {spec.epochs} epochs, batch {spec.batch_size}.",
         "",
-        markdown_table(rows, PROBE_METRICS), "",
+        pool_table(rows, PROBE_METRICS), "",
         f"Cost: the backbone pass over all images (once) {meta['seconds']:.1f} s; each pool x "
         f"seed head {min(per_cell):.1f} to {max(per_cell):.1f} s on the cached tokens.", "",
         "![metrics](probe.png)", "",

@@ -5,8 +5,9 @@ standard library (``tomllib``, Python >= 3.11; the ``tomli`` backport on 3.10), 
 implicit typing surprises (``no`` is not a boolean, ``1e-3`` is a float).
 
 A recipe is a flat table of :class:`~poolwise.vision.train.RunSpec` fields, with optional
-``[model_kwargs]`` and ``[pool_kwargs]`` tables. Precedence: the spec's defaults, then the
-command's defaults, then the recipe, then the options given on the command line. The run folder
+``[model_kwargs]`` and ``[pool_kwargs]`` tables and an optional ``preset`` (as ``--preset``).
+Precedence: the spec's defaults, then the command's defaults, then the recipe, then the options
+given on the command line. The run folder
 stores the fully resolved spec (``run.json``), and resuming refuses a different one.
 Recipes shipped with poolwise are named by file stem (``poolwise vision recipes`` lists them).
 """
@@ -84,11 +85,19 @@ def _accepts(annotation, value) -> bool:
 
 
 def check_recipe(table: dict, spec_type: type, source: str) -> dict:
-    """The table's values, each checked against the spec's fields.
+    """The table's values, each checked against the spec's fields; an optional ``preset`` key
+    (a name of :data:`poolwise.vision.presets.PRESETS`) is kept as it is.
 
     Raises:
         ValueError: naming the file and key, for an unknown key or a value of the wrong type.
     """
+    from poolwise.vision.presets import PRESETS
+
+    table = dict(table)
+    preset = table.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"{source}: preset = {preset!r} is not a preset (known: "
+                         f"{', '.join(sorted(PRESETS))})")
     hints = typing.get_type_hints(spec_type)
     fields = {f.name for f in dataclasses.fields(spec_type)}
     unknown = sorted(set(table) - fields)
@@ -99,4 +108,4 @@ def check_recipe(table: dict, spec_type: type, source: str) -> dict:
         if not _accepts(hints[key], value):
             raise ValueError(f"{source}: {key} = {value!r} is not a valid value for {key} "
                              f"(expected {hints[key]})")
-    return dict(table)
+    return table if preset is None else {**table, "preset": preset}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from poolwise._io import atomic_path
+from poolwise.pain.constants import FRAME_RATE, STEP
 
 _ARRAYS = ("X", "y", "subject", "group", "exercise")
 
@@ -45,8 +46,8 @@ class WindowDataset:
     group: np.ndarray
     exercise: np.ndarray
     channel_names: tuple[str, ...]
-    frame_rate: float = 60.0
-    step: int = 45
+    frame_rate: float = FRAME_RATE
+    step: int = STEP
     skipped: tuple[dict, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -136,8 +137,8 @@ class WindowDataset:
                 return cls(
                     *(f[name] for name in _ARRAYS),
                     channel_names=tuple(f["channel_names"].tolist()),
-                    frame_rate=float(f["frame_rate"]) if "frame_rate" in f else 60.0,
-                    step=int(f["step"]) if "step" in f else 45,
+                    frame_rate=float(f["frame_rate"]) if "frame_rate" in f else FRAME_RATE,
+                    step=int(f["step"]) if "step" in f else STEP,
                     skipped=json.loads(str(f["skipped"])) if "skipped" in f else (),
                 )
         except ValueError as error:

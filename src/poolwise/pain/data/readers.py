@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from poolwise.pain.constants import FRAME_RATE, STEP, WINDOW
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.data.layout import CHANNEL_NAMES, FameLayout
 from poolwise.pain.data.windows import (
@@ -29,7 +30,6 @@ from poolwise.pain.data.windows import (
 
 log = logging.getLogger("poolwise.pain.data")
 
-WINDOW, STEP, FRAME_RATE = 180, 45, 60.0
 GROUP_FOLDERS = {"randomised C": "healthy", "randomised P": "CLBP"}
 
 

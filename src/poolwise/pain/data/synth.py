@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from poolwise.pain.constants import FRAME_RATE
 from poolwise.pain.data.layout import N_ANGLES, FameLayout
 
-FRAME_RATE = 60
 N_COLUMNS = 160
 
 # movement: (base frequency Hz, hardness: multiplier of the protective probability)
@@ -136,7 +136,7 @@ def _instance_signals(rng, subj, movement, guard, patterns):
     )
     angles = subj.offsets + subj.rom * amp * (1.0 - 0.3 * e_range * guard[:, None]) * wave
     angles[:, list(TRUNK_JOINTS)] += 4.0 * e_brace * guard[:, None]  # bracing of the trunk
-    drift = _smooth(rng.normal(0.0, 1.0, (n, N_ANGLES)), FRAME_RATE // 4) * subj.noise * 2
+    drift = _smooth(rng.normal(0.0, 1.0, (n, N_ANGLES)), int(FRAME_RATE) // 4) * subj.noise * 2
     angles += drift
     velocity = np.gradient(np.deg2rad(angles), axis=0) * FRAME_RATE
     energies = 0.5 * velocity**2 + np.abs(rng.normal(0.0, 0.002, velocity.shape))

@@ -21,6 +21,7 @@ from os import PathLike
 import torch
 from torch import Tensor, nn
 
+from poolwise.pain.constants import WINDOW
 from poolwise.pain.models.common import check_batch
 from poolwise.pain.models.conv import ConvStack, LayoutConv2d, RowMaxPool2d
 from poolwise.pooling import create_pool
@@ -80,7 +81,7 @@ class LSFAN(nn.Module):
         self,
         *,
         n_channels: int = 30,
-        window: int = 180,
+        window: int = WINDOW,
         widths: Sequence[int] = (2, 4, 8, 16),
         heads: int = 5,
         layers: int = 1,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from poolwise._io import write_json, write_text
 from poolwise.vision.clip.train import ClipSpec, run_clip
-from poolwise.vision.compare import markdown_table, plot_bars, run_grid, summarise, verdict
+from poolwise.vision.compare import plot_bars, pool_table, run_grid, summarise_pools, verdict
 
 KEYS = ("image->text R@1", "image->text R@5", "text->image R@1", "text->image R@5",
         "zero-shot accuracy")
@@ -26,7 +26,7 @@ def run_clip_compare(out: str | Path, base: ClipSpec, pools: Sequence[str],
 def write_clip_report(out: str | Path, results: Sequence[dict], command: str) -> Path:
     """clip_compare.md (setup, table, verdicts), clip_compare.json, clip_compare.png."""
     out = Path(out)
-    rows = summarise(results, METRICS)
+    rows = summarise_pools(results, METRICS)
     spec = results[0]["spec"]
     lines = [
         "# CLIP-style pooling comparison", "", f"Command: `{command}`", "",
@@ -38,7 +38,7 @@ def write_clip_report(out: str | Path, results: Sequence[dict], command: str) ->
         f"{spec['batch_size']}, lr {spec['lr']}.", "",
         "Mean ± std over seeds (ddof 1). image->text R@K: an image's hit is any of its "
         "captions in the top K; text->image R@K: a caption's hit is any image it describes.", "",
-        markdown_table(rows, METRICS),
+        pool_table(rows, METRICS),
     ]
     verdicts = {k: verdict(rows, k, metrics=METRICS) for k in HEADLINE}
     lines += ["", "## Verdict", "", *(f"- {v}" for v in verdicts.values()), "",
