@@ -1,11 +1,12 @@
 """The console script: every subcommand has --help; commands print what they promise."""
 
+import argparse
 import subprocess
 import sys
 
 import pytest
 
-from poolwise.cli import build_parser, main
+from poolwise.cli import build_parser, main, subparsers
 from poolwise.pooling import list_pools
 
 
@@ -22,6 +23,27 @@ def test_every_subcommand_has_help(path, capsys):
         main([*path, "--help"])
     assert exit_info.value.code == 0
     assert "usage: poolwise" in capsys.readouterr().out
+
+
+def test_every_subcommand_describes_itself_and_every_option():
+    parser = build_parser()
+    for sub in subparsers(parser):
+        assert sub.description, f"{sub.prog}: no description"
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{sub.prog} {action.option_strings or action.dest}: no help"
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["pain", "loso", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "epochs per fold (default: 20)" in text and "(default: lsfan)" in text
+    with pytest.raises(SystemExit):
+        main(["vision", "compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the recipe's, else 5)" in text and "(default: token,avg,max,gem,ggem)" in text
 
 
 def test_pools_lists_the_registry(capsys):
@@ -68,3 +90,15 @@ def test_loso_cli_errors_name_the_problem(tmp_path, capsys):
     code = main(["pain", "loso", str(tmp_path / "c"), "--out", str(tmp_path / "r"),
                  "--model", "nosuch"])
     assert code == 2 and "unknown pain model 'nosuch'" in capsys.readouterr().err
+
+
+def test_compile_runs_show_no_cuda_home_notice_on_cpu(tmp_path):
+    """torch.compile imports torch.utils.cpp_extension, which warns "No CUDA runtime is found"
+    wherever a CUDA toolkit is installed without a GPU; the CLI drops exactly that record."""
+    code = ("import logging, sys; from poolwise._logs import hide_cuda_home_notice; "
+            "hide_cuda_home_notice(); log = logging.getLogger('torch.utils.cpp_extension'); "
+            "logging.basicConfig(stream=sys.stderr); "
+            "log.warning(\"No CUDA runtime is found, using CUDA_HOME='/x'\"); "
+            "log.warning('another notice')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "No CUDA runtime" not in out.stderr and "another notice" in out.stderr

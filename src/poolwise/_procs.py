@@ -16,6 +16,8 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+from poolwise._logs import hide_cuda_home_notice
+
 PARENT_POLL_S = 0.5
 
 
@@ -29,6 +31,7 @@ def _watch_parent(parent: int) -> None:
 def _init_worker(parent: int, initializer: Callable | None, initargs: tuple) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="poolwise-parent-watch").start()
+    hide_cuda_home_notice()
     if initializer is not None:
         initializer(*initargs)
 

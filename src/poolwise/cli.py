@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from poolwise import __version__
 from poolwise._argtypes import positive_int
 from poolwise._io import FolderBusyError
+from poolwise._logs import hide_cuda_home_notice
 from poolwise.pooling import describe_pools
 
 
@@ -54,9 +55,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: ...)`` to an option's help where the default is a value (not None,
+    not False) and the text does not show it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings or isinstance(action.default, bool)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser`` (subcommands of subcommands too), depth first."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += [sub, *subparsers(sub)]
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="poolwise",
+        prog="poolwise", formatter_class=HelpFormatter,
         description="Structure-aware pooling: GGeM heads for ViTs and L-SFAN pain detection.",
     )
     parser.add_argument("--version", action="version", version=f"poolwise {__version__}")
@@ -73,20 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the main job: a short end-to-end run on embedded data (a few minutes on a CPU)",
+        help="the main job: a short end-to-end run on embedded data (about 5 minutes on a "
+        "2-core CPU)",
         description="Generate a synthetic EmoPain-like cohort, run a short leave-one-subject-"
         "out evaluation of L-SFAN and the CNN-TAP baseline (and L-SFAN under the authors' "
         "leaky protocol), explain L-SFAN, compare the image pools (CLS, avg, max, GeM, GGeM) on "
         "the embedded Fashion-MNIST subset, and write one report folder.",
     )
-    demo.add_argument("--out", default="poolwise-demo", help="report folder (poolwise-demo)")
-    demo.add_argument("--subjects", type=positive_int, default=10, help="synthetic subjects (10)")
-    demo.add_argument("--epochs", type=positive_int, default=3, help="epochs per fold (3)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="poolwise-demo", help="report folder")
+    demo.add_argument("--subjects", type=positive_int, default=10, help="synthetic subjects")
+    demo.add_argument("--epochs", type=positive_int, default=3, help="epochs per LOSO fold")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the cohort and of training")
     demo.add_argument("--image-epochs", type=positive_int, default=4,
-                      help="epochs of each image pooling run (4)")
+                      help="epochs of each image pooling run")
     demo.add_argument("--image-seeds", type=positive_int, default=2,
-                      help="seeds per image pool (2)")
+                      help="seeds per image pool")
     demo.set_defaults(run=_cmd_demo)
 
     from poolwise.pain.cli import add_pain_commands
@@ -95,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     from poolwise.vision.cli import add_vision_commands
 
     add_vision_commands(commands)
+    for sub in subparsers(parser):
+        sub.formatter_class = HelpFormatter
     return parser
 
 
@@ -106,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; an error prints as one line on stderr (exit 2), after any progress
     bar the command opened is closed; ``--debug`` or ``POOLWISE_DEBUG=1`` re-raises it."""
     args = build_parser().parse_args(argv)
+    hide_cuda_home_notice()
     debug = args.debug or os.environ.get("POOLWISE_DEBUG", "") not in ("", "0")
     try:
         return args.run(args)

@@ -240,6 +240,7 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pain.constants import MAX_ABS_Z, STEP, WINDOW
+    from poolwise.pain.models import list_models
 
     pain = commands.add_parser(
         "pain",
@@ -256,14 +257,14 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("out_dir", help="destination folder")
     synth.add_argument("--subjects", type=positive_int, default=30,
-                       help="subjects in all (default 30)")
+                       help="subjects in all")
     synth.add_argument(
         "--healthy",
         type=int,
         default=None,
         help="healthy controls among them (default 40%%: 12 of 30)",
     )
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=int, default=0, help="seed of the generative model")
     synth.set_defaults(run=_cmd_synth)
 
     windows = sub.add_parser(
@@ -302,28 +303,32 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         "--protocol reference reproduces the leaks of the authors' code (labelled as such).",
     )
     loso.add_argument("data", help="raw recording tree or a cached .npz window file")
-    loso.add_argument("--model", default="lsfan", help="a model of `poolwise pain models`")
-    loso.add_argument("--epochs", type=positive_int, default=20, help="epochs per fold (20)")
+    loso.add_argument("--model", default="lsfan", choices=list_models(),
+                      help="a model of `poolwise pain models`")
+    loso.add_argument("--epochs", type=positive_int, default=20, help="epochs per fold")
     loso.add_argument("--out", required=True, help="run folder")
     loso.add_argument(
         "--folds",
         nargs="+",
         help="subset of folds: subject ids, 0-based indices or ranges like 0-9 (array jobs)",
     )
-    loso.add_argument("--protocol", choices=("clean", "reference"), default="clean")
+    loso.add_argument("--protocol", choices=("clean", "reference"), default="clean",
+                      help="clean: no leaks; reference: the leaks of the authors' code, to "
+                      "measure their optimism (labelled REFERENCE (leaky) everywhere)")
     loso.add_argument("--batch-size", type=positive_int, default=40,
-                      help="windows per step (40)")
+                      help="windows per step")
     loso.add_argument("--lr", type=positive_float, default=1e-3,
-                      help="Adam learning rate (1e-3)")
+                      help="Adam learning rate")
     loso.add_argument("--patience", type=positive_int, default=None,
                       help="early-stopping patience in epochs (off)")
     loso.add_argument(
         "--select-subjects", type=positive_int, default=3,
-        help="inner selection subjects drawn from the training subjects (3)",
+        help="inner selection subjects drawn from the training subjects",
     )
-    loso.add_argument("--seed", type=int, default=0)
+    loso.add_argument("--seed", type=int, default=0,
+                      help="base seed; each fold's seed is derived from it and recorded")
     loso.add_argument("--jobs", type=positive_int, default=1,
-                      help="folds run in parallel processes (1)")
+                      help="folds run in parallel processes")
     loso.add_argument("--wait", action="store_true",
                       help="if another run holds OUT, wait for it instead of refusing")
     loso.add_argument(
@@ -380,7 +385,7 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     stream.add_argument("--input", required=True,
                         help="CSV file with a header of channel names (optional 'time' column), "
                         "'-' for CSV on stdin, or a raw FAME .mat session")
-    stream.add_argument("--chunk", type=positive_int, default=45, help="frames per push (45)")
+    stream.add_argument("--chunk", type=positive_int, default=45, help="frames per push")
     stream.add_argument("--frame-rate", type=positive_float, default=None,
                         help="the CSV's frame rate, checked against the detector's")
     stream.add_argument("--max-z", type=positive_float, default=MAX_ABS_Z,
@@ -388,7 +393,7 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
                         "unavailable, status out-of-range (%(default)g)")
     stream.add_argument("--max-missing", type=fraction, default=0.1,
                         help="largest missing fraction of a channel in a window that is "
-                        "interpolated (0.1); beyond it the decision is unavailable")
+                        "interpolated; beyond it the decision is unavailable")
     stream.add_argument("--out", help="folder for decisions.csv, frames.csv and stream.png")
     stream.set_defaults(run=_cmd_stream)
 

@@ -43,6 +43,8 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--pretrained", action="store_true", default=None,
                    help="timm's pretrained weights")
     p.add_argument("--checkpoint", default=None, help="local timm/poolwise weights to start from")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"epochs (default: the recipe's, else {epochs})")
     for flag, kind, text in SPEC_OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--pool-kwargs", type=_json_object, default=None,
@@ -88,7 +90,6 @@ def _optional_str(text: str) -> str | None:
 
 # (flag, type, help) of the RunSpec fields that are plain values; defaults come from RunSpec
 SPEC_OPTIONS = (
-    ("--epochs", positive_int, "epochs (train: 10, compare: 8)"),
     ("--batch-size", positive_int, "images per step and process (128)"),
     ("--accum-steps", positive_int, "batches per optimizer step (1)"),
     ("--opt", str, "a timm optimizer name (adamw)"),
@@ -338,12 +339,15 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
                    help="an open_clip model name (default: the built-in tiny dual encoder)")
     p.add_argument("--pretrained", default=None, help="open_clip pretrained tag")
     p.add_argument("--groups", type=positive_int, default=None, help="GGeM groups (default: heads)")
-    p.add_argument("--epochs", type=positive_int, default=10)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--p-lr-mult", type=float, default=10.0)
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=positive_int, default=10, help="epochs")
+    p.add_argument("--batch-size", type=positive_int, default=128,
+                   help="image-caption pairs per step (the contrastive batch)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate")
+    p.add_argument("--p-lr-mult", type=float, default=10.0,
+                   help="lr multiplier of the pool's p")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads per process (default: torch's)")
+    p.add_argument("--out", required=True, help="run folder (resumes if it exists)")
 
 
 def _clip_spec(args: argparse.Namespace, pool: str, seed: int):
@@ -492,22 +496,30 @@ def add_vision_commands(commands) -> None:
     train.set_defaults(run=_cmd_train)
 
     retrieval = sub.add_parser("retrieval", help="class-disjoint retrieval: train on half of "
-                               "the classes, retrieve the other half")
+                               "the classes, retrieve the other half",
+                               description="Train a pooled timm model on the first half of the "
+                               "classes and score k-NN retrieval (Recall@K, R-precision, mAP@R) "
+                               "on the test images of the unseen other half, and of the seen "
+                               "half for comparison. Resumable run folder.")
     _add_spec_options(retrieval, epochs=10)
     retrieval.add_argument("--pool", default=None, choices=list_pools(),
                        help="a registered pool (default: the recipe's, else ggem)")
     retrieval.add_argument("--seed", type=int, default=None,
                        help="seed of initialisation, order and augmentation (default: 0)")
-    retrieval.add_argument("--out", required=True)
+    retrieval.add_argument("--out", required=True, help="run folder (resumes if it exists)")
     retrieval.set_defaults(run=_cmd_retrieval)
 
-    compare = sub.add_parser("compare", help="pools x seeds grid: table, verdict, plots")
+    compare = sub.add_parser("compare", help="pools x seeds grid: table, verdict, plots",
+                             description="Train one classifier per pool and seed (each an "
+                             "ordinary resumable run folder under OUT), then write compare.md "
+                             "(mean ± std over seeds, verdicts), compare.json, compare.csv and "
+                             "plots.")
     _add_spec_options(compare, epochs=5)
     compare.add_argument("--pools", default="token,avg,max,gem,ggem",
-                         help="comma-separated pool names (token,avg,max,gem,ggem)")
-    compare.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 (3)")
-    compare.add_argument("--jobs", type=positive_int, default=1, help="cells trained in parallel")
-    compare.add_argument("--out", required=True)
+                         help="comma-separated registered pool names")
+    compare.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per pool")
+    compare.add_argument("--jobs", type=positive_int, default=1, help="cells trained in parallel processes")
+    compare.add_argument("--out", required=True, help="grid folder (resumes cell by cell)")
     compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     compare.set_defaults(run=_cmd_compare)
 
@@ -531,15 +543,24 @@ def add_vision_commands(commands) -> None:
                                 "folder. Under torchrun it runs data-parallel (DDP), the loss "
                                 "over the whole gathered batch.")
     _add_clip_options(clip_train)
-    clip_train.add_argument("--pool", default="ggem")
-    clip_train.add_argument("--seed", type=int, default=0)
+    clip_train.add_argument("--pool", default="ggem", choices=list_pools(),
+                            help="a registered pool for the image tower")
+    clip_train.add_argument("--seed", type=int, default=0,
+                            help="seed of initialisation and order")
     clip_train.set_defaults(run=_cmd_clip_train)
 
-    clip_compare = sub.add_parser("clip-compare", help="pools x seeds for CLIP-style training")
+    clip_compare = sub.add_parser("clip-compare", help="pools x seeds for CLIP-style training",
+                                  description="One CLIP-style run per pool and seed (resumable "
+                                  "run folders under OUT), then clip_compare.md (image->text "
+                                  "and text->image R@K, zero-shot accuracy; mean ± std over "
+                                  "seeds, verdicts), clip_compare.json and a plot.")
     _add_clip_options(clip_compare)
-    clip_compare.add_argument("--pools", default="token,avg,gem,ggem")
-    clip_compare.add_argument("--seeds", type=positive_int, default=3)
-    clip_compare.add_argument("--jobs", type=positive_int, default=1)
+    clip_compare.add_argument("--pools", default="token,avg,gem,ggem",
+                              help="comma-separated registered pool names")
+    clip_compare.add_argument("--seeds", type=positive_int, default=3,
+                              help="seeds 0..N-1 per pool")
+    clip_compare.add_argument("--jobs", type=positive_int, default=1,
+                              help="runs trained in parallel processes")
     clip_compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     clip_compare.set_defaults(run=_cmd_clip_compare, known_pools=list_pools())
 
@@ -548,7 +569,8 @@ def add_vision_commands(commands) -> None:
         description="Runs open_clip_train.main with every argument after -- unchanged; the "
         "image tower's pooling is replaced right after the model (and any pretrained weights) "
         "is built. Works under torchrun like the recipe itself.")
-    recipe.add_argument("--pool", default="ggem", choices=list_pools())
+    recipe.add_argument("--pool", default="ggem", choices=list_pools(),
+                        help="a registered pool for the image tower")
     recipe.add_argument("--groups", type=positive_int, default=None,
                         help="GGeM groups (default: heads)")
     recipe.add_argument("--include-prefix-tokens", action="store_true",
@@ -575,19 +597,21 @@ def add_vision_commands(commands) -> None:
     weights.add_argument("--checkpoint", default=None,
                          help="local weights: a poolwise model.safetensors or a timm checkpoint")
     probe.add_argument("--data", default="embedded",
-                       help="as for `vision train` (default: embedded)")
+                       help="as for `vision train`")
     probe.add_argument("--pools", default="token,avg,max,gem,ggem",
-                       help="comma-separated registered pools (default: token,avg,max,gem,ggem)")
-    probe.add_argument("--seeds", type=positive_int, default=3, help="seeds per pool (3)")
+                       help="comma-separated registered pools")
+    probe.add_argument("--seeds", type=positive_int, default=3, help="seeds per pool")
     probe.add_argument("--epochs", type=positive_int, default=30,
-                       help="epochs of each head on the cached tokens (30)")
-    probe.add_argument("--batch-size", type=positive_int, default=256, help="(256)")
-    probe.add_argument("--lr", type=positive_float, default=3e-3, help="AdamW lr (3e-3)")
+                       help="epochs of each head on the cached tokens")
+    probe.add_argument("--batch-size", type=positive_int, default=256,
+                       help="cached token sets per step")
+    probe.add_argument("--lr", type=positive_float, default=3e-3, help="AdamW learning rate")
     probe.add_argument("--p-lr-mult", type=positive_float, default=10.0,
-                       help="lr multiplier of the pool's p (10)")
+                       help="lr multiplier of the pool's p")
     probe.add_argument("--dtype", choices=("float16", "float32"), default="float16",
-                       help="storage of the cached tokens (float16)")
-    probe.add_argument("--threads", type=positive_int, default=None)
+                       help="storage of the cached tokens")
+    probe.add_argument("--threads", type=positive_int, default=None,
+                       help="torch threads (default: torch's)")
     probe.add_argument("--out", required=True, help="probe folder (tokens, cells, report)")
     probe.set_defaults(run=_cmd_probe)
 
@@ -596,9 +620,15 @@ def add_vision_commands(commands) -> None:
                              "for `vision train --recipe NAME`), with their first comment line.")
     recipes.set_defaults(run=_cmd_recipes)
 
-    dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)")
+    dep = sub.add_parser("dependence", help="head-wise dependence (linear CKA between groups)",
+                         description="For finished `vision train` runs (or folders of runs, "
+                         "such as a compare grid): the linear CKA between the pooled features "
+                         "of each pair of head groups on the test images, mean and max per "
+                         "run, as a Markdown table (lower = less dependent groups).")
     dep.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
-    dep.add_argument("--max-images", type=positive_int, default=None)
-    dep.add_argument("--threads", type=positive_int, default=None)
+    dep.add_argument("--max-images", type=positive_int, default=None,
+                     help="use the first N test images (default: all)")
+    dep.add_argument("--threads", type=positive_int, default=None,
+                     help="torch threads (default: torch's)")
     dep.add_argument("--out", default=None, help="folder for dependence.md/json")
     dep.set_defaults(run=_cmd_dependence)
