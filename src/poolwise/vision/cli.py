@@ -518,7 +518,8 @@ def add_vision_commands(commands) -> None:
     compare.add_argument("--pools", default="token,avg,max,gem,ggem",
                          help="comma-separated registered pool names")
     compare.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per pool")
-    compare.add_argument("--jobs", type=positive_int, default=1, help="cells trained in parallel processes")
+    compare.add_argument("--jobs", type=positive_int, default=1,
+                         help="cells trained in parallel processes")
     compare.add_argument("--out", required=True, help="grid folder (resumes cell by cell)")
     compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     compare.set_defaults(run=_cmd_compare)
