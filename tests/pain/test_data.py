@@ -204,6 +204,36 @@ def test_challenge_csv_and_mat(tmp_path):
         read_challenge_file(csv)
 
 
+def test_synthetic_csv_sessions_hold_the_same_frames_and_labels(tmp_path):
+    """--format csv writes the FAME sessions' 30 signals and the rater-fused frame label; the
+    challenge reader reads them back, the stream reader finds every channel by name."""
+    from poolwise.pain.data.layout import CHANNEL_NAMES, FameLayout
+    from poolwise.pain.data.readers import (
+        load_mat_matrix,
+        matrix_frame_labels,
+        read_challenge_folder,
+    )
+    from poolwise.pain.replay import iter_csv_frames
+
+    mats = write_synthetic_cohort(tmp_path / "mat", n_subjects=2, seed=3)
+    csvs = write_synthetic_cohort(tmp_path / "csv", n_subjects=2, seed=3, fmt="csv")
+    assert [f.name for f in csvs] == ["C01.csv", "P01.csv"]
+    matrix = load_mat_matrix(mats[1])
+    layout = FameLayout()
+    table = np.loadtxt(csvs[1], delimiter=",", skiprows=1)
+    np.testing.assert_allclose(table[:, :30], matrix[:, list(layout.signals)], rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_array_equal(table[:, 30], matrix_frame_labels(matrix, layout))
+    ds = read_challenge_folder(tmp_path / "csv")
+    assert ds.subjects == ["C01", "P01"] and 0 < ds.y.mean() < 0.5
+    with open(csvs[0], newline="") as f:
+        frames = np.concatenate([c for c, _ in iter_csv_frames(f, CHANNEL_NAMES, chunk=500)])
+    np.testing.assert_allclose(frames, np.loadtxt(csvs[0], delimiter=",", skiprows=1)[:, :30],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="fmt='npz' is not one of"):
+        write_synthetic_cohort(tmp_path / "x", n_subjects=1, fmt="npz")
+
+
 def test_cli_synth_then_windows(tmp_path, capsys):
     assert main(["pain", "synth", str(tmp_path / "c"), "--subjects", "2", "--seed", "4"]) == 0
     out = tmp_path / "w.npz"

@@ -12,9 +12,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from poolwise.pain.data.synth import write_synthetic_cohort
 
     files = write_synthetic_cohort(
-        args.out_dir, n_subjects=args.subjects, seed=args.seed, n_healthy=args.healthy
+        args.out_dir, n_subjects=args.subjects, seed=args.seed, n_healthy=args.healthy,
+        fmt=args.format,
     )
-    print(f"wrote {len(files)} sessions in the raw FAME .mat layout under {args.out_dir}")
+    kind = ("in the raw FAME .mat layout" if args.format == "mat"
+            else "as challenge-style CSV files (30 channels + protective)")
+    print(f"wrote {len(files)} sessions {kind} under {args.out_dir}")
     return 0
 
 
@@ -251,9 +254,11 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
 
     synth = sub.add_parser(
         "synth",
-        help="write a synthetic cohort in the raw FAME .mat layout",
-        description="Write a synthetic EmoPain-like cohort (raw FAME .mat "
-        "layout; see docs/pain.md, section 'The synthetic cohort').",
+        help="write a synthetic EmoPain-like cohort (raw FAME .mat or challenge-style CSV)",
+        description="Write a synthetic EmoPain-like cohort, one session per subject: raw FAME "
+        ".mat files (for `pain windows`), or challenge-style CSV files with a header of the 30 "
+        "channel names and `protective` (for `pain windows --challenge` and `pain stream "
+        "--input`). See docs/pain.md, section 'The synthetic cohort'.",
     )
     synth.add_argument("out_dir", help="destination folder")
     synth.add_argument("--subjects", type=positive_int, default=30,
@@ -265,6 +270,9 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         help="healthy controls among them (default 40%%: 12 of 30)",
     )
     synth.add_argument("--seed", type=int, default=0, help="seed of the generative model")
+    synth.add_argument("--format", choices=("mat", "csv"), default="mat",
+                       help="mat: raw FAME layout under 'randomised C'/'randomised P'; csv: "
+                       "one <subject>.csv per subject")
     synth.set_defaults(run=_cmd_synth)
 
     windows = sub.add_parser(

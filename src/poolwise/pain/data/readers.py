@@ -118,6 +118,20 @@ def _skip(path: Path, reason: str, frames: int, whole_file: bool = False) -> dic
     return {"file": str(path), "reason": reason, "frames": int(frames), "whole_file": whole_file}
 
 
+def matrix_frame_labels(matrix: np.ndarray, layout: FameLayout, *, min_raters: int = 2,
+                        single_rater_value2_behaviour0: bool = True) -> np.ndarray:
+    """The protective label (bool) of every frame of a raw FAME matrix, fused from its raters."""
+    grid = np.zeros((len(matrix), layout.n_raters * layout.n_behaviours), dtype=np.int8)
+    grid[:, [r * layout.n_behaviours + b for r, b, _ in layout.rater_cells]] = matrix[
+        :, list(layout.raters)
+    ]
+    return fuse_raters(
+        grid.reshape(len(matrix), layout.n_raters, layout.n_behaviours),
+        min_raters=min_raters,
+        single_rater_value2_behaviour0=single_rater_value2_behaviour0,
+    )
+
+
 def window_matrix(
     matrix: np.ndarray,
     layout: FameLayout,
@@ -128,15 +142,9 @@ def window_matrix(
     single_rater_value2_behaviour0: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Windows, labels and exercise names of one validated raw FAME matrix (vectorised)."""
-    grid = np.zeros((len(matrix), layout.n_raters * layout.n_behaviours), dtype=np.int8)
-    grid[:, [r * layout.n_behaviours + b for r, b, _ in layout.rater_cells]] = matrix[
-        :, list(layout.raters)
-    ]
-    frame_labels = fuse_raters(
-        grid.reshape(len(matrix), layout.n_raters, layout.n_behaviours),
-        min_raters=min_raters,
-        single_rater_value2_behaviour0=single_rater_value2_behaviour0,
-    )
+    frame_labels = matrix_frame_labels(
+        matrix, layout, min_raters=min_raters,
+        single_rater_value2_behaviour0=single_rater_value2_behaviour0)
     names = np.array(layout.exercises)
     used = np.flatnonzero(np.isin(names, list(layout.used_exercises)))
     segments = exercise_segments(matrix[:, [layout.exercise_start + i for i in used]])

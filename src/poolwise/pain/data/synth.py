@@ -1,4 +1,7 @@
-"""A synthetic EmoPain-like cohort written in the raw FAME .mat layout.
+"""A synthetic EmoPain-like cohort written in the raw FAME .mat layout, or as challenge-style
+CSV sessions (one file per subject: a header of the 30 channel names and ``protective``, then
+one frame per row at 60 Hz), which ``poolwise pain windows --challenge`` and
+``poolwise pain stream --input`` read.
 
 EmoPain is released only on application, so every poolwise path must also run without it. The
 generative model (documented in docs/pain.md, "The synthetic cohort") in short:
@@ -31,6 +34,7 @@ generative model (documented in docs/pain.md, "The synthetic cohort") in short:
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +42,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from poolwise._io import write_bytes, write_text
 from poolwise.pain.constants import FRAME_RATE
-from poolwise.pain.data.layout import N_ANGLES, FameLayout
+from poolwise.pain.data.layout import CHANNEL_NAMES, N_ANGLES, FameLayout
 
 N_COLUMNS = 160
 
@@ -223,18 +228,26 @@ def write_synthetic_cohort(
     n_subjects: int = 30,
     seed: int = 0,
     n_healthy: int | None = None,
+    fmt: str = "mat",
 ) -> list[Path]:
-    """Writes one raw FAME .mat session per subject under ``randomised C`` / ``randomised P``.
+    """Writes one session per subject: raw FAME .mat files under ``randomised C`` /
+    ``randomised P`` (``fmt="mat"``), or ``<subject>.csv`` challenge-style files in ``out_dir``
+    (``fmt="csv"``: the 30 signals of :data:`~poolwise.pain.data.layout.CHANNEL_NAMES` and the
+    frame label fused from the raters as in the FAME reader, 2 of 4 raters).
 
     Args:
         out_dir: Destination folder (created).
         n_subjects: Subjects in all; the default 30 gives about 4,000 windows.
-        seed: Everything (subjects, sessions, raters, variable names) follows from it.
+        seed: Everything (subjects, sessions, raters, variable names) follows from it; both
+            formats hold the same sessions.
         n_healthy: Healthy controls; default 40 % of the subjects (12 of 30, as EmoPain).
+        fmt: ``"mat"`` or ``"csv"``.
 
     Returns:
         The files written, each atomically (temporary file, then rename).
     """
+    if fmt not in ("mat", "csv"):
+        raise ValueError(f"fmt={fmt!r} is not one of 'mat', 'csv'")
     if n_subjects < 1:
         raise ValueError(f"n_subjects must be >= 1, got {n_subjects}")
     n_healthy = round(0.4 * n_subjects) if n_healthy is None else n_healthy
@@ -250,13 +263,23 @@ def write_synthetic_cohort(
         rng = np.random.default_rng([seed, i])
         subj = _subject(rng, name, "healthy" if healthy else "CLBP")
         matrix = synth_session(rng, subj, layout, patterns)
-        folder = root / ("randomised C" if healthy else "randomised P")
-        folder.mkdir(parents=True, exist_ok=True)
         variable = ["data", "mat", "session", f"{name}_fame"][int(rng.integers(0, 4))]
-        path = folder / f"{name}.mat"
-        tmp = folder / f".{name}.mat.tmp"
-        with open(tmp, "wb") as f:
-            scipy.io.savemat(f, {variable: matrix}, do_compression=True)
-        os.replace(tmp, path)
-        written.append(path)
+        if fmt == "mat":
+            folder = root / ("randomised C" if healthy else "randomised P")
+            buffer = io.BytesIO()
+            scipy.io.savemat(buffer, {variable: matrix}, do_compression=True)
+            written.append(write_bytes(folder / f"{name}.mat", buffer.getvalue()))
+        else:
+            written.append(write_text(root / f"{name}.csv", _challenge_csv(matrix, layout)))
     return written
+
+
+def _challenge_csv(matrix: np.ndarray, layout: FameLayout) -> str:
+    from poolwise.pain.data.readers import matrix_frame_labels
+
+    labels = matrix_frame_labels(matrix, layout).astype(np.float64)
+    table = np.column_stack([matrix[:, list(layout.signals)], labels])
+    buffer = io.StringIO()
+    buffer.write(",".join([*CHANNEL_NAMES, "protective"]) + "\n")
+    np.savetxt(buffer, table, delimiter=",", fmt="%.7g")
+    return buffer.getvalue()
