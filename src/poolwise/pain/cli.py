@@ -60,7 +60,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_loso(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from poolwise.pain.data.readers import load_dataset
     from poolwise.pain.loso import REFERENCE_LABEL, LosoConfig, resolve_folds, run_loso
@@ -84,34 +83,71 @@ def _cmd_loso(args: argparse.Namespace) -> int:
     )
     n_folds = len(resolve_folds(dataset.subjects, args.folds))
     print(
-        f"{args.model}, {args.protocol} protocol: {n_folds} folds of {len(dataset.subjects)} "
+        f"{args.model}, {args.protocol} protocol: {n_folds} fold{'s' * (n_folds != 1)} of "
+        f"{len(dataset.subjects)} "
         f"subjects, {len(dataset)} windows -> {args.out}"
     )
     if args.protocol == "reference":
         print(f"NOTE: {REFERENCE_LABEL}")
-    folds = tqdm(total=n_folds, desc="folds", unit="fold")
-    batches = tqdm(desc="windows", unit="win", leave=False, disable=args.jobs > 1)
-    args.close_on_error = [batches, folds]
+    bars = _LosoBars(args, n_folds, show_windows=args.jobs == 1)
 
     def on_fold(record: dict, resumed: bool) -> None:
         m = record["metrics"]
         f1 = "undefined" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
         status = "done earlier" if resumed else f"epoch {record['epoch_chosen']}"
-        folds.write(f"  {record['test_subject']}: macro F1 {f1} ({status})")
-        folds.update()
+        bars.fold_done(f"  {record['test_subject']}: macro F1 {f1} ({status})")
 
     def on_epoch(subject: str, record: dict) -> None:
-        batches.set_postfix(fold=subject, epoch=record["epoch"], loss=f"{record['train_loss']:.3f}")
+        bars.windows().set_postfix(fold=subject, epoch=record["epoch"],
+                                   loss=f"{record['train_loss']:.3f}")
 
     records = run_loso(
         dataset, args.out, config, folds=args.folds, jobs=args.jobs,
-        on_fold=on_fold, on_epoch=on_epoch, on_batch=batches.update,
-        on_notice=lambda text: folds.write(f"  note: {text}"), wait=args.wait,
+        on_fold=on_fold, on_epoch=on_epoch, on_batch=lambda n: bars.windows().update(n),
+        on_notice=lambda text: bars.write(f"  note: {text}"), wait=args.wait,
     )
-    batches.close()
-    folds.close()
+    bars.close()
     print(f"{len(records)} fold files in {args.out}; merge with: poolwise pain report {args.out}")
     return 0
+
+
+class _LosoBars:
+    """The folds and windows progress bars of ``pain loso``, opened at their first update (so
+    an error found before training prints alone) and closed by the CLI before any error."""
+
+    def __init__(self, args: argparse.Namespace, n_folds: int, *, show_windows: bool) -> None:
+        self.n_folds, self.show_windows = n_folds, show_windows
+        self._folds = self._windows = None
+        args.close_on_error = [self]
+
+    def folds(self):
+        from tqdm import tqdm
+
+        if self._folds is None:
+            self._folds = tqdm(total=self.n_folds, desc="folds", unit="fold")
+        return self._folds
+
+    def windows(self):
+        from tqdm import tqdm
+
+        self.folds()
+        if self._windows is None:
+            self._windows = tqdm(desc="windows", unit="win", leave=False,
+                                 disable=not self.show_windows)
+        return self._windows
+
+    def write(self, text: str) -> None:
+        self.folds().write(text)
+
+    def fold_done(self, text: str) -> None:
+        self.folds().write(text)
+        self.folds().update()
+
+    def close(self) -> None:
+        for bar in (self._windows, self._folds):
+            if bar is not None:
+                bar.close()
+        self._folds = self._windows = None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
