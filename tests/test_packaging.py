@@ -70,3 +70,30 @@ def test_license_and_type_marker_ship():
     assert "Apache License" in (ROOT / "LICENSE").read_text()
     assert _project()["license-files"] == ["LICENSE"]
     assert (SRC / "py.typed").is_file()
+
+
+def test_public_functions_are_annotated():
+    """py.typed promises annotations: every public function and method (names without a
+    leading underscore, plus __init__ / __call__) annotates its parameters and return."""
+    missing = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+
+        def visit(body, prefix=""):
+            for node in body:
+                if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                    visit(node.body, f"{node.name}.")
+                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    continue
+                if node.name.startswith("_") and node.name not in ("__init__", "__call__"):
+                    continue
+                args = node.args
+                params = [a for a in [*args.posonlyargs, *args.args, *args.kwonlyargs,
+                                      *filter(None, [args.vararg, args.kwarg])]
+                          if a.arg not in ("self", "cls")]
+                if any(a.annotation is None for a in params) or (
+                        node.returns is None and node.name != "__init__"):
+                    missing.append(f"{path.relative_to(SRC)}:{node.lineno} {prefix}{node.name}")
+
+        visit(tree.body)
+    assert not missing, "unannotated public functions:\n" + "\n".join(missing)

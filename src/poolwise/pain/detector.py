@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -306,5 +307,5 @@ class Detector:
                 "the input is far outside the training data (wrong units or a sensor fault?)")
         return prob.numpy()
 
-    def predict(self, X: np.ndarray | Tensor, **kwargs) -> np.ndarray:
+    def predict(self, X: np.ndarray | Tensor, **kwargs: Any) -> np.ndarray:
         return (self.predict_proba(X, **kwargs) >= self.threshold).astype(np.int64)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -72,7 +73,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
             mask[index[:take]] = True
         return mask
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None) -> PainClassifier:
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
@@ -107,7 +108,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = result.history
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "module_")
         X = _as_3d(validate_data(self, X, allow_nd=True, dtype=np.float32, reset=False))
         if X.shape[1:] != (self.n_channels_, self.n_timepoints_):
@@ -127,7 +128,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
                              f"{int((~np.isfinite(p)).sum())} of {len(X)} cases")
         return np.stack([1.0 - p, p], axis=1).astype(np.float64)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "module_")
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)]
 

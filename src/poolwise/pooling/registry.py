@@ -9,6 +9,7 @@ the pool's constructor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -42,7 +43,7 @@ def describe_pools() -> dict[str, str]:
 
 
 def create_pool(
-    name: str, *, num_channels: int | None = None, groups: int | None = None, **kwargs
+    name: str, *, num_channels: int | None = None, groups: int | None = None, **kwargs: Any
 ) -> nn.Module:
     """Builds the pool registered as ``name``.
 

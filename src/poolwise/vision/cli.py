@@ -473,7 +473,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_vision_commands(commands) -> None:
+def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pooling import list_pools
 

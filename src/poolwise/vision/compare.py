@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def _run_cell(runner: Callable, spec_type: type, spec_json: dict, run_dir: str,
 
 def run_grid(
     out: str | Path,
-    base,
+    base: Any,
     pools: Sequence[str],
     seeds: Sequence[int],
     runner: Callable[..., dict],
@@ -88,7 +89,7 @@ def run_grid(
 
 
 def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Sequence[int],
-                **kwargs) -> list[dict]:
+                **kwargs: Any) -> list[dict]:
     """The classification grid: :func:`run_grid` over :func:`run_classification`."""
     return run_grid(out, base, pools, seeds, run_classification, **kwargs)
 

@@ -12,6 +12,7 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ class ArrayImages(Dataset):
         return self._convert(self.images[index]), self.targets[index]
 
 
-def collate_batch(batch):
+def collate_batch(batch: Any) -> Any:
     """DataLoader collate for datasets that return whole batches from ``__getitems__``."""
     if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[0], Tensor):
         return batch

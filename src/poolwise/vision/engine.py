@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -78,7 +79,7 @@ def data_parallel(model: nn.Module, device: torch.device, world: int) -> nn.Modu
         model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """Autocast in the run's AMP dtype (``"none"``: full precision)."""
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp {amp!r} is not one of {tuple(AMP_DTYPES)}")
@@ -103,7 +104,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
+def open_run(run_dir: Path, spec: Any) -> tuple[int, int, bool, dict | None]:
     """Rank, world size, whether this call created the process group, and the finished result
     (``{}`` on ranks other than 0) when ``result.json`` exists, else None. Rank 0 creates the
     folder and refuses a spec other than the one recorded there."""
@@ -121,7 +122,7 @@ def open_run(run_dir: Path, spec) -> tuple[int, int, bool, dict | None]:
         read_json(run_dir / "result.json", "run result") if rank == 0 else {})
 
 
-def record_spec(run_dir: Path, spec) -> None:
+def record_spec(run_dir: Path, spec: Any) -> None:
     """Writes ``run.json`` once the run is known to be valid (its model built); rank 0 only."""
     if int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "run.json").exists():
         write_json(run_dir / "run.json", spec.to_json())

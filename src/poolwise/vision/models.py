@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -320,7 +321,7 @@ def create_model(
     norm: str | None = None,
     include_prefix_tokens: bool = False,
     pool_kwargs: dict | None = None,
-    **timm_kwargs,
+    **timm_kwargs: Any,
 ) -> PooledModel:
     """A timm model (ViT family or CNN) with ``pool`` as its head.
 

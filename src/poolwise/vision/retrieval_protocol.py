@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from poolwise._io import write_json
 from poolwise.vision.data import load_images
@@ -24,7 +25,7 @@ def split_classes(num_classes: int) -> tuple[list[int], list[int]]:
     return list(range(half)), list(range(half, num_classes))
 
 
-def run_retrieval(spec: RunSpec, run_dir: str | Path, **train_kwargs) -> dict:
+def run_retrieval(spec: RunSpec, run_dir: str | Path, **train_kwargs: Any) -> dict:
     """Trains on the first half of the classes (in ``run_dir/train``) and writes
     ``run_dir/retrieval.json`` with the metrics on held-out and on seen classes."""
     run_dir = Path(run_dir)

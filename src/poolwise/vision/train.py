@@ -346,7 +346,7 @@ def load_trained(
     return model.to(device).eval(), spec
 
 
-def run_dependence(run_dir, *, max_images: int | None = None) -> dict:
+def run_dependence(run_dir: str | Path, *, max_images: int | None = None) -> dict:
     """Head-wise dependence of a finished classification run on its test images."""
     model, spec = load_trained(run_dir)
     _, test = load_splits(spec)

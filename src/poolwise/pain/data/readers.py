@@ -14,6 +14,7 @@ import csv
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -275,7 +276,7 @@ def _check_unique_subjects(owners: dict[str, list[Path]]) -> None:
                             "subject must have one group and one id: rename one of them")
 
 
-def read_fame_folder(root: str | os.PathLike, **kwargs) -> WindowDataset:
+def read_fame_folder(root: str | os.PathLike, **kwargs: Any) -> WindowDataset:
     """Every session of a raw EmoPain tree.
 
     Sessions are the ``*.mat`` files under ``randomised C`` (healthy) and ``randomised P``
@@ -387,7 +388,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_challenge_folder(root: str | os.PathLike, **kwargs) -> WindowDataset:
+def read_challenge_folder(root: str | os.PathLike, **kwargs: Any) -> WindowDataset:
     """Every challenge-style file (``*.csv``, ``*.mat``) of a folder, one subject per file
     (the subject id is the file name without its suffix).
 
@@ -409,7 +410,8 @@ def read_challenge_folder(root: str | os.PathLike, **kwargs) -> WindowDataset:
                                    "file")
 
 
-def load_dataset(path: str | os.PathLike, *, cache: bool = True, **kwargs) -> WindowDataset:
+def load_dataset(path: str | os.PathLike, *, cache: bool = True,
+                 **kwargs: Any) -> WindowDataset:
     """A cached ``.npz`` dataset, or a raw FAME tree.
 
     A tree read with default options is cached as ``poolwise_windows.npz`` inside it (when

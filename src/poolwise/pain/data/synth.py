@@ -178,7 +178,7 @@ def _rater_marks(rng, subj, truth_spans, n, n_instances_frames, layout):
 
 
 def synth_session(
-    rng: np.random.Generator, subj: _Subject, layout: FameLayout, patterns
+    rng: np.random.Generator, subj: _Subject, layout: FameLayout, patterns: dict
 ) -> np.ndarray:
     """One raw FAME matrix (frames x 160) for a subject."""
     plan = _session_plan(rng)

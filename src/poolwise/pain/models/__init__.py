@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -34,7 +35,7 @@ def describe_models() -> dict[str, str]:
     return {name: _MODELS[name][1] for name in list_models()}
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Builds a fresh, newly initialised pain model by name."""
     if name not in _MODELS:
         raise ValueError(f"unknown pain model {name!r}; known: {', '.join(list_models())}")

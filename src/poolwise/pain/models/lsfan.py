@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from os import PathLike
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -156,7 +157,7 @@ class LSFAN(nn.Module):
         return self.classifier(z)
 
     @classmethod
-    def from_reference_checkpoint(cls, path: str | PathLike, **kwargs) -> LSFAN:
+    def from_reference_checkpoint(cls, path: str | PathLike, **kwargs: Any) -> LSFAN:
         """Loads a state_dict released with the authors' code into the published network.
 
         The file is read with ``weights_only=True`` (no unpickling of code). Key layout:

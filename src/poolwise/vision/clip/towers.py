@@ -16,6 +16,8 @@ Two kinds of tower are handled:
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -28,7 +30,7 @@ def _vit_global_pool(self, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def use_pool(model: nn.Module, pool: str, *, groups: int | None = None,
-             include_prefix_tokens: bool = False, **pool_kwargs) -> nn.Module:
+             include_prefix_tokens: bool = False, **pool_kwargs: Any) -> nn.Module:
     """Replaces the pooling of ``model.visual`` (an open_clip CLIP) in place; returns model.
 
     ``groups=None`` means the tower's number of attention heads.
@@ -74,7 +76,8 @@ def pool_of(model: nn.Module) -> nn.Module:
 
 def create_clip(name: str | None = None, *, pool: str = "ggem", groups: int | None = None,
                 pretrained: str | None = None, config: dict | None = None,
-                pool_kwargs: dict | None = None, **open_clip_kwargs):
+                pool_kwargs: dict | None = None,
+                **open_clip_kwargs: Any) -> tuple[nn.Module, Callable]:
     """An open_clip model with ``pool`` on its image tower, plus its tokenizer.
 
     Either ``name`` (an open_clip model name; ``pretrained`` as open_clip takes it) or

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from poolwise._io import write_json
 from poolwise.vision import engine
@@ -80,7 +80,7 @@ def load_pairs(spec: ClipSpec) -> tuple[PairedSplit, PairedSplit]:
     return tuple(read_pairs_csv(f, image_size=size) for f in files)
 
 
-def build(spec: ClipSpec):
+def build(spec: ClipSpec) -> tuple[nn.Module, Callable]:
     torch.manual_seed(spec.seed)
     if spec.model is None:
         return create_clip(config=spec.config, pool=spec.pool, groups=spec.groups,
@@ -93,7 +93,7 @@ def _rgb(images: Tensor) -> Tensor:
     return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
-def clamp_logit_scale(model) -> None:
+def clamp_logit_scale(model: nn.Module) -> None:
     """CLIP's clamp: the learnable temperature scale exp(logit_scale) stays in [1, 100]."""
     with torch.no_grad():
         model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
@@ -113,7 +113,7 @@ def contrastive_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor,
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, pairs: PairedSplit, batch_size: int = 256,
+def evaluate(model: nn.Module, tokenizer: Callable, pairs: PairedSplit, batch_size: int = 256,
              device: torch.device | str = "cpu") -> dict:
     model.eval()
     images = []
@@ -166,7 +166,7 @@ def _gather_batch(local: Tensor, sizes: list[int]) -> Tensor:
     return torch.cat([full[r * rows:r * rows + size] for r, size in enumerate(sizes)])
 
 
-def describe_clip(model, spec: ClipSpec) -> dict:
+def describe_clip(model: nn.Module, spec: ClipSpec) -> dict:
     """The resolved dual encoder, as a CLIP run prints and stores it (``model.json``)."""
     pool = pool_of(model)
     visual = model.visual
