@@ -79,10 +79,10 @@ def test_public_functions_are_annotated():
     for path in sorted(SRC.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
 
-        def visit(body, prefix=""):
+        def visit(body, prefix="", path=path):
             for node in body:
                 if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
-                    visit(node.body, f"{node.name}.")
+                    visit(node.body, f"{node.name}.", path)
                 if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     continue
                 if node.name.startswith("_") and node.name not in ("__init__", "__call__"):
