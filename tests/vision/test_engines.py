@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from poolwise.vision.compare import run_compare, summarise_pools, verdict, write_compare_report
+from poolwise.vision.compare import run_compare, summarise_pools, verdicts, write_compare_report
 from poolwise.vision.retrieval_protocol import run_retrieval, split_classes
 from poolwise.vision.train import RunSpec, load_trained, run_classification
 
@@ -85,19 +85,32 @@ def test_compare_grid_table_and_verdict(tmp_path):
     assert avg["accuracy"]["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
     report = write_compare_report(tmp_path, results, "poolwise vision compare ...")
     text = report.read_text()
-    assert "| avg | 2 |" in text and "| ggem | 2 |" in text and "ggem" in verdict(rows)
+    assert "| avg | 2 |" in text and "| ggem | 2 |" in text
+    (found,) = verdicts(results)
+    assert found["names"] == ["ggem", "avg"] and found["n"] == 2 and found["text"] in text
     for name in ("compare.json", "compare.csv", "compare.png", "p.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_verdict_wording():
-    def row(pool, mean, std):
-        cell = {"mean": mean, "std": std, "n": 3, "values": []}
-        return {"pool": pool, "accuracy": cell}
+def test_verdicts_pair_pools_by_seed():
+    def cell(pool, seed, accuracy):
+        return {"spec": {"pool": pool, "seed": seed}, "accuracy": accuracy}
 
-    assert "no clear difference" in verdict([row("ggem", 90.1, 0.3), row("avg", 90.0, 0.2)])
-    assert "ggem is ahead" in verdict([row("ggem", 91.0, 0.3), row("avg", 90.0, 0.2)])
-    assert "ggem is behind" in verdict([row("ggem", 89.0, 0.3), row("gem", 90.0, 0.2)])
+    close = [cell("ggem", 0, 0.901), cell("ggem", 1, 0.905), cell("ggem", 2, 0.899),
+             cell("avg", 0, 0.900), cell("avg", 1, 0.906), cell("avg", 2, 0.897)]
+    (v,) = verdicts(close)
+    # differences in points: +0.1, -0.1, +0.2 -> mean 0.0667, sd 0.1528, t = 0.756 (df 2),
+    # two-sided p = 1 - t / sqrt(t**2 + 2) = 0.529
+    assert v["mean_difference"] == pytest.approx(0.0667, abs=1e-4)
+    assert v["p_value"] == pytest.approx(0.529, abs=1e-3)
+    assert v["text"].startswith("top-1 accuracy (%): ggem − avg = +0.0667")
+    assert v["text"].endswith("no evidence of a difference")
+    ahead = [cell("ggem", s, 0.91 + 0.001 * s) for s in range(3)] + [
+        cell("gem", s, 0.90 + 0.0012 * s) for s in range(3)] + [
+        cell("max", s, 0.95 - 0.001 * s) for s in range(3)]
+    gem, mx = verdicts(ahead)
+    assert gem["text"].endswith("ggem is higher") and mx["text"].endswith("ggem is lower")
+    assert verdicts([cell("avg", 0, 0.9)]) == []
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from poolwise._figures import figure, save_figure
 from poolwise._io import write_json, write_text
 from poolwise._procs import process_pool
 from poolwise._tables import markdown_table, mean_std
-from poolwise.stats import summarise
+from poolwise.stats import paired_comparison, summarise
 from poolwise.vision.train import RunSpec, run_classification
 
 METRICS = (  # key in result.json, column title, scale
@@ -120,28 +120,30 @@ def summarise_pools(results: Sequence[dict], metrics: Sequence[tuple] = METRICS)
     return rows
 
 
-def verdict(rows: Sequence[dict], key: str = "accuracy", pool: str = "ggem",
-            metrics: Sequence[tuple] = METRICS) -> str:
-    """A plain sentence: did ``pool`` beat the best other pool on ``key``, relative to the
-    seed-to-seed spread (the larger of the two pools' std)?"""
-    mine = next((r for r in rows if r["pool"] == pool), None)
-    others = [r for r in rows if r["pool"] != pool and r[key]["mean"] is not None]
-    if mine is None or not others or mine[key]["mean"] is None:
-        return f"no {pool} result to compare"
-    best = max(others, key=lambda r: r[key]["mean"])
-    diff = mine[key]["mean"] - best[key]["mean"]
-    spread = max(s for s in (mine[key]["std"], best[key]["std"], 0.0) if s is not None)
-    title = dict((k, t) for k, t, _ in metrics)[key]
-    if spread == 0:
-        relation = "no seed spread to compare with (one seed)"
-    elif abs(diff) <= spread:
-        relation = f"within the seed-to-seed spread (std up to {spread:.2f}): no clear difference"
-    elif diff > 0:
-        relation = f"larger than the seed-to-seed spread (std up to {spread:.2f}): {pool} is ahead"
-    else:
-        relation = f"larger than the seed-to-seed spread (std up to {spread:.2f}): {pool} is behind"
-    return (f"{title}: {pool} {mine[key]['mean']:.2f} vs the best other pool, {best['pool']}, "
-            f"{best[key]['mean']:.2f}; difference {diff:+.2f}, {relation}.")
+def verdicts(results: Sequence[dict], key: str = "accuracy", pool: str = "ggem",
+             metrics: Sequence[tuple] = METRICS) -> list[dict]:
+    """``pool`` against every other pool of the grid on ``key``, paired by seed:
+    :func:`poolwise.stats.paired_comparison` (mean difference, t interval, paired t-test, and
+    its sentence, prefixed with the metric's title). Empty when ``pool`` is not in the grid."""
+    titles = {k: (t, scale) for k, t, scale in metrics}
+    title, scale = titles[key]
+    value = {(r["spec"]["pool"], r["spec"]["seed"]): _metric(r, key) for r in results}
+    pools = list(dict.fromkeys(r["spec"]["pool"] for r in results))
+    seeds = sorted({r["spec"]["seed"] for r in results})
+    if pool not in pools:
+        return []
+
+    def scaled(name: str) -> list[float | None]:
+        return [None if value.get((name, s)) is None else value[(name, s)] * scale
+                for s in seeds]
+
+    found = []
+    for other in pools:
+        if other != pool:
+            comparison = paired_comparison(scaled(pool), scaled(other), names=(pool, other))
+            comparison.update(metric=key, text=f"{title}: {comparison['text']}")
+            found.append(comparison)
+    return found
 
 
 def pool_table(rows: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> str:
@@ -174,7 +176,10 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str)
         "features of the head groups (lower = less dependent).", "",
         pool_table(rows), "",
         "## Verdict", "",
-        *(f"- {verdict(rows, key)}" for key in ("accuracy", "map@r")), "",
+        "GGeM against every other pool, paired by seed (difference of the means, 95 % t "
+        "interval, paired t-test at 0.05; with 2-3 seeds only large differences can show).", "",
+        *(f"- {v['text']}" for key in ("accuracy", "map@r") for v in verdicts(results, key)),
+        "",
         "![metrics](compare.png)", "", "![learned p](p.png)", "",
         "Training time per run (s): "
         + ", ".join(f"{r['spec']['pool']}/{r['spec']['seed']} {r['train_seconds']:.0f}"
@@ -182,8 +187,8 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str)
         "",
     ]
     write_text(out / "compare.md", "\n".join(lines))
-    verdicts = {k: verdict(rows, k) for k in ("accuracy", "map@r")}
-    write_json(out / "compare.json", {"command": command, "rows": rows, "verdict": verdicts})
+    found = {k: verdicts(results, k) for k in ("accuracy", "map@r")}
+    write_json(out / "compare.json", {"command": command, "rows": rows, "verdict": found})
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["pool", "seed", "accuracy", "recall@1", "map@r", "r_precision",

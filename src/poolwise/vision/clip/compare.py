@@ -9,7 +9,7 @@ from pathlib import Path
 
 from poolwise._io import write_json, write_text
 from poolwise.vision.clip.train import ClipSpec, run_clip
-from poolwise.vision.compare import plot_bars, pool_table, run_grid, summarise_pools, verdict
+from poolwise.vision.compare import plot_bars, pool_table, run_grid, summarise_pools, verdicts
 
 KEYS = ("image->text R@1", "image->text R@5", "text->image R@1", "text->image R@5",
         "zero-shot accuracy")
@@ -40,11 +40,14 @@ def write_clip_report(out: str | Path, results: Sequence[dict], command: str) ->
         "captions in the top K; text->image R@K: a caption's hit is any image it describes.", "",
         pool_table(rows, METRICS),
     ]
-    verdicts = {k: verdict(rows, k, metrics=METRICS) for k in HEADLINE}
-    lines += ["", "## Verdict", "", *(f"- {v}" for v in verdicts.values()), "",
+    found = {k: verdicts(results, k, metrics=METRICS) for k in HEADLINE}
+    lines += ["", "## Verdict", "",
+              "GGeM against every other pool, paired by seed (difference of the means, 95 % t "
+              "interval, paired t-test at 0.05).", "",
+              *(f"- {v['text']}" for k in HEADLINE for v in found[k]), "",
               "![metrics](clip_compare.png)", ""]
     write_text(out / "clip_compare.md", "\n".join(lines))
     write_json(out / "clip_compare.json", {"command": command, "rows": rows,
-                                           "verdict": verdicts})
+                                           "verdict": found})
     plot_bars(out / "clip_compare.png", rows, [m for m in METRICS if m[0] in HEADLINE])
     return out / "clip_compare.md"
