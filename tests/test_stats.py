@@ -73,6 +73,19 @@ def test_bootstrap_resamples_whole_groups():
     assert bootstrap_ci(groups, pooled_mean, seed=3) == narrow  # seeded
 
 
+def test_bootstrap_of_several_named_values_uses_the_same_resamples():
+    rng = np.random.default_rng(2)
+    groups = [rng.normal(0, 1, 10) for _ in range(12)]
+
+    def both(gs):
+        values = np.concatenate(gs)
+        return {"mean": float(values.mean()), "max": float(values.max())}
+
+    r = bootstrap_ci(groups, both, seed=4)
+    alone = bootstrap_ci(groups, lambda gs: float(np.concatenate(gs).mean()), seed=4)
+    assert r["mean"] == alone and r["max"]["estimate"] == both(groups)["max"]
+
+
 def test_bootstrap_counts_undefined_resamples():
     groups = [np.array([0]), np.array([1])]
 

@@ -17,7 +17,7 @@ subject's labels or a seed's run do not define) are counted, never averaged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -104,7 +104,7 @@ def paired_comparison(
 
 def bootstrap_ci(
     groups: Sequence[object],
-    statistic: Callable[[list], float | None],
+    statistic: Callable[[list], float | Mapping[str, float | None] | None],
     *,
     confidence: float = 0.95,
     n_resamples: int = 1000,
@@ -115,19 +115,26 @@ def bootstrap_ci(
     Each resample draws ``len(groups)`` groups with replacement (a subject drawn twice counts
     twice) and calls ``statistic`` on them; resamples where it returns None are left out and
     counted. Returns ``{"estimate", "ci" [low, high] or None, "confidence", "resamples",
-    "undefined_resamples"}``.
+    "undefined_resamples"}``; for a statistic that returns a mapping of named values (several
+    metrics of one resample), that dict for each name.
     """
     estimate = statistic(list(groups))
+    named = isinstance(estimate, Mapping)
+    names = list(estimate) if named else [None]
     rng = np.random.default_rng(seed)
-    values, undefined = [], 0
+    values: dict = {name: [] for name in names}
     for draw in rng.integers(0, len(groups), (n_resamples, len(groups))):
         value = statistic([groups[i] for i in draw])
-        if value is None:
-            undefined += 1
-        else:
-            values.append(value)
+        for name in names:
+            values[name].append(value[name] if named else value)
     tail = 100 * (1 - confidence) / 2
-    ci = ([float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
-          if values else None)
-    return {"estimate": estimate, "ci": ci, "confidence": confidence,
-            "resamples": n_resamples, "undefined_resamples": undefined}
+
+    def interval(name: str | None) -> dict:
+        defined = [v for v in values[name] if v is not None]
+        ci = ([float(np.percentile(defined, tail)), float(np.percentile(defined, 100 - tail))]
+              if defined else None)
+        return {"estimate": estimate[name] if named else estimate, "ci": ci,
+                "confidence": confidence, "resamples": n_resamples,
+                "undefined_resamples": n_resamples - len(defined)}
+
+    return {name: interval(name) for name in names} if named else interval(None)

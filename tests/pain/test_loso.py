@@ -166,6 +166,26 @@ def test_jobs_run_folds_in_processes(cohort, tmp_path):
         run_loso(cohort, tmp_path / "r", _config(protocol="reference"), jobs=2)
 
 
+def test_runs_are_compared_over_subjects_by_hand():
+    from poolwise.pain.report import compare_runs
+
+    def summary(label, f1, protocol="clean"):
+        return {"label": label, "protocol": protocol, "per_subject": {
+            f"S{i}": {"macro_f1": v, "mcc": None if v is None else v - 0.5}
+            for i, v in enumerate(f1)}}
+
+    a = summary("A", [0.9, 0.8, 0.85, 0.7, 0.6, None])
+    b = summary("B", [0.4, 0.6, 0.25, 0.6, 0.65, 0.5])
+    found = compare_runs([a, b, summary("R", [0.9] * 6, protocol="reference")])
+    assert [(c["names"], c["metric"]) for c in found] == [
+        (["A", "B"], "macro_f1"), (["A", "B"], "mcc")]  # R: another protocol, not paired
+    f1 = found[0]
+    # 5 subjects define both (S5 not): differences 0.5, 0.2, 0.6, 0.1, -0.05; W = 1, p = 0.125
+    assert (f1["n"], f1["undefined"]) == (5, 1)
+    assert f1["statistic"] == 1.0 and f1["p_value"] == pytest.approx(0.125)
+    assert f1["text"].endswith("no evidence of a difference")
+
+
 def test_report_merges_runs(cohort, tmp_path):
     run_loso(cohort, tmp_path / "clean", _config(), folds=["0-2"])
     run_loso(cohort, tmp_path / "clean", _config(), folds=["3-5"])  # another array job
@@ -178,6 +198,9 @@ def test_report_merges_runs(cohort, tmp_path):
     text = path.read_text()
     assert "cnn_tap [clean]" in text and "cnn_tap [REFERENCE (leaky)]" in text
     assert "Clean vs REFERENCE" in text and "nan" not in text.lower()
+    ci = summary["pooled_ci"]["macro_f1"]
+    assert ci["estimate"] == summary["pooled"]["macro_f1"] and ci["resamples"] == 1000
+    assert ci["ci"][0] <= ci["ci"][1] and "bootstrap intervals" in text
     for name in ("confusion_matrices.png", "per_subject_macro_f1.png", "summary.json",
                  "per_subject.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0

@@ -21,7 +21,7 @@ from poolwise._io import read_json, write_json, write_text
 from poolwise._tables import markdown_table, mean_std, number
 from poolwise.pain.loso import fold_seconds
 from poolwise.pain.metrics import METRICS, binary_metrics, confusion
-from poolwise.stats import summarise
+from poolwise.stats import bootstrap_ci, paired_comparison, summarise
 
 METRIC_NAMES = {
     "f1": "F1 (protective)",
@@ -95,6 +95,45 @@ def pooled(run: Run, original_only: bool = False) -> tuple[np.ndarray, np.ndarra
     return labels, prob
 
 
+# pooled metrics given with a bootstrap interval, and per-subject metrics compared between runs
+CI_METRICS = ("macro_f1", "mcc", "roc_auc")
+COMPARED_METRICS = ("macro_f1", "mcc")
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def pooled_intervals(run: Run, *, n_resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = 0) -> dict[str, dict]:
+    """95 % percentile intervals of the pooled metrics, resampling held-out subjects (their
+    folds' windows whole) with replacement: :func:`poolwise.stats.bootstrap_ci`."""
+    folds = [(np.asarray(f["test"]["labels"], np.int64),
+              np.asarray(f["test"]["probabilities"], np.float64)) for f in run.folds]
+
+    def statistic(groups: list) -> dict[str, float | None]:
+        metrics = binary_metrics(np.concatenate([y for y, _ in groups]),
+                                 np.concatenate([p for _, p in groups]))
+        return {m: metrics[m] for m in CI_METRICS}
+
+    return bootstrap_ci(folds, statistic, n_resamples=n_resamples, seed=seed)
+
+
+def compare_runs(summaries: list[dict]) -> list[dict]:
+    """Every pair of runs of one protocol, paired by held-out subject: the Wilcoxon signed-rank
+    test of the per-subject metric over the subjects where both define it
+    (:func:`poolwise.stats.paired_comparison`)."""
+    found = []
+    for i, a in enumerate(summaries):
+        for b in summaries[i + 1:]:
+            if a["protocol"] != b["protocol"]:
+                continue
+            subjects = sorted(set(a["per_subject"]) & set(b["per_subject"]))
+            for m in COMPARED_METRICS:
+                r = paired_comparison([a["per_subject"][s][m] for s in subjects],
+                                      [b["per_subject"][s][m] for s in subjects],
+                                      names=(a["label"], b["label"]), test="wilcoxon")
+                found.append({**r, "metric": m})
+    return found
+
+
 def summarise_run(run: Run) -> dict:
     if not run.folds:
         raise ValueError(f"{run.path}: no finished folds yet")
@@ -120,6 +159,7 @@ def summarise_run(run: Run) -> dict:
         "epoch_chosen_mean": float(np.mean([f["epoch_chosen"] for f in run.folds])),
         "windows": len(labels),
         "pooled": binary_metrics(labels, prob),
+        "pooled_ci": pooled_intervals(run),
         "pooled_original_windows": binary_metrics(*pooled(run, original_only=True)),
         "confusion": confusion(labels, (prob >= 0.5).astype(np.int64)).tolist(),
         "per_subject": per_subject,
@@ -157,6 +197,26 @@ def gap_rows(summaries: list[dict]) -> list[list[str]]:
                 _gap(a, e), number(c), number(d), _gap(c, d),
             ])
     return rows
+
+
+def _with_interval(ci: dict) -> str:
+    if ci["estimate"] is None:
+        return "n/a"
+    if ci["ci"] is None:
+        return number(ci["estimate"])
+    return f"{ci['estimate']:.3f} ({ci['ci'][0]:.3f} to {ci['ci'][1]:.3f})"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _finding(comparison: dict) -> str:
+    if comparison["p_value"] is None:
+        return "too few subjects"
+    if comparison["p_value"] >= 0.05:
+        return "no evidence of a difference"
+    return "first higher" if comparison["mean_difference"] > 0 else "first lower"
 
 
 def _gap(clean: float | None, reference: float | None) -> str:
@@ -258,6 +318,35 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         ),
         "",
     ]
+    lines += [
+        "Pooled metrics with 95 % bootstrap intervals (the held-out subjects resampled with "
+        f"replacement, {BOOTSTRAP_RESAMPLES} resamples; percentile intervals):",
+        "",
+        markdown_table(["model", *(METRIC_NAMES[m] for m in CI_METRICS)],
+                       [[s["label"], *(_with_interval(s["pooled_ci"][m]) for m in CI_METRICS)]
+                        for s in summaries]),
+        "",
+    ]
+    comparisons = compare_runs(summaries)
+    if comparisons:
+        lines += [
+            "## Paired comparisons over subjects",
+            "",
+            "Runs of the same protocol, paired by held-out subject: the mean difference of the "
+            "per-subject metric (first minus second), a 95 % bootstrap interval, and the "
+            "Wilcoxon signed-rank test over the subjects where both runs define the metric "
+            "(n); 'no evidence' where p >= 0.05.",
+            "",
+            markdown_table(
+                ["first", "second", "metric", "n", "mean difference", "95 % interval", "p",
+                 "finding"],
+                [[c["names"][0], c["names"][1], METRIC_NAMES[c["metric"]], c["n"],
+                  _signed(c["mean_difference"]),
+                  "n/a" if c["ci"] is None else f"{c['ci'][0]:+.3f} to {c['ci'][1]:+.3f}",
+                  "n/a" if c["p_value"] is None else f"{c['p_value']:.2g}",
+                  _finding(c)] for c in comparisons]),
+            "",
+        ]
     gaps = gap_rows(summaries)
     if gaps:
         lines += [
@@ -296,5 +385,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         ), ""]
     write_text(out / "report.md", "\n".join(lines))
     write_json(out / "summary.json", summaries)
+    if comparisons:
+        write_json(out / "comparisons.json", comparisons)
     write_text(out / "per_subject.csv", _csv(summaries))
     return out / "report.md"
