@@ -37,3 +37,28 @@ def test_models_without_a_cnn_or_attention_say_so():
         grad_cam(create_model("gru"), torch.randn(1, 30, 180))
     with pytest.raises(ValueError, match="no attention"):
         attention_weights(create_model("cnn_tap"), torch.randn(1, 30, 180))
+
+
+def test_explanation_figures_state_their_scales(tmp_path):
+    """Grad-CAM panels carry a colorbar and say how they are normalised; the attention maps
+    share one colour scale with the uniform level marked; every figure has an SVG twin."""
+    import numpy as np
+
+    from poolwise.pain.data.layout import CHANNEL_NAMES
+    from poolwise.pain.explain import write_explanations
+
+    rng = np.random.default_rng(0)
+    arrays = {"channel_names": np.array(CHANNEL_NAMES), "frame_rate": np.array(60.0)}
+    for key in ("protective", "healthy"):
+        arrays[f"cam_{key}"] = rng.random((180, 30)).astype(np.float32)
+        arrays[f"n_{key}"] = np.array(5)
+        arrays[f"attention_{key}"] = rng.dirichlet(np.ones(16), 16).astype(np.float32)
+    names = sorted(p.name for p in write_explanations(arrays, tmp_path))
+    assert names == ["attention.png", "attention.svg", "explanations.npz", "gradcam.png",
+                     "gradcam.svg"]
+    gradcam = (tmp_path / "gradcam.svg").read_text()
+    assert "its maximum in this panel" in gradcam and "angle_00" in gradcam
+    assert "signal column" in gradcam and "time in window (s)" in gradcam
+    attention = (tmp_path / "attention.svg").read_text()
+    assert attention.count("attention weight, one scale for all") == 1  # one shared colorbar
+    assert "uniform, 1/16" in attention

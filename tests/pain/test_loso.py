@@ -201,6 +201,11 @@ def test_report_merges_runs(cohort, tmp_path):
     ci = summary["pooled_ci"]["macro_f1"]
     assert ci["estimate"] == summary["pooled"]["macro_f1"] and ci["resamples"] == 1000
     assert ci["ci"][0] <= ci["ci"][1] and "bootstrap intervals" in text
+    svg = (tmp_path / "report" / "per_subject_macro_f1.svg").read_text()
+    for s in json.loads((tmp_path / "report" / "summary.json").read_text()):
+        k = len(s["undefined_subjects"]["macro_f1"])
+        assert (f"({k} undefined)" in svg) == (k > 0)  # counted, not dropped silently
+    assert "![per_subject_macro_f1.png](per_subject_macro_f1.png)" in text
     for name in ("confusion_matrices.png", "per_subject_macro_f1.png", "summary.json",
                  "per_subject.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0

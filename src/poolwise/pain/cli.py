@@ -265,9 +265,9 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
     ax.axhline(config.threshold, color="grey", ls="--", lw=0.8, label="threshold")
     frames_t = [i / config.frame_rate for i in range(n_frames)]
     ax.fill_between(frames_t, 0, 1, where=labels == 1, color="C3", alpha=0.15, step="post",
-                    label="protective frames")
+                    label="shading: frames predicted protective")
     ax.fill_between(frames_t, 0, 1, where=labels == -1, color="k", alpha=0.07, step="post",
-                    label="unknown")
+                    label="shading: no decision (unknown)")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("P(protective)")
     ax.set_ylim(0, 1)

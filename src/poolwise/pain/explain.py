@@ -154,28 +154,45 @@ def write_explanations(arrays: dict, out: str | Path) -> list[Path]:
     written.append(out / "explanations.npz")
     names = [str(c) for c in arrays["channel_names"]]
     keys = [k[len("cam_") :] for k in arrays if k.startswith("cam_")]
-    fig = figure((3.2 * len(keys), 4.2))
+    fig = figure((3.4 * len(keys), 4.6))
     axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         cam = arrays[f"cam_{key}"]
         seconds = cam.shape[0] / float(arrays["frame_rate"])
-        ax.imshow(cam / max(cam.max(), 1e-12), aspect="auto", cmap="magma",
-                  extent=(-0.5, len(names) - 0.5, seconds, 0))
+        image = ax.imshow(cam / max(cam.max(), 1e-12), aspect="auto", cmap="magma", vmin=0,
+                          vmax=1, extent=(-0.5, len(names) - 0.5, seconds, 0))
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=5)
+        ax.set_xlabel("signal column", fontsize=7)
         ax.set_title(f"Grad-CAM, {key} (n={int(arrays[f'n_{key}'])})", fontsize=8)
         ax.set_ylabel("time in window (s)", fontsize=7)
+        bar = fig.colorbar(image, ax=ax, fraction=0.046)
+        bar.set_label("Grad-CAM / its maximum in this panel", fontsize=6)
+        bar.ax.tick_params(labelsize=6)
+    fig.suptitle("mean Grad-CAM of the protective logit over the windows of each group; each "
+                 "panel divided by its own maximum", fontsize=7)
     fig.tight_layout()
     written += [out / name for name in save_figure(fig, out / "gradcam.png")]
     keys = [k[len("attention_") :] for k in arrays if k.startswith("attention_")]
     if keys:
-        fig = figure((3.0 * len(keys), 3.0))
+        from matplotlib.colors import TwoSlopeNorm
+
+        maps = [arrays[f"attention_{key}"] for key in keys]
+        uniform = 1.0 / maps[0].shape[-1]
+        low, high = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
+        spread = max(high - uniform, uniform - low, 1e-6)
+        norm = TwoSlopeNorm(vcenter=uniform, vmin=uniform - spread, vmax=uniform + spread)
+        fig = figure((3.0 * len(keys) + 1.0, 3.2), layout="constrained")
         axes = fig.subplots(1, len(keys), squeeze=False)
-        for ax, key in zip(axes[0], keys, strict=True):
-            image = ax.imshow(arrays[f"attention_{key}"], cmap="viridis")
+        for ax, key, attention in zip(axes[0], keys, maps, strict=True):
+            image = ax.imshow(attention, cmap="RdBu_r", norm=norm)
             ax.set_title(f"attention, {key}", fontsize=8)
             ax.set_xlabel("key: CNN channel", fontsize=7)
             ax.set_ylabel("query: CNN channel", fontsize=7)
-            fig.colorbar(image, ax=ax, fraction=0.046)
-        fig.tight_layout()
+            ax.tick_params(labelsize=6)
+        bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.046)
+        bar.ax.axhline(uniform, color="k", lw=1.0)
+        bar.set_label(f"attention weight, one scale for all (line: uniform, "
+                      f"1/{round(1 / uniform)})", fontsize=6)
+        bar.ax.tick_params(labelsize=6)
         written += [out / name for name in save_figure(fig, out / "attention.png")]
     return written

@@ -241,17 +241,24 @@ def _plots(summaries: list[dict], out: Path) -> list[str]:
     fig.tight_layout()
     written += save_figure(fig, out / "confusion_matrices.png")
 
-    fig = figure((max(4, 0.9 * n + 2), 3.4))
+    fig = figure((max(4, 0.9 * n + 2), 3.8))
     ax = fig.subplots()
+    ticks = []
     for i, s in enumerate(summaries):
         values = [v["macro_f1"] for v in s["per_subject"].values() if v["macro_f1"] is not None]
+        undefined = sum(v["macro_f1"] is None for v in s["per_subject"].values())
         jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
-        ax.scatter(i + jitter, values, s=10, alpha=0.6)
-        ax.hlines(s["pooled"]["macro_f1"] or 0, i - 0.3, i + 0.3, color="k")
-    ax.set_xticks(range(n), [s["label"] for s in summaries], rotation=30, ha="right", fontsize=7)
+        ax.scatter(i + jitter, values, s=10, alpha=0.6, color="C0",
+                   label="a held-out subject" if i == 0 else None)
+        if s["pooled"]["macro_f1"] is not None:
+            ax.hlines(s["pooled"]["macro_f1"], i - 0.3, i + 0.3, color="k",
+                      label="pooled over all windows" if i == 0 else None)
+        ticks.append(s["label"] + (f"\n({undefined} undefined)" if undefined else ""))
+    ax.set_xticks(range(n), ticks, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("macro F1 per held-out subject")
     ax.set_ylim(0, 1.02)
-    ax.set_title("dots: subjects; bar: pooled over all windows", fontsize=8)
+    ax.set_title("(n undefined): subjects of one class with no other prediction", fontsize=7)
+    ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     written += save_figure(fig, out / "per_subject_macro_f1.png")
     return written
