@@ -43,13 +43,17 @@ def test_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["vision", "compare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: the recipe's, else 5)" in text and "(default: token,avg,max,gem,ggem)" in text
+    assert "(default: the recipe's, else 5)" in text
+    assert "(default: token,avg,max,gem,ggem,map,prr,simpool,lse)" in text
 
 
 def test_pools_lists_the_registry(capsys):
     assert main(["pools"]) == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line.split("|")[1].strip() for line in lines[2:]]
     assert listed == list_pools()
+    assert "| map | attention | latent query" in "\n".join(lines)
+    assert "timm.layers.AttentionPoolLatent" in lines[listed.index("map") + 2]
 
 
 def test_console_entry_point_runs():

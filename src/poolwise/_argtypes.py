@@ -35,3 +35,17 @@ def fraction(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def pool_names(text: str) -> list[str]:
+    """A comma-separated list of registered pool names (the registry is the only source)."""
+    from poolwise.pooling import list_pools
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no pool named")
+    unknown = [name for name in names if name not in list_pools()]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown pool(s) {', '.join(unknown)}; registered: "
+                                         f"{', '.join(list_pools())}")
+    return names

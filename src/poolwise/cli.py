@@ -14,14 +14,19 @@ from poolwise import __version__
 from poolwise._argtypes import positive_int
 from poolwise._io import FolderBusyError
 from poolwise._logs import hide_cuda_home_notice
-from poolwise.pooling import describe_pools
 
 
 def _cmd_pools(args: argparse.Namespace) -> int:
-    pools = describe_pools()
-    width = max(map(len, pools))
-    for name, text in pools.items():
-        print(f"{name:<{width}}  {text}")
+    from poolwise._tables import markdown_table
+    from poolwise.pooling import list_pools, pool_info
+
+    rows = []
+    for name in list_pools():
+        info = pool_info(name)
+        rows.append([name, info.family, info.learnable or "none", ", ".join(info.layouts),
+                     ", ".join(info.needs) or "-", info.source, info.description])
+    print(markdown_table(["pool", "family", "learns", "layouts", "needs", "from",
+                          "description"], rows))
     return 0
 
 

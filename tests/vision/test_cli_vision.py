@@ -35,8 +35,12 @@ def test_train_then_dependence(tmp_path, capsys):
 
 
 def test_errors_are_clear(tmp_path, capsys):
-    assert main(["vision", "compare", "--pools", "avg,mean", "--out", str(tmp_path)]) == 2
-    assert "unknown pools ['mean']" in capsys.readouterr().err
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:  # names are checked against the registry
+        main(["vision", "compare", "--pools", "avg,mean", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unknown pool(s) mean; registered: avg," in err
     assert main(["vision", "train", "--data", str(tmp_path / "none"), "--out",
                  str(tmp_path / "r")]) == 2
     assert "none: not 'embedded'" in capsys.readouterr().err

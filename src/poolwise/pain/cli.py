@@ -279,6 +279,7 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pain.constants import MAX_ABS_Z, STEP, WINDOW
+    from poolwise.pain.loso import PROTOCOLS
     from poolwise.pain.models import list_models
 
     pain = commands.add_parser(
@@ -356,7 +357,7 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         nargs="+",
         help="subset of folds: subject ids, 0-based indices or ranges like 0-9 (array jobs)",
     )
-    loso.add_argument("--protocol", choices=("clean", "reference"), default="clean",
+    loso.add_argument("--protocol", choices=PROTOCOLS, default="clean",
                       help="clean: no leaks; reference: the leaks of the authors' code, to "
                       "measure their optimism (labelled REFERENCE (leaky) everywhere)")
     loso.add_argument("--batch-size", type=positive_int, default=40,

@@ -4,6 +4,7 @@ Pure functions live in :mod:`~poolwise.pooling.functional`, thin modules in
 :mod:`~poolwise.pooling.modules`, and the names in :mod:`~poolwise.pooling.registry`.
 """
 
+from poolwise.pooling.attention import TimmPool
 from poolwise.pooling.functional import (
     avg_pool,
     avgmax_pool,
@@ -14,7 +15,14 @@ from poolwise.pooling.functional import (
     token_pool,
 )
 from poolwise.pooling.modules import AvgMaxPool, AvgPool, GGeM, GlobalPool, MaxPool, TokenPool
-from poolwise.pooling.registry import create_pool, describe_pools, list_pools, register_pool
+from poolwise.pooling.registry import (
+    PoolInfo,
+    create_pool,
+    describe_pools,
+    list_pools,
+    pool_info,
+    register_pool,
+)
 
 __all__ = [
     "AvgMaxPool",
@@ -22,6 +30,8 @@ __all__ = [
     "GGeM",
     "GlobalPool",
     "MaxPool",
+    "PoolInfo",
+    "TimmPool",
     "TokenPool",
     "avg_pool",
     "avgmax_pool",
@@ -32,6 +42,7 @@ __all__ = [
     "ggem_reference",
     "list_pools",
     "max_pool",
+    "pool_info",
     "register_pool",
     "token_pool",
 ]

@@ -122,10 +122,15 @@ def drop_prefix_tokens(x: Tensor, num_prefix_tokens: int, *, channel_dim: int = 
     return x[:, num_prefix_tokens:]
 
 
+def as_tokens(x: Tensor, *, channel_dim: int = -1) -> Tensor:
+    """Any layout as tokens ``(B, N, C)``: the positions of a map or series, in order."""
+    cdim = normalize_channel_dim(x, channel_dim)
+    return x.movedim(cdim, -1).flatten(1, -2)
+
+
 def token_pool(x: Tensor, *, channel_dim: int = -1) -> Tensor:
     """The first position (the CLS token for ViT tokens); (B, C)."""
-    cdim = normalize_channel_dim(x, channel_dim)
-    return x.movedim(cdim, -1).flatten(1, -2)[:, 0]
+    return as_tokens(x, channel_dim=channel_dim)[:, 0]
 
 
 def avg_pool(x: Tensor, *, channel_dim: int = -1) -> Tensor:

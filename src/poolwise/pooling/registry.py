@@ -1,32 +1,65 @@
-"""The single source of pool names: ``create_pool(name, ...)`` and ``list_pools()``.
+"""The single source of pool names and what they are: ``create_pool(name, ...)``,
+``list_pools()``, ``pool_info(name)``.
 
 Every factory takes the same keywords so that callers (ViT heads, CNN heads, L-SFAN) can build
 any pool from a name: ``num_channels`` (C) and ``groups`` (G, e.g. the number of attention
 heads) are used by the pools that need them and ignored by the others; everything else goes to
-the pool's constructor.
+the pool's constructor. Each entry records its family, what it learns, the layouts it takes and
+where its implementation comes from; the CLI's choices and every name check read this registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from poolwise.pooling import attention
 from poolwise.pooling.modules import AvgMaxPool, AvgPool, GGeM, MaxPool, TokenPool
 
 PoolFactory = Callable[..., nn.Module]
+LAYOUTS = ("tokens", "maps", "series")  # (B, N, C), (B, C, H, W), (B, C, T)
+# what a comparison pits GGeM against by default: every pool a user would pick today
+COMPARED = ("token", "avg", "max", "gem", "ggem", "map", "prr", "simpool", "lse")
 
-_REGISTRY: dict[str, tuple[PoolFactory, str]] = {}
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """What the registry knows of a pool.
+
+    ``learnable`` names the pool's own parameters ("" for none); ``needs`` the keywords of
+    :func:`create_pool` it cannot do without; ``source`` the implementation (poolwise's own, or
+    the timm layer it wraps).
+    """
+
+    name: str
+    description: str
+    family: str
+    learnable: str
+    layouts: tuple[str, ...]
+    needs: tuple[str, ...]
+    source: str
+    factory: PoolFactory
 
 
-def register_pool(name: str, description: str) -> Callable[[PoolFactory], PoolFactory]:
+_REGISTRY: dict[str, PoolInfo] = {}
+
+
+def register_pool(name: str, description: str, *, family: str, learnable: str = "",
+                  layouts: tuple[str, ...] = LAYOUTS, needs: tuple[str, ...] = (),
+                  source: str = "poolwise") -> Callable[[PoolFactory], PoolFactory]:
     """Decorator that adds a factory ``f(num_channels, groups, **kwargs) -> nn.Module``."""
 
     def add(factory: PoolFactory) -> PoolFactory:
         if name in _REGISTRY:
             raise ValueError(f"pool {name!r} is already registered")
-        _REGISTRY[name] = (factory, description)
+        unknown = sorted(set(layouts) - set(LAYOUTS))
+        if unknown:
+            raise ValueError(f"pool {name!r}: unknown layouts {unknown}; known: {LAYOUTS}")
+        _REGISTRY[name] = PoolInfo(name, description, family, learnable, tuple(layouts),
+                                   tuple(needs), source, factory)
         return factory
 
     return add
@@ -37,9 +70,20 @@ def list_pools() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def pool_info(name: str) -> PoolInfo:
+    """The registry entry of ``name``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones).
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown pool {name!r}; known pools: {', '.join(list_pools())}")
+    return _REGISTRY[name]
+
+
 def describe_pools() -> dict[str, str]:
     """Name -> one-line description, for help texts."""
-    return {name: _REGISTRY[name][1] for name in list_pools()}
+    return {name: _REGISTRY[name].description for name in list_pools()}
 
 
 def create_pool(
@@ -51,46 +95,62 @@ def create_pool(
         ValueError: for an unknown name (the message lists the known ones) or arguments the
             pool cannot use.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown pool {name!r}; known pools: {', '.join(list_pools())}")
-    factory, _ = _REGISTRY[name]
-    return factory(num_channels, groups, **kwargs)
+    return pool_info(name).factory(num_channels, groups, **kwargs)
 
 
-@register_pool("token", "the CLS token (first position)")
+@register_pool("token", "the CLS token (first position)", family="position")
 def _token(num_channels, groups, **kwargs):
     return TokenPool(**kwargs)
 
 
-@register_pool("avg", "mean over tokens/positions")
+@register_pool("avg", "mean over tokens/positions", family="mean")
 def _avg(num_channels, groups, **kwargs):
     return AvgPool(**kwargs)
 
 
-@register_pool("max", "max over tokens/positions")
+@register_pool("max", "max over tokens/positions", family="max")
 def _max(num_channels, groups, **kwargs):
     return MaxPool(**kwargs)
 
 
-@register_pool("avgmax", "0.5 * (mean + max)")
+@register_pool("avgmax", "0.5 * (mean + max)", family="mean")
 def _avgmax(num_channels, groups, **kwargs):
     return AvgMaxPool(**kwargs)
 
 
-@register_pool("gem", "generalized mean, one learnable p")
+@register_pool("gem", "generalized mean, one learnable p", family="generalized mean",
+               learnable="p (1)")
 def _gem(num_channels, groups, **kwargs):
     return GGeM(1, num_channels=num_channels, **kwargs)
 
 
-@register_pool("ggem", "group generalized mean, one learnable p per channel group")
+@register_pool("ggem", "group generalized mean, one learnable p per channel group",
+               family="generalized mean", learnable="p per group (G)", needs=("groups",))
 def _ggem(num_channels, groups, **kwargs):
     if groups is None:
         raise ValueError("pool 'ggem' needs groups=G (e.g. the number of attention heads)")
     return GGeM(groups, num_channels=num_channels, **kwargs)
 
 
-@register_pool("cgem", "channel-wise generalized mean, one learnable p per channel")
+@register_pool("cgem", "channel-wise generalized mean, one learnable p per channel",
+               family="generalized mean", learnable="p per channel (C)",
+               needs=("num_channels",))
 def _cgem(num_channels, groups, **kwargs):
     if num_channels is None:
         raise ValueError("pool 'cgem' needs num_channels=C (one p per channel)")
     return GGeM(num_channels, num_channels=num_channels, **kwargs)
+
+
+register_pool("map", "attention pooling with a learned latent query, then an MLP",
+              family="attention", learnable="latent query, q/kv/out projections, MLP",
+              needs=("num_channels",), source="timm.layers.AttentionPoolLatent")(
+    attention.latent_attention_pool)
+register_pool("prr", "parameter-free self-attention refines the tokens, then their mean",
+              family="attention", needs=("num_channels",),
+              source="timm.layers.AttentionPoolPrr")(attention.prr_pool)
+register_pool("simpool", "SimPool: the mean token queries one attention over the tokens",
+              family="attention", learnable="q/k projections, LayerNorm",
+              needs=("num_channels",), source="timm.layers.SimPool1d")(attention.simpool)
+register_pool("lse", "log-mean-exp, a learnable sharpness r between mean and max",
+              family="smooth max", learnable="r (1)", source="timm.layers.LsePlus1d")(
+    attention.lse_pool)

@@ -8,14 +8,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from poolwise._argtypes import positive_float, positive_int
+from poolwise._argtypes import pool_names, positive_float, positive_int
 
 ARCH_OPTIONS = (("img_size", int), ("patch_size", int), ("embed_dim", int), ("depth", int),
                 ("num_heads", int), ("mlp_ratio", float))
 
 
 def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
-    from poolwise.pooling import list_pools
+    from poolwise.vision.engine import AMP_DTYPES
+    from poolwise.vision.models import NORM_PLACEMENTS
     from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
 
     p.add_argument("--recipe", default=None,
@@ -37,7 +38,7 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
                        help=f"timm's {name} (default: the model's own"
                        + (", or the data's image size)" if name == "img_size" else ")"))
     p.add_argument("--groups", type=positive_int, default=None, help="GGeM groups (default: heads)")
-    p.add_argument("--norm", choices=("tokens", "pooled"), default=None,
+    p.add_argument("--norm", choices=NORM_PLACEMENTS, default=None,
                    help="final LayerNorm before pooling (tokens) or after (pooled); default: "
                    "the timm model's own placement")
     p.add_argument("--pretrained", action="store_true", default=None,
@@ -47,6 +48,9 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
                    help=f"epochs (default: the recipe's, else {epochs})")
     for flag, kind, text in SPEC_OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--amp", choices=list(AMP_DTYPES), default=None,
+                   help="autocast: bf16 (CPU and CUDA) or fp16 (with a gradient scaler); "
+                   "default: the recipe's, else none")
     p.add_argument("--pool-kwargs", type=_json_object, default=None,
                    help='extra pool arguments as JSON, e.g. \'{"negative": "softplus"}\'')
     p.add_argument("--classes", type=_class_list, default=None,
@@ -58,8 +62,7 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training forward")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
-    p.set_defaults(known_pools=list_pools(), command_defaults={"epochs": epochs,
-                                                              "p_lr_mult": 10.0})
+    p.set_defaults(command_defaults={"epochs": epochs, "p_lr_mult": 10.0})
 
 
 def _json_object(text: str) -> dict:
@@ -112,8 +115,6 @@ SPEC_OPTIONS = (
     ("--auto-augment", _optional_str, "timm RandAugment string for ImageFolder data, e.g. "
      "rand-m9-mstd0.5-inc1 (off)"),
     ("--reprob", float, "RandomErasing probability for ImageFolder data (0)"),
-    ("--amp", str, "autocast: none, bf16 (CPU and CUDA) or fp16 (with a gradient scaler) "
-     "(none)"),
 )
 
 
@@ -134,8 +135,6 @@ def _spec(args: argparse.Namespace, pool: str | None, seed: int | None):
         values.update(recipe)
     names = {f.name for f in dataclasses.fields(RunSpec)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if "amp" in given and given["amp"] not in ("none", "bf16", "fp16"):
-        raise ValueError(f"--amp {given['amp']!r} is not one of none, bf16, fp16")
     values.update(given)
     if pool is not None:
         values["pool"] = pool
@@ -171,17 +170,6 @@ def _model_line(info: dict) -> str:
     if info["norm"]:
         parts.append(f"final norm on {info['norm']}")
     return ", ".join(parts)
-
-
-def _pools(args: argparse.Namespace) -> list[str] | None:
-    """The --pools list, or None after printing which names are unknown."""
-    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
-    unknown = [p for p in pools if p not in args.known_pools]
-    if unknown:
-        print(f"error: unknown pools {unknown}; known: {', '.join(args.known_pools)}",
-              file=sys.stderr)
-        return None
-    return pools
 
 
 def _threads(args: argparse.Namespace) -> None:
@@ -266,9 +254,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from poolwise.vision.compare import run_compare, write_compare_report
 
     _threads(args)
-    pools = _pools(args)
-    if pools is None:
-        return 2
+    pools = args.pools
     seeds = list(range(args.seeds))
     base = _spec(args, pools[0], 0)
     print(f"{len(pools)} pools x {len(seeds)} seeds on {args.data}: {base.model} "
@@ -390,9 +376,7 @@ def _cmd_clip_compare(args: argparse.Namespace) -> int:
     from poolwise.vision.clip.compare import run_clip_compare, write_clip_report
 
     _threads(args)
-    pools = _pools(args)
-    if pools is None:
-        return 2
+    pools = args.pools
 
     def on_cell(pool: str, seed: int, r: dict) -> None:
         print(f"  {pool} seed {seed}: image->text R@1 {100 * r['image->text R@1']:.2f}%, "
@@ -447,7 +431,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         kwargs["img_size"] = load_images(args.data)["train"].image_size
     spec = ProbeSpec(model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
                      model_kwargs=kwargs, data=args.data, dtype=args.dtype,
-                     pools=[p.strip() for p in args.pools.split(",") if p.strip()],
+                     pools=args.pools,
                      seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                      lr=args.lr, p_lr_mult=args.p_lr_mult)
     bar = _Bar(args)
@@ -476,6 +460,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pooling import list_pools
+    from poolwise.pooling.registry import COMPARED
+    from poolwise.vision.probe import DTYPES
 
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
                                  description="Image classification, retrieval, pool comparisons "
@@ -515,7 +501,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                              "(mean ± std over seeds, verdicts), compare.json, compare.csv and "
                              "plots.")
     _add_spec_options(compare, epochs=5)
-    compare.add_argument("--pools", default="token,avg,max,gem,ggem",
+    compare.add_argument("--pools", type=pool_names, default=",".join(COMPARED),
                          help="comma-separated registered pool names")
     compare.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per pool")
     compare.add_argument("--jobs", type=positive_int, default=1,
@@ -556,14 +542,14 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                                   "and text->image R@K, zero-shot accuracy; mean ± std over "
                                   "seeds, verdicts), clip_compare.json and a plot.")
     _add_clip_options(clip_compare)
-    clip_compare.add_argument("--pools", default="token,avg,gem,ggem",
+    clip_compare.add_argument("--pools", type=pool_names, default=",".join(COMPARED),
                               help="comma-separated registered pool names")
     clip_compare.add_argument("--seeds", type=positive_int, default=3,
                               help="seeds 0..N-1 per pool")
     clip_compare.add_argument("--jobs", type=positive_int, default=1,
                               help="runs trained in parallel processes")
     clip_compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
-    clip_compare.set_defaults(run=_cmd_clip_compare, known_pools=list_pools())
+    clip_compare.set_defaults(run=_cmd_clip_compare)
 
     recipe = sub.add_parser(
         "open-clip-train", help="open_clip's own training recipe with a pool on the image tower",
@@ -599,7 +585,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                          help="local weights: a poolwise model.safetensors or a timm checkpoint")
     probe.add_argument("--data", default="embedded",
                        help="as for `vision train`")
-    probe.add_argument("--pools", default="token,avg,max,gem,ggem",
+    probe.add_argument("--pools", type=pool_names, default=",".join(COMPARED),
                        help="comma-separated registered pools")
     probe.add_argument("--seeds", type=positive_int, default=3, help="seeds per pool")
     probe.add_argument("--epochs", type=positive_int, default=30,
@@ -609,7 +595,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     probe.add_argument("--lr", type=positive_float, default=3e-3, help="AdamW learning rate")
     probe.add_argument("--p-lr-mult", type=positive_float, default=10.0,
                        help="lr multiplier of the pool's p")
-    probe.add_argument("--dtype", choices=("float16", "float32"), default="float16",
+    probe.add_argument("--dtype", choices=DTYPES, default="float16",
                        help="storage of the cached tokens")
     probe.add_argument("--threads", type=positive_int, default=None,
                        help="torch threads (default: torch's)")

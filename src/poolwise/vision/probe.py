@@ -42,6 +42,7 @@ from poolwise._io import (
 )
 from poolwise.pooling import create_pool, list_pools
 from poolwise.pooling.modules import GGeM
+from poolwise.pooling.registry import COMPARED
 from poolwise.vision.dependence import group_dependence
 from poolwise.vision.retrieval import retrieval_metrics
 
@@ -60,7 +61,7 @@ class ProbeSpec:
     data: str = "embedded"
     classes: list[int] | None = None
     dtype: str = "float16"
-    pools: list[str] = field(default_factory=lambda: ["token", "avg", "max", "gem", "ggem"])
+    pools: list[str] = field(default_factory=lambda: list(COMPARED))
     seeds: int = 3
     epochs: int = 30
     batch_size: int = 256
