@@ -317,6 +317,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_gnd(args: argparse.Namespace) -> int:
+    from poolwise._io import write_json
+    from poolwise.vision.revisited import read_ground_truth_pickle
+
+    table = read_ground_truth_pickle(args.pickle)
+    write_json(args.out, table)
+    print(f"{args.out}: {len(table['qimlist'])} queries, {len(table['imlist'])} database images")
+    return 0
+
+
 def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="embedded",
                    help="'embedded' or 'fashion-mnist' (built-in captions), or TRAIN.csv,TEST.csv "
@@ -601,6 +611,15 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                        help="torch threads (default: torch's)")
     probe.add_argument("--out", required=True, help="probe folder (tokens, cells, report)")
     probe.set_defaults(run=_cmd_probe)
+
+    gnd = sub.add_parser(
+        "convert-gnd", help="revisited Oxford/Paris ground truth: safe pickle to JSON",
+        description="Read a revisited Oxford/Paris ground-truth pickle (gnd_roxford5k.pkl, "
+        "gnd_rparis6k.pkl) without executing anything (every opcode must build plain data) "
+        "and write the documented JSON form that poolwise.vision.revisited reads.")
+    gnd.add_argument("pickle", help="the ground-truth .pkl file")
+    gnd.add_argument("--out", required=True, help="the JSON file to write")
+    gnd.set_defaults(run=_cmd_convert_gnd)
 
     recipes = sub.add_parser("recipes", help="list the shipped recipe files",
                              description="List the recipes shipped with poolwise (TOML files "
