@@ -203,29 +203,34 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str)
     return out / "compare.md"
 
 
-def plot_bars(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> None:
-    """One panel per metric: mean ± std per pool (GGeM in red) with the seeds as dots."""
-    fig = figure((4 * len(metrics), 3.4))
+def plot_metrics(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> None:
+    """One panel per metric: every seed as a point and the mean ± std (ddof 1) per pool, GGeM
+    in red. Points and error bars, not bars: the y axis is zoomed to the data, and its label
+    says so, so that differences of tenths of a point stay visible without a truncated bar."""
+    fig = figure((4 * len(metrics), 3.6))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, (key, title, _) in zip(axes, metrics, strict=True):
-        names = [r["pool"] for r in rows if r[key]["mean"] is not None]
-        for i, r in enumerate(r for r in rows if r[key]["mean"] is not None):
-            ax.bar(i, r[key]["mean"], yerr=r[key]["std"] or 0, color="C0" if r["pool"] != "ggem"
-                   else "C3", alpha=0.7, capsize=4)
-            ax.plot([i] * len(r[key]["values"]), r[key]["values"], "k.", ms=4)
-        ax.set_xticks(range(len(names)), names, rotation=30)
+        shown = [r for r in rows if r[key]["mean"] is not None]
+        for i, r in enumerate(shown):
+            color = "C3" if r["pool"] == "ggem" else "C0"
+            seeds = r[key]["values"]
+            offsets = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else [0.0]
+            ax.plot(i + np.asarray(offsets), seeds, ".", color="0.45", ms=5,
+                    label="one seed" if i == 0 else None)
+            ax.errorbar(i, r[key]["mean"], yerr=r[key]["std"] or 0, fmt="o", color=color,
+                        ms=6, capsize=4, label="mean ± std" if i == 0 else None)
+        ax.set_xticks(range(len(shown)), [r["pool"] for r in shown], rotation=30)
         ax.set_title(title, fontsize=10)
-        values = [v for r in rows for v in r[key]["values"]]
-        if values:
-            lo, hi = min(values), max(values)
-            pad = max(1e-3, 0.5 * (hi - lo))
-            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_ylabel(f"{title} (axis zoomed to the data)", fontsize=7)
+        ax.margins(y=0.25)
+        ax.grid(axis="y", lw=0.3, alpha=0.6)
+    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
 
 def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
-    plot_bars(out / "compare.png", rows, METRICS)
+    plot_metrics(out / "compare.png", rows, METRICS)
     fig = figure((6, 3.4))
     ax = fig.subplots()
     for r in results:
@@ -233,7 +238,7 @@ def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
             style = "o-" if len(r["p"]) > 1 else "s"
             ax.plot(range(1, len(r["p"]) + 1), r["p"], style, alpha=0.7,
                     label=f"{r['spec']['pool']} seed {r['spec']['seed']}")
-    ax.axhline(3.0, color="grey", lw=0.8, ls="--")
+    ax.axhline(3.0, color="grey", lw=0.8, ls="--", label="initial p = 3")
     ax.set_xlabel("group (attention head)")
     ax.set_ylabel("learned p")
     ax.legend(fontsize=7, ncol=2)

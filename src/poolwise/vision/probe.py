@@ -323,7 +323,7 @@ def write_probe_report(out: str | Path, spec: ProbeSpec, meta: dict, records: Se
                        command: str) -> Path:
     """probe.md (table with the cost of each step), probe.json, probe.csv, probe.png."""
     from poolwise._io import write_text
-    from poolwise.vision.compare import plot_bars, pool_table, summarise_pools
+    from poolwise.vision.compare import plot_metrics, pool_table, summarise_pools
 
     out = Path(out)
     rows = summarise_pools(records, PROBE_METRICS)
@@ -355,5 +355,5 @@ def write_probe_report(out: str | Path, spec: ProbeSpec, meta: dict, records: Se
         f"{r['train_seconds']:.3f},{' '.join(f'{v:.4f}' for v in r['p'] or [])}\n"
         for r in records)
     write_text(out / "probe.csv", header + body)
-    plot_bars(out / "probe.png", rows, PROBE_METRICS)
+    plot_metrics(out / "probe.png", rows, PROBE_METRICS)
     return out / "probe.md"

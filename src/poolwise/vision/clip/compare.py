@@ -9,7 +9,7 @@ from pathlib import Path
 
 from poolwise._io import write_json, write_text
 from poolwise.vision.clip.train import ClipSpec, run_clip
-from poolwise.vision.compare import plot_bars, pool_table, run_grid, summarise_pools, verdicts
+from poolwise.vision.compare import plot_metrics, pool_table, run_grid, summarise_pools, verdicts
 
 KEYS = ("image->text R@1", "image->text R@5", "text->image R@1", "text->image R@5",
         "zero-shot accuracy")
@@ -49,5 +49,5 @@ def write_clip_report(out: str | Path, results: Sequence[dict], command: str) ->
     write_text(out / "clip_compare.md", "\n".join(lines))
     write_json(out / "clip_compare.json", {"command": command, "rows": rows,
                                            "verdict": found})
-    plot_bars(out / "clip_compare.png", rows, [m for m in METRICS if m[0] in HEADLINE])
+    plot_metrics(out / "clip_compare.png", rows, [m for m in METRICS if m[0] in HEADLINE])
     return out / "clip_compare.md"
