@@ -138,10 +138,31 @@ def test_temporal_ggem_crossover_has_one_p_per_cnn_channel():
     assert count_parameters(model) == 8282 + 16
 
 
+@pytest.mark.parametrize("channels,heads", [(30, 5), (6, 3), (12, 4), (7, 1), (1, 1), (20, 5)])
+def test_lsfan_heads_default_to_the_largest_divisor_up_to_five(channels, heads):
+    model = LSFAN(n_channels=channels, n_classes=4)
+    assert model.encoder.layers[0].self_attn.num_heads == heads
+    assert model(torch.randn(2, channels, 180)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_takes_any_channel_count_and_class_count(name):
+    kwargs = {"n_segments": 3} if name == "banet" else {}
+    model = create_model(name, n_channels=6, n_classes=4, **kwargs)
+    assert model(torch.randn(3, 6, 180)).shape == (3, 4)
+
+
+def test_banet_segments_say_what_to_pass():
+    with pytest.raises(ValueError, match=r"pass n_segments between 1 and 3 \(EmoPain's 30"):
+        create_model("banet", n_channels=6)
+
+
 def test_configurable_network():
     model = LSFAN(n_channels=12, window=120, widths=(4, 8), heads=3, layers=2)
     assert model(torch.randn(2, 12, 120)).shape == (2, 2)
-    with pytest.raises(ValueError, match="heads=7 must divide the token size 30"):
+    with pytest.raises(ValueError, match=r"heads=7 must be a positive divisor of the encoder's "
+                       r"token size 30 \(the channel count\); heads=None picks the largest "
+                       r"divisor up to 5 \(5\)"):
         LSFAN(heads=7)
     with pytest.raises(ValueError, match="unknown pain model 'vit'"):
         create_model("vit")

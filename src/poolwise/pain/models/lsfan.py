@@ -58,6 +58,11 @@ def cnn_output_length(window: int, n_convs: int) -> int:
     return t
 
 
+def default_heads(token_size: int) -> int:
+    """The encoder's heads by default: the largest divisor of the token size not above 5."""
+    return max(h for h in range(1, 6) if token_size % h == 0)
+
+
 class LSFAN(nn.Module):
     """L-SFAN and its ablations on numpy3D-style batches ``(B, channels, time)``.
 
@@ -65,7 +70,10 @@ class LSFAN(nn.Module):
         n_channels: Signal columns S (30: 13 joint angles, 13 energies, 4 sEMG).
         window: Window length in frames (180 = 3 s at 60 Hz).
         widths: Output channels of the convolutions (K = widths[-1] tokens).
-        heads: Attention heads of the encoder layer (must divide the token size).
+        heads: Attention heads of the encoder layer; they must divide the token size, which is
+            the channel count S when pooling over time (the frames left after the CNN when
+            pooling sensors). None (default): the largest divisor of the token size not above
+            5, which is 5 on EmoPain's 30 columns (the published network) and works for any S.
         layers: Encoder layers.
         dim_feedforward: Hidden size of the encoder's MLP; None means the token size.
         dropout: Encoder dropout.
@@ -84,7 +92,7 @@ class LSFAN(nn.Module):
         n_channels: int = 30,
         window: int = WINDOW,
         widths: Sequence[int] = (2, 4, 8, 16),
-        heads: int = 5,
+        heads: int | None = None,
         layers: int = 1,
         dim_feedforward: int | None = None,
         dropout: float = 0.2,
@@ -120,8 +128,12 @@ class LSFAN(nn.Module):
         )
         self.encoder = None
         if attention:
-            if kept % heads != 0:
-                raise ValueError(f"heads={heads} must divide the token size {kept}")
+            heads = default_heads(kept) if heads is None else heads
+            if not isinstance(heads, int) or heads < 1 or kept % heads != 0:
+                axis = "the channel count" if pool_axis == "time" else "the frames after the CNN"
+                raise ValueError(f"heads={heads!r} must be a positive divisor of the encoder's "
+                                 f"token size {kept} ({axis}); heads=None picks the largest "
+                                 f"divisor up to 5 ({default_heads(kept)})")
             layer = nn.TransformerEncoderLayer(
                 d_model=kept,
                 nhead=heads,

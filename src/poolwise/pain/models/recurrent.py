@@ -38,10 +38,12 @@ class BANet(nn.Module):
         n_classes: int = 2,
     ) -> None:
         super().__init__()
-        if 2 * n_segments > n_channels:
+        if not isinstance(n_segments, int) or n_segments < 1 or 2 * n_segments > n_channels:
             raise ValueError(
-                f"n_segments={n_segments} needs {2 * n_segments} angle+energy columns, the "
-                f"input has {n_channels}"
+                f"n_segments={n_segments!r}: BANet pairs column s (an angle) with column "
+                f"n_segments + s (its energy), so it needs 2 x n_segments columns and the input "
+                f"has {n_channels}; pass n_segments between 1 and {n_channels // 2} (EmoPain's "
+                "30 columns: 13 angle + energy pairs)"
             )
         self.n_channels = n_channels
         self.n_segments = n_segments
