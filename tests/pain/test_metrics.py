@@ -117,3 +117,59 @@ def test_swapping_classes_keeps_macro_f1_mcc_and_auc(pairs):
             assert a[key] == pytest.approx(b[key])
     if a["mcc"] is not None:
         assert -1 - 1e-12 <= a["mcc"] <= 1 + 1e-12
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_binary_metrics_equal_scikit_learn(seed):
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    prob = np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1)
+    pred = (prob >= 0.5).astype(int)
+    m = binary_metrics(y, prob)
+    assert m["f1"] == pytest.approx(sk.f1_score(y, pred))
+    assert m["macro_f1"] == pytest.approx(sk.f1_score(y, pred, average="macro"))
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, pred))
+    assert m["mcc"] == pytest.approx(sk.matthews_corrcoef(y, pred))
+    assert m["roc_auc"] == pytest.approx(sk.roc_auc_score(y, prob))
+    assert m["pr_auc"] == pytest.approx(sk.average_precision_score(y, prob))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_multiclass_metrics_equal_scikit_learn(seed):
+    from poolwise.pain.metrics import multiclass_metrics
+
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    k = 4
+    y = rng.integers(0, k, 400)
+    logits = rng.normal(0, 1, (400, k))
+    logits[np.arange(400), y] += 1.0
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    pred = prob.argmax(1)
+    m = multiclass_metrics(y, prob)
+    np.testing.assert_allclose(m["f1_per_class"], sk.f1_score(y, pred, average=None))
+    assert m["macro_f1"] == pytest.approx(sk.f1_score(y, pred, average="macro"))
+    assert m["accuracy"] == pytest.approx(sk.accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y, pred))
+    assert m["mcc"] == pytest.approx(sk.matthews_corrcoef(y, pred))
+    assert m["roc_auc"] == pytest.approx(sk.roc_auc_score(y, prob, multi_class="ovr"))
+    assert m["pr_auc"] == pytest.approx(
+        sk.average_precision_score(np.eye(k)[y], prob, average="macro"))
+
+
+def test_multiclass_metrics_by_hand_and_undefined_values():
+    from poolwise.pain.metrics import multiclass_metrics
+
+    # true 0 0 1 1 2 2, predicted 0 1 1 1 2 0: diag 1, 2, 1 of rows 2, 2, 2, columns 2, 3, 1
+    prob = np.eye(3)[[0, 1, 1, 1, 2, 0]]
+    m = multiclass_metrics([0, 0, 1, 1, 2, 2], prob)
+    assert m["f1_per_class"] == pytest.approx([2 / 4, 4 / 5, 2 / 3])
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["balanced_accuracy"] == pytest.approx(4 / 6)
+    # R_K = (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t)) = (24 - 12) / sqrt((36 - 14)(36 - 12))
+    assert m["mcc"] == pytest.approx(12 / math.sqrt(22 * 24))
+    one_class = multiclass_metrics([1, 1], np.eye(3)[[1, 2]])
+    assert one_class["mcc"] is None and one_class["roc_auc"] is None
+    assert one_class["macro_f1"] is None and one_class["f1_per_class"][0] is None
+    with pytest.raises(ValueError, match=r"labels must be class indices 0..2"):
+        multiclass_metrics([3], np.eye(3)[[0]])

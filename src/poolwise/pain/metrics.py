@@ -1,4 +1,4 @@
-"""Binary detection metrics, pooled over windows and per subject.
+"""Detection metrics (binary, and K-class), pooled over windows and per subject.
 
 Pure numpy. Class 1 is "protective". Where a metric is undefined on the data (a subject whose
 windows are all of one class has no ROC-AUC; an F1 whose precision and recall are both 0/0) the
@@ -99,6 +99,75 @@ def binary_metrics(
         "mcc": mcc,
         "roc_auc": roc_auc(y_true, prob),
         "pr_auc": average_precision(y_true, prob),
+    }
+
+
+MULTICLASS_METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "mcc", "roc_auc", "pr_auc")
+
+
+def multiclass_confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """K x K matrix: rows true class 0..K-1, columns predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"labels {y_true.shape} and predictions {y_pred.shape} differ in shape")
+    bad = (y_true < 0) | (y_true >= n_classes) | (y_pred < 0) | (y_pred >= n_classes)
+    if bad.any():
+        raise ValueError(f"labels must be class indices 0..{n_classes - 1}; got "
+                         f"{np.unique(np.r_[y_true, y_pred])}")
+    return np.bincount(n_classes * y_true + y_pred, minlength=n_classes**2).reshape(
+        n_classes, n_classes)
+
+
+def multiclass_metrics(y_true: np.ndarray, prob: np.ndarray) -> dict[str, object]:
+    """Metrics of K-class probabilities ``prob`` (n, K), predictions their argmax.
+
+    - ``f1_per_class``: each class's F1 (None where undefined: neither present nor predicted);
+      ``macro_f1``: their mean, None if any class's F1 is undefined (as in the binary case);
+    - ``accuracy``; ``balanced_accuracy``: the mean recall over the classes present;
+    - ``mcc``: the K-class Matthews correlation (Gorodkin's R_K; 0 where its denominator is
+      0), None with fewer than two classes present;
+    - ``roc_auc`` / ``pr_auc``: one class against the rest, averaged over the classes present
+      (:func:`roc_auc` and :func:`average_precision` of ``prob[:, k]``); None with fewer than
+      two classes present.
+
+    With K = 2 every value but ``balanced_accuracy`` and ``f1_per_class`` equals
+    :func:`binary_metrics` at threshold 0.5 except where ``prob[:, 1]`` is exactly 0.5 (argmax
+    then picks class 0).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim != 2 or len(prob) != len(y_true):
+        raise ValueError(f"expected probabilities (n, K) for {len(y_true)} labels, got shape "
+                         f"{prob.shape}")
+    if len(y_true) == 0:
+        raise ValueError("no windows to score")
+    if not np.isfinite(prob).all():
+        raise ValueError(f"{int((~np.isfinite(prob)).sum())} probabilities are not finite")
+    k = prob.shape[1]
+    matrix = multiclass_confusion(y_true, prob.argmax(1), k)
+    tp = np.diag(matrix)
+    true, predicted = matrix.sum(1), matrix.sum(0)
+    f1 = [_f1(int(tp[c]), int(predicted[c] - tp[c]), int(true[c] - tp[c])) for c in range(k)]
+    present = np.flatnonzero(true > 0)
+    n = len(y_true)
+    if len(present) >= 2:
+        cov_tp = tp.sum() * n - true @ predicted
+        denominator = math.sqrt(float(n * n - predicted @ predicted) * float(n * n - true @ true))
+        mcc = 0.0 if denominator == 0 else float(cov_tp) / denominator
+        aucs = [roc_auc((y_true == c).astype(np.int64), prob[:, c]) for c in present]
+        aps = [average_precision((y_true == c).astype(np.int64), prob[:, c]) for c in present]
+        roc, pr = float(np.mean(aucs)), float(np.mean(aps))
+    else:
+        mcc = roc = pr = None
+    return {
+        "f1_per_class": f1,
+        "macro_f1": None if any(v is None for v in f1) else float(np.mean(f1)),
+        "accuracy": float(tp.sum() / n),
+        "balanced_accuracy": float(np.mean(tp[present] / true[present])),
+        "mcc": mcc,
+        "roc_auc": roc,
+        "pr_auc": pr,
     }
 
 
