@@ -45,8 +45,27 @@ def test_lsfan_classifier_on_numpy3d_with_groups():
     assert (model.predict(X) == y).mean() > 0.8
     with pytest.raises(ValueError, match="fitted on"):
         model.predict_proba(X[:, :, :20])
-    with pytest.raises(ValueError, match="Only binary classification"):
-        clone(model).fit(X, np.arange(len(X)) % 3)
+    with pytest.raises(ValueError, match="y holds one class"):
+        clone(model).fit(X, np.full(len(X), "other"))
+
+
+def test_multiclass_natively_with_any_labels():
+    """Three classes (a cue of a different frequency each), string labels: one softmax output
+    per class in the order of classes_, argmax predictions."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(144, 4, 32)).astype(np.float32)
+    y = np.tile(np.arange(3), 48)
+    for k in range(3):
+        X[y == k, 2] += 2.0 * np.sin(np.linspace(0, (k + 1) * 2 * np.pi, 32))
+    labels = np.array(["rest", "walk", "bend"])[y]
+    model = LSFANClassifier(epochs=10, batch_size=16, random_state=0).fit(
+        X, labels, groups=np.repeat(np.arange(6), 24))
+    assert model.classes_.tolist() == ["bend", "rest", "walk"]
+    assert model.module_.classifier[-1].out_features == 3
+    proba = model.predict_proba(X)
+    assert proba.shape == (144, 3) and np.allclose(proba.sum(1), 1)
+    assert (model.predict(X) == labels).mean() > 0.6  # chance: 1/3
 
 
 def test_validation_split_keeps_subjects_whole():

@@ -1,7 +1,9 @@
 """scikit-learn/aeon-style estimators: ``LSFANClassifier`` and ``PainClassifier(model=...)``.
 
 They take numpy3D ``(n_cases, n_channels, n_timepoints)`` (a 2-D ``(n_cases, n_timepoints)``
-array is one channel, as in aeon), any two class labels, and ``groups`` (subjects) in ``fit``.
+array is one channel, as in aeon), any two or more class labels sklearn accepts (the model gets
+one output per class; a softmax over them, class weights w_c = 1 - n_c / N from the fitted
+data), and ``groups`` (subjects) in ``fit``.
 ``fit`` holds out a validation part for picking the epoch: whole groups when ``groups`` is
 given (so no subject is in both parts), else a stratified fraction of the windows. The z-score
 statistics come from the fitting part only. Parameters are plain constructor arguments, so
@@ -20,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from poolwise.pain.augment import apply_zscore, fit_zscore
 from poolwise.pain.constants import MAX_ABS_Z
 from poolwise.pain.models import create_model, model_input_kwargs
-from poolwise.pain.train import TrainConfig, fit, predict_proba
+from poolwise.pain.train import TrainConfig, class_probabilities, fit
 
 
 def _as_3d(X: np.ndarray) -> np.ndarray:
@@ -33,8 +35,10 @@ def _as_3d(X: np.ndarray) -> np.ndarray:
 
 
 class PainClassifier(ClassifierMixin, BaseEstimator):
-    """A poolwise pain model (``model``: any name of ``poolwise pain models``) as a binary
-    classifier. The positive class is the larger of the two labels (1 = protective)."""
+    """A poolwise pain model (``model``: any name of ``poolwise pain models``) as a classifier
+    of two or more classes, in the order of ``classes_`` (sorted labels). With two classes the
+    positive one is the larger label (1 = protective) and ``predict`` thresholds its
+    probability at 0.5; with more, ``predict`` takes the most probable class."""
 
     def __init__(self, model: str = "lsfan", *, epochs: int = 20, batch_size: int = 40,
                  lr: float = 1e-3, weight_decay: float = 0.0, augment: bool = True,
@@ -64,7 +68,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
                 for start in range(len(names)):  # first choice whose rest has both classes
                     chosen = np.roll(names, -start)[:k]
                     mask = np.isin(groups, chosen)
-                    if len(np.unique(y[~mask])) == 2:
+                    if len(np.unique(y[~mask])) == len(np.unique(y)):
                         return mask
         mask = np.zeros(n, dtype=bool)
         for c in np.unique(y):
@@ -81,10 +85,10 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         X = _as_3d(X)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
-        if len(self.classes_) != 2:
-            raise ValueError(f"Only binary classification is supported; y holds "
-                             f"{len(self.classes_)} classes: {self.classes_[:5].tolist()}")
-        target = (y == self.classes_[1]).astype(np.int64)
+        if len(self.classes_) < 2:
+            raise ValueError(f"y holds one class ({self.classes_[0]!r}); a classifier needs at "
+                             "least two")
+        target = np.searchsorted(self.classes_, y).astype(np.int64)
         seed = 0 if self.random_state is None else int(self.random_state)
         rng = np.random.default_rng(seed)
         select = self._split(target, groups, rng)
@@ -92,7 +96,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         self.n_channels_, self.n_timepoints_ = X.shape[1], X.shape[2]
         torch.manual_seed(seed)
         kwargs = {**model_input_kwargs(self.model, X.shape[1], X.shape[2]),
-                  **(self.model_kwargs or {})}
+                  "n_classes": len(self.classes_), **(self.model_kwargs or {})}
         self.module_ = create_model(self.model, **kwargs)
         config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                              weight_decay=self.weight_decay, online_augment=self.augment)
@@ -122,19 +126,22 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
                 f"{int(far.any(axis=(1, 2)).sum())} of {len(X)} cases are far outside the "
                 f"training data (first: case {i}, channel {c}, time point {t}: |z| = "
                 f"{abs(z[i, c, t]):.3g} > max_abs_z={self.max_abs_z:g}); they are not scored")
-        p = predict_proba(self.module_, torch.from_numpy(z))
+        p = class_probabilities(self.module_, torch.from_numpy(z)).astype(np.float64)
         if not np.isfinite(p).all():
             raise ValueError(f"the model gives non-finite probabilities for "
-                             f"{int((~np.isfinite(p)).sum())} of {len(X)} cases")
-        return np.stack([1.0 - p, p], axis=1).astype(np.float64)
+                             f"{int((~np.isfinite(p).all(axis=1)).sum())} of {len(X)} cases")
+        return p
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "module_")
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)]
+        proba = self.predict_proba(X)
+        if len(self.classes_) == 2:
+            return self.classes_[(proba[:, 1] >= 0.5).astype(np.int64)]
+        return self.classes_[proba.argmax(axis=1)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
+        tags.classifier_tags.multi_class = True
         tags.non_deterministic = False
         tags.input_tags.three_d_array = True  # informative; sklearn's checks use 2-D X
         return tags

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from poolwise.pain.augment import augment_batch, n_variants
-from poolwise.pain.metrics import binary_metrics
+from poolwise.pain.metrics import binary_metrics, multiclass_metrics
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,20 @@ def predict_logits(model: nn.Module, X: Tensor, batch_size: int = 512) -> Tensor
 
 def predict_proba(model: nn.Module, X: Tensor, batch_size: int = 512) -> np.ndarray:
     """Protective-class probability per window."""
-    return torch.softmax(predict_logits(model, X, batch_size).float(), 1)[:, 1].numpy()
+    return class_probabilities(model, X, batch_size)[:, 1]
+
+
+def class_probabilities(model: nn.Module, X: Tensor, batch_size: int = 512) -> np.ndarray:
+    """Softmax probabilities (n, K) of every class."""
+    return torch.softmax(predict_logits(model, X, batch_size).float(), 1).numpy()
+
+
+def _selection_macro_f1(y: np.ndarray, prob: np.ndarray) -> float | None:
+    """Macro F1 on the selection windows: the binary definition (threshold 0.5) for two
+    classes, the K-class one (argmax) otherwise."""
+    if prob.shape[1] == 2:
+        return binary_metrics(y, prob[:, 1])["macro_f1"]
+    return multiclass_metrics(y, prob)["macro_f1"]
 
 
 def fit(
@@ -99,7 +112,8 @@ def fit(
             f"the {len(y_train)} training windows hold only class {int(y_train[0])}: "
             "a classifier cannot be fitted"
         )
-    weights = class_weights(y_train.numpy())
+    n_classes = int(max(y_train.max(), y_select.max())) + 1
+    weights = class_weights(y_train.numpy(), n_classes)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = min(config.samples_per_epoch or len(X_train), len(X_train))
@@ -128,14 +142,13 @@ def fit(
                 on_batch(len(index))
         logits = predict_logits(model, X_select)
         select_loss = float(loss_fn(logits, y_select))
-        prob = torch.softmax(logits, 1)[:, 1].numpy()
-        scores = binary_metrics(y_select.numpy(), prob)
-        macro = scores["macro_f1"] if scores["macro_f1"] is not None else -1.0
+        macro_f1 = _selection_macro_f1(y_select.numpy(), torch.softmax(logits.float(), 1).numpy())
+        macro = macro_f1 if macro_f1 is not None else -1.0
         record = {
             "epoch": epoch,
             "train_loss": total / per_epoch,
             "select_loss": select_loss,
-            "select_macro_f1": scores["macro_f1"],
+            "select_macro_f1": macro_f1,
         }
         result.history.append(record)
         if on_epoch is not None:
