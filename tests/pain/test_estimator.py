@@ -84,3 +84,31 @@ def test_cross_validate_leave_one_group_out():
                             X, y, groups=groups, cv=LeaveOneGroupOut(),
                             params={"groups": groups}, scoring="accuracy")
     assert len(scores["test_score"]) == 4 and np.all(scores["test_score"] >= 0)
+
+
+def test_unequal_lengths_follow_the_length_policy():
+    from poolwise.pain.estimator import to_length
+
+    a = np.arange(6, dtype=np.float32).reshape(1, 6)
+    b = np.array([[10.0, 20.0, 30.0]], dtype=np.float32)
+    padded = to_length([a, b], 6, "pad")
+    np.testing.assert_array_equal(padded[1, 0], [10, 20, 30, 30, 30, 30])  # edge, no zeros
+    np.testing.assert_array_equal(to_length([a, b], 3, "truncate")[0, 0], [0, 1, 2])
+    np.testing.assert_allclose(to_length([b], 5, "resample")[0, 0], [10, 15, 20, 25, 30])
+    with pytest.raises(ValueError, match="case 1 has 3 time points, fewer than the 6"):
+        to_length([a, b], 6, "truncate")
+    with pytest.raises(ValueError, match="case 1 has 3 time points, expected 6; pass length_"):
+        to_length([a, b], 6, "error")
+
+    torch.set_num_threads(1)
+    X, y, groups = cohort()
+    cases = [x[:, : 24 + i % 9] for i, x in enumerate(X)]  # 24 to 32 time points
+    with pytest.raises(ValueError, match="9 different lengths .* pass length_policy="):
+        PainClassifier(model="gru").fit(cases, y)
+    model = PainClassifier(model="cnn_tap", epochs=2, batch_size=16, length_policy="resample",
+                           random_state=0).fit(cases, y, groups=groups)
+    assert model.n_timepoints_ == 28  # the median length
+    assert model.predict_proba(cases[:5]).shape == (5, 2)
+    assert model.predict_proba(X[:5]).shape == (5, 2)  # equal length, another one: resampled
+    with pytest.raises(ValueError, match="fitted on"):
+        PainClassifier(model="gru", epochs=1).fit(X, y).predict_proba(X[:, :, :20])

@@ -12,6 +12,8 @@ statistics come from the fitting part only. Parameters are plain constructor arg
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
@@ -23,6 +25,81 @@ from poolwise.pain.augment import apply_zscore, fit_zscore
 from poolwise.pain.constants import MAX_ABS_Z
 from poolwise.pain.models import create_model, model_input_kwargs
 from poolwise.pain.train import TrainConfig, class_probabilities, fit
+
+LENGTH_POLICIES = ("error", "pad", "truncate", "resample")
+
+
+def _series_list(X: object) -> list[np.ndarray] | None:
+    """``X`` as a list of (n_channels, n_timepoints_i) float32 arrays when it is a list or
+    tuple of series (aeon's unequal-length form; 1-D cases are one channel), else None (a
+    list of equal-length rows is 2-D data, as scikit-learn reads it)."""
+    if not isinstance(X, (list, tuple)) or not X:
+        return None
+    series = [np.asarray(x, dtype=np.float32) for x in X]
+    if all(x.ndim == 1 for x in series) and len({len(x) for x in series}) == 1:
+        return None  # nested lists of equal rows: 2-D data, one channel, as sklearn means it
+    series = [x[None, :] if x.ndim == 1 else x for x in series]
+    bad = next((i for i, x in enumerate(series) if x.ndim != 2), None)
+    if bad is not None:
+        raise ValueError(f"case {bad} has shape {series[bad].shape}; each case must be "
+                         "(n_channels, n_timepoints)")
+    channels = {x.shape[0] for x in series}
+    if len(channels) > 1:
+        raise ValueError(f"the cases have different channel counts {sorted(channels)}; "
+                         "only the length may differ")
+    return series
+
+
+def to_length(series: list[np.ndarray], length: int, policy: str) -> np.ndarray:
+    """Cases of any length as one (n_cases, n_channels, length) array.
+
+    ``pad``: longer cases are cut at the end, shorter ones repeat their last value (an edge
+    pad: no artificial zeros, whose z-score could be extreme); ``truncate``: every case must be
+    at least ``length`` long and is cut at the end; ``resample``: linear interpolation to
+    ``length`` points over the case's own span; ``error``: every case must have ``length``.
+
+    Raises:
+        ValueError: naming the first case that the policy cannot take, and what to do.
+    """
+    if policy not in LENGTH_POLICIES:
+        raise ValueError(f"length_policy={policy!r} is not one of {LENGTH_POLICIES}")
+    out = np.empty((len(series), series[0].shape[0], length), dtype=np.float32)
+    for i, x in enumerate(series):
+        n = x.shape[1]
+        if n == length:
+            out[i] = x
+        elif policy == "error":
+            raise ValueError(f"case {i} has {n} time points, expected {length}; pass "
+                             "length_policy='pad', 'truncate' or 'resample' for unequal lengths")
+        elif n == 0:
+            raise ValueError(f"case {i} has no time points")
+        elif policy == "truncate" and n < length:
+            raise ValueError(f"case {i} has {n} time points, fewer than the {length} that "
+                             "length_policy='truncate' keeps; use 'pad' or 'resample'")
+        elif policy in ("pad", "truncate"):
+            out[i, :, : min(n, length)] = x[:, :length]
+            out[i, :, n:] = x[:, -1:]
+        else:  # resample
+            grid = np.linspace(0, n - 1, length)
+            out[i] = np.stack([np.interp(grid, np.arange(n), row) for row in x])
+    return out
+
+
+def _fit_length(series: list[np.ndarray], policy: str) -> int:
+    """The common length the fitted model takes: the longest case for ``pad``, the shortest
+    for ``truncate``, the median for ``resample``."""
+    lengths = [x.shape[1] for x in series]
+    if policy == "pad":
+        return max(lengths)
+    if policy == "truncate":
+        return min(lengths)
+    if policy == "resample":
+        return int(np.median(lengths))
+    if len(set(lengths)) > 1:
+        raise ValueError(f"the cases have {len(set(lengths))} different lengths "
+                         f"({min(lengths)} to {max(lengths)} time points); pass length_policy="
+                         "'pad', 'truncate' or 'resample'")
+    return lengths[0]
 
 
 def _as_3d(X: np.ndarray) -> np.ndarray:
@@ -40,10 +117,17 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
     positive one is the larger label (1 = protective) and ``predict`` thresholds its
     probability at 0.5; with more, ``predict`` takes the most probable class."""
 
+    # aeon's estimator tags: unequal-length input is a list of (n_channels, n_timepoints_i)
+    # cases, made equal by ``length_policy`` ("error" refuses it)
+    _tags: ClassVar[dict[str, object]] = {
+        "capability:multivariate": True, "capability:unequal_length": True,
+        "capability:missing_values": False, "X_inner_type": "numpy3D"}
+
     def __init__(self, model: str = "lsfan", *, epochs: int = 20, batch_size: int = 40,
                  lr: float = 1e-3, weight_decay: float = 0.0, augment: bool = True,
                  validation_fraction: float = 0.2, model_kwargs: dict | None = None,
-                 max_abs_z: float = MAX_ABS_Z, random_state: int | None = None) -> None:
+                 max_abs_z: float = MAX_ABS_Z, length_policy: str = "error",
+                 random_state: int | None = None) -> None:
         self.model = model
         self.epochs = epochs
         self.batch_size = batch_size
@@ -53,6 +137,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.model_kwargs = model_kwargs
         self.max_abs_z = max_abs_z
+        self.length_policy = length_policy
         self.random_state = random_state
 
     def _split(self, y: np.ndarray, groups, rng: np.random.Generator) -> np.ndarray:
@@ -81,6 +166,9 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
+        series = _series_list(X)
+        if series is not None:
+            X = to_length(series, _fit_length(series, self.length_policy), self.length_policy)
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
         X = _as_3d(X)
         check_classification_targets(y)
@@ -114,6 +202,12 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self, "module_")
+        series = _series_list(X)
+        if series is None and self.length_policy != "error":
+            X = _as_3d(np.asarray(X, dtype=np.float32))
+            series = list(X)
+        if series is not None:
+            X = to_length(series, self.n_timepoints_, self.length_policy)
         X = _as_3d(validate_data(self, X, allow_nd=True, dtype=np.float32, reset=False))
         if X.shape[1:] != (self.n_channels_, self.n_timepoints_):
             raise ValueError(f"X has shape {X.shape[1:]} per case, the classifier was fitted "
