@@ -16,7 +16,7 @@ from poolwise.pain.estimator import LSFANClassifier, PainClassifier  # noqa: E40
 # takes any length; the CNN models need >= 16 time points, more than most checks provide.
 # Skipped by sklearn itself here: array-API input (SCIPY_ARRAY_API unset) and pandas input
 # (pandas not installed).
-@parametrize_with_checks([PainClassifier(model="gru", epochs=10, batch_size=16)])
+@parametrize_with_checks([PainClassifier(model="gru", epochs=10, min_steps=0, batch_size=16)])
 def test_sklearn_estimator_checks(estimator, check):
     torch.set_num_threads(1)
     check(estimator)
@@ -35,7 +35,7 @@ def cohort(n_subjects=6, per_subject=16, seed=0):
 def test_lsfan_classifier_on_numpy3d_with_groups():
     torch.set_num_threads(1)
     X, y, groups = cohort()
-    model = LSFANClassifier(epochs=8, batch_size=16, random_state=0,
+    model = LSFANClassifier(epochs=8, min_steps=0, batch_size=16, random_state=0,
                             model_kwargs={"heads": 4})
     assert clone(model).get_params() == model.get_params()
     model.fit(X, y, groups=groups)
@@ -59,7 +59,7 @@ def test_multiclass_natively_with_any_labels():
     for k in range(3):
         X[y == k, 2] += 2.0 * np.sin(np.linspace(0, (k + 1) * 2 * np.pi, 32))
     labels = np.array(["rest", "walk", "bend"])[y]
-    model = LSFANClassifier(epochs=10, batch_size=16, random_state=0).fit(
+    model = LSFANClassifier(epochs=10, min_steps=0, batch_size=16, random_state=0).fit(
         X, labels, groups=np.repeat(np.arange(6), 24))
     assert model.classes_.tolist() == ["bend", "rest", "walk"]
     assert model.module_.classifier[-1].out_features == 3
@@ -79,7 +79,7 @@ def test_validation_split_keeps_subjects_whole():
 def test_cross_validate_leave_one_group_out():
     torch.set_num_threads(1)
     X, y, groups = cohort(n_subjects=4)
-    scores = cross_validate(PainClassifier(model="cnn_tap", epochs=4, batch_size=16,
+    scores = cross_validate(PainClassifier(model="cnn_tap", epochs=4, min_steps=0, batch_size=16,
                                            random_state=0),
                             X, y, groups=groups, cv=LeaveOneGroupOut(),
                             params={"groups": groups}, scoring="accuracy")
@@ -103,12 +103,24 @@ def test_unequal_lengths_follow_the_length_policy():
     torch.set_num_threads(1)
     X, y, groups = cohort()
     cases = [x[:, : 24 + i % 9] for i, x in enumerate(X)]  # 24 to 32 time points
-    with pytest.raises(ValueError, match="9 different lengths .* pass length_policy="):
+    with pytest.raises(ValueError, match=r"9 different lengths .* pass length_policy="):
         PainClassifier(model="gru").fit(cases, y)
-    model = PainClassifier(model="cnn_tap", epochs=2, batch_size=16, length_policy="resample",
+    model = PainClassifier(model="cnn_tap", epochs=2, min_steps=0, batch_size=16,
+                           length_policy="resample",
                            random_state=0).fit(cases, y, groups=groups)
     assert model.n_timepoints_ == 28  # the median length
     assert model.predict_proba(cases[:5]).shape == (5, 2)
     assert model.predict_proba(X[:5]).shape == (5, 2)  # equal length, another one: resampled
     with pytest.raises(ValueError, match="fitted on"):
-        PainClassifier(model="gru", epochs=1).fit(X, y).predict_proba(X[:, :, :20])
+        PainClassifier(model="gru", epochs=1, min_steps=0).fit(X, y).predict_proba(X[:, :, :20])
+
+
+def test_small_data_get_a_budget_of_optimiser_steps():
+    """32 fitting cases in batches of 40 are one step per epoch: the default budget of 500
+    steps, not the 20 epochs, sets the length (here a budget of 30 for speed)."""
+    torch.set_num_threads(1)
+    X, y, groups = cohort(n_subjects=5, per_subject=8)
+    model = PainClassifier(model="gru", epochs=4, min_steps=30, random_state=0).fit(X, y)
+    assert len(model.history_) == 30  # one step per epoch
+    assert len(PainClassifier(model="gru", epochs=4, min_steps=0).fit(X, y).history_) == 4
+    assert PainClassifier().min_steps == 500

@@ -76,6 +76,7 @@ def _cmd_loso(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             patience=args.patience,
+            min_steps=args.min_steps,
             compile=args.compile,
         ),
         seed=args.seed,
@@ -365,7 +366,11 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     loso.add_argument("--lr", type=positive_float, default=1e-3,
                       help="Adam learning rate")
     loso.add_argument("--patience", type=positive_int, default=None,
-                      help="early-stopping patience in epochs (off)")
+                      help="early-stopping patience in epochs (default: off)")
+    loso.add_argument("--min-steps", type=int, default=0,
+                      help="train at least this many optimiser steps per fold, adding epochs "
+                      "beyond --epochs where a fold has few windows (0: the fixed epochs of "
+                      "the paper)")
     loso.add_argument(
         "--select-subjects", type=positive_int, default=3,
         help="inner selection subjects drawn from the training subjects",

@@ -123,13 +123,15 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         "capability:multivariate": True, "capability:unequal_length": True,
         "capability:missing_values": False, "X_inner_type": "numpy3D"}
 
-    def __init__(self, model: str = "lsfan", *, epochs: int = 20, batch_size: int = 40,
+    def __init__(self, model: str = "lsfan", *, epochs: int = 20, min_steps: int = 500,
+                 batch_size: int = 40,
                  lr: float = 1e-3, weight_decay: float = 0.0, augment: bool = True,
                  validation_fraction: float = 0.2, model_kwargs: dict | None = None,
                  max_abs_z: float = MAX_ABS_Z, length_policy: str = "error",
                  random_state: int | None = None) -> None:
         self.model = model
         self.epochs = epochs
+        self.min_steps = min_steps
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -186,7 +188,8 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         kwargs = {**model_input_kwargs(self.model, X.shape[1], X.shape[2]),
                   "n_classes": len(self.classes_), **(self.model_kwargs or {})}
         self.module_ = create_model(self.model, **kwargs)
-        config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+        config = TrainConfig(epochs=self.epochs, min_steps=self.min_steps,
+                             batch_size=self.batch_size, lr=self.lr,
                              weight_decay=self.weight_decay, online_augment=self.augment)
         result = fit(
             self.module_,
