@@ -119,7 +119,7 @@ def test_small_data_get_a_budget_of_optimiser_steps():
     """32 fitting cases in batches of 40 are one step per epoch: the default budget of 500
     steps, not the 20 epochs, sets the length (here a budget of 30 for speed)."""
     torch.set_num_threads(1)
-    X, y, groups = cohort(n_subjects=5, per_subject=8)
+    X, y, _ = cohort(n_subjects=5, per_subject=8)
     model = PainClassifier(model="gru", epochs=4, min_steps=30, random_state=0).fit(X, y)
     assert len(model.history_) == 30  # one step per epoch
     assert len(PainClassifier(model="gru", epochs=4, min_steps=0).fit(X, y).history_) == 4
