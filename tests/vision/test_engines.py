@@ -60,7 +60,7 @@ def test_run_writes_results_and_resumes_to_the_same_weights(tmp_path):
     assert spec.pool == "ggem" and model.p_values() == pytest.approx(straight["p"])
 
 
-def test_class_disjoint_retrieval(tmp_path):
+def test_class_disjoint_retrieval(tmp_path, capsys):
     torch.set_num_threads(1)
     assert split_classes(10) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
     result = run_retrieval(tiny_spec(classes=None, epochs=1), tmp_path)
@@ -70,6 +70,16 @@ def test_class_disjoint_retrieval(tmp_path):
     assert result["unseen"]["recall@1"] > 0.4
     saved = json.loads((tmp_path / "retrieval.json").read_text())
     assert saved["spec"]["classes"] == [0, 1, 2, 3, 4]
+    assert "unseen_whitened" not in result
+    from poolwise.cli import main
+
+    assert main(["vision", "retrieval", "--epochs", "1", "--embed-dim", "24", "--depth", "1",
+                 "--num-heads", "2", "--batch-size", "64", "--whitening", "--out",
+                 str(tmp_path / "cli")]) == 0
+    assert "| unseen, learned whitening (Sandal," in capsys.readouterr().out
+    whitened = json.loads((tmp_path / "cli" / "retrieval.json").read_text())
+    assert whitened["unseen_whitened"]["queries"] == 500
+    assert 0 < whitened["unseen_whitened"]["map@r"] <= 1
 
 
 def test_compare_grid_table_and_verdict(tmp_path):

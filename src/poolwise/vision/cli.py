@@ -238,12 +238,16 @@ def _cmd_retrieval(args: argparse.Namespace) -> int:
 
     _threads(args)
     result = run_retrieval(_spec(args, args.pool, args.seed), args.out,
-                           on_epoch=_epoch_printer(), on_batch=_Bar(args))
+                           whitening=args.whitening, on_epoch=_epoch_printer(),
+                           on_batch=_Bar(args))
     print("| test classes | Recall@1 | Recall@2 | Recall@4 | Recall@8 | R-precision | mAP@R |")
     print("|---|---|---|---|---|---|---|")
-    for name in ("unseen", "seen"):
+    for name in [n for n in ("unseen", "unseen_whitened", "seen", "seen_whitened")
+                 if n in result]:
         m = result[name]
-        print(f"| {name} ({', '.join(result[name + '_classes'])}) | " + " | ".join(
+        classes = result[name.removesuffix("_whitened") + "_classes"]
+        label = name.replace("_whitened", ", learned whitening")
+        print(f"| {label} ({', '.join(classes)}) | " + " | ".join(
             f"{100 * m[k]:.2f}" for k in ("recall@1", "recall@2", "recall@4", "recall@8",
                                            "r_precision", "map@r")) + " |")
     print(f"written: {Path(args.out) / 'retrieval.json'}")
@@ -502,6 +506,10 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                        help="a registered pool (default: the recipe's, else ggem)")
     retrieval.add_argument("--seed", type=int, default=None,
                        help="seed of initialisation, order and augmentation (default: 0)")
+    retrieval.add_argument("--whitening", action="store_true",
+                           help="also score after a learned whitening fitted on the training "
+                           "images' embeddings (GeM-style: within-class scatter whitened, "
+                           "principal axes first)")
     retrieval.add_argument("--out", required=True, help="run folder (resumes if it exists)")
     retrieval.set_defaults(run=_cmd_retrieval)
 
