@@ -277,3 +277,30 @@ def test_the_trainer_scales_each_group_once():
     head = max(v for k, v in lrs.items() if k != "pool_p")
     assert head == pytest.approx(1e-3) and lrs["pool_p"] == pytest.approx(1e-2)
     assert min(lrs.values()) == pytest.approx(1e-3 * 0.5 ** 2)  # depth 1: stem, block, head
+
+
+@pytest.mark.parametrize("layout,expected", [
+    ({"train": ["a", "b", "c"], "test": ["d", "e"]}, "disjoint-classes"),
+    ({"train": ["a", "b"], "query": ["x", "y"], "gallery": ["x", "y", "z"]}, "query-gallery"),
+])
+def test_retrieval_follows_the_shipped_layout(tmp_path, layout, expected):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for k, cls in enumerate(classes):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(20 if split == "train" else 4):
+                pixels = rng.integers(0, 60, (8, 8, 3)) + 40 * k  # classes differ in brightness
+                Image.fromarray(pixels.astype(np.uint8)).save(
+                    tmp_path / "data" / split / cls / f"{i}.png")
+    torch.set_num_threads(1)
+    spec = RunSpec(model="vit_tiny_patch16_224", pool="gem", data=str(tmp_path / "data"),
+                   model_kwargs={"img_size": 8, "patch_size": 4, "embed_dim": 24, "depth": 1,
+                                 "num_heads": 2}, epochs=1, batch_size=8, augment=False)
+    result = run_retrieval(spec, tmp_path / "run", whitening=True)
+    assert result["layout"] == expected and result["spec"]["classes"] is None
+    queries = 2 * 4  # every query image of the unseen classes has a match
+    assert result["unseen"]["queries"] == queries == result["unseen_whitened"]["queries"]
+    assert result["unseen_classes"] == ["d", "e"] if expected == "disjoint-classes" else ["x", "y"]
+    assert result["seen"]["queries"] == 2 * len(layout["train"])  # every 10th image held out

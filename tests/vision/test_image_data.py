@@ -105,8 +105,43 @@ def test_image_folder(tmp_path):
     assert image.shape == (3, 16, 16) and label == 1
     (tmp_path / "val" / "bird").mkdir()
     Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "val" / "bird" / "0.png")
-    with pytest.raises(ValueError, match="different class folders"):
+    with pytest.raises(ValueError, match=r"share 2 class folders \(cat, dog\) but not all"):
         vd.load_images(str(tmp_path))
+
+
+def _tree(root, layout):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for cls in classes:
+            (root / split / cls).mkdir(parents=True)
+            for i in range(10 if split == "train" else 3):
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+                    root / split / cls / f"{i}.png")
+
+
+def test_class_disjoint_layouts_as_the_benchmarks_ship_them(tmp_path):
+    # CUB / Cars / SOP: train/ and test/ hold disjoint classes
+    _tree(tmp_path / "cub", {"train": ["a", "b"], "test": ["c", "d", "e"]})
+    splits = vd.load_images(str(tmp_path / "cub"), image_size=8)
+    assert splits["train"].classes == ("a", "b") and splits["retrieval"].classes == (
+        "c", "d", "e")
+    # every 10th training image of a class is held out for the classification accuracy
+    assert (len(splits["train"]), len(splits["test"]), len(splits["retrieval"])) == (18, 2, 9)
+    assert splits["test"].labels.tolist() == [0, 1]
+    image, label = splits["test"].dataset[1]
+    assert image.shape == (3, 8, 8) and label == 1
+    # In-Shop: query/ and gallery/ labelled against one class list
+    _tree(tmp_path / "shop", {"train": ["a"], "query": ["x", "z"], "gallery": ["x", "y", "z"]})
+    splits = vd.load_images(str(tmp_path / "shop"), image_size=8)
+    assert splits["query"].classes == splits["gallery"].classes == ("x", "y", "z")
+    assert sorted(set(splits["query"].labels.tolist())) == [0, 2]
+    assert [splits["query"].dataset[i][1] for i in (0, 3)] == [0, 2]
+    (tmp_path / "half").mkdir()
+    _tree(tmp_path / "half", {"train": ["a"], "query": ["x"]})
+    with pytest.raises(FileNotFoundError, match="gallery/ is missing"):
+        vd.load_images(str(tmp_path / "half"))
 
 
 def test_random_crop_flip_is_a_shifted_crop_or_its_mirror():

@@ -77,3 +77,43 @@ def test_default_ks_fit_a_small_gallery():
     emb, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 1, 1, 1])
     m = retrieval_metrics(emb, labels)
     assert {"recall@1", "recall@2", "recall@4"} <= set(m) and "recall@8" not in m
+
+
+def test_query_gallery_by_hand():
+    # queries q0 (label 0), q1 (label 1); gallery g0 (0), g1 (1), g2 (0); 1-D embeddings on a
+    # circle so the cosine order is clear: q0 ranks g1, g0, g2; q1 ranks g1, g2, g0
+    angle = torch.tensor
+    queries = torch.stack([torch.cos(angle([0.0, 2.0])), torch.sin(angle([0.0, 2.0]))], 1)
+    gallery = torch.stack([torch.cos(angle([0.5, 0.1, 1.2])), torch.sin(angle([0.5, 0.1, 1.2]))],
+                          1)
+    m = retrieval_metrics(queries, torch.tensor([0, 1]), gallery=gallery,
+                          gallery_labels=torch.tensor([0, 1, 0]), ks=(1, 2))
+    # q0: R = 2, ranking g1 (miss), g0 (hit), g2 (hit): R-precision 1/2, AP@R = (1/2)(1/2) = 0.25
+    # q1: R = 1, ranking g2 (by angle 2.0: g2 at 1.2 is nearest), miss: 0
+    assert m["recall@1"] == pytest.approx(0.0) and m["recall@2"] == pytest.approx(0.5)
+    assert m["r_precision"] == pytest.approx(0.25) and m["map@r"] == pytest.approx(0.125)
+    assert m["queries"] == 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_query_gallery_agrees_with_pytorch_metric_learning(seed):
+    pytest.importorskip("pytorch_metric_learning")
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    g = torch.Generator().manual_seed(seed)
+    q_labels = torch.arange(60) % 6
+    r_labels = (torch.arange(90) % 6)[torch.randperm(90, generator=g)]
+    queries = torch.randn(60, 8, generator=g) + 0.8 * torch.nn.functional.one_hot(q_labels, 8)
+    gallery = torch.randn(90, 8, generator=g) + 0.8 * torch.nn.functional.one_hot(r_labels, 8)
+    ours = retrieval_metrics(queries, q_labels, gallery=gallery, gallery_labels=r_labels)
+    calc = AccuracyCalculator(include=("precision_at_1", "r_precision",
+                                       "mean_average_precision_at_r"),
+                              knn_func=CustomKNN(CosineSimilarity()))
+    theirs = calc.get_accuracy(queries, q_labels, gallery, r_labels, ref_includes_query=False)
+    assert ours["recall@1"] == pytest.approx(theirs["precision_at_1"], abs=1e-6)
+    assert ours["r_precision"] == pytest.approx(theirs["r_precision"], abs=1e-6)
+    assert ours["map@r"] == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-6)
+    with pytest.raises(ValueError, match="expected gallery"):
+        retrieval_metrics(queries, q_labels, gallery=gallery)

@@ -243,7 +243,7 @@ def _cmd_retrieval(args: argparse.Namespace) -> int:
     print("| test classes | Recall@1 | Recall@2 | Recall@4 | Recall@8 | R-precision | mAP@R |")
     print("|---|---|---|---|---|---|---|")
     for name in [n for n in ("unseen", "unseen_whitened", "seen", "seen_whitened")
-                 if n in result]:
+                 if result.get(n) is not None]:
         m = result[name]
         classes = result[name.removesuffix("_whitened") + "_classes"]
         label = name.replace("_whitened", ", learned whitening")

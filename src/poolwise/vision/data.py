@@ -218,29 +218,102 @@ def load_embedded() -> dict[str, ImageSplit]:
         }
 
 
+HOLDOUT_EVERY = 10  # retrieval layouts: every 10th training image of a class scores accuracy
+
+
+def _folder(path: Path, transform, classes: list[str], source: str,
+            image_size: int) -> ImageSplit:
+    """An ImageFolder split with labels indexing ``classes`` (a shared class list)."""
+    from torchvision import datasets
+
+    ds = datasets.ImageFolder(str(path), transform=transform)  # picklable: spawn
+    mapping = {i: classes.index(name) for i, name in enumerate(ds.classes)}
+    labels = np.array([mapping[t] for t in ds.targets], dtype=np.int64)
+    dataset = ds if all(i == j for i, j in mapping.items()) else _Relabel(ds, mapping)
+    return ImageSplit(dataset, labels, tuple(classes), 3, image_size, source)
+
+
+def _holdout(split: ImageSplit) -> tuple[ImageSplit, ImageSplit]:
+    """(fitting part, held-out part): every ``HOLDOUT_EVERY``-th image of each class (in file
+    order) is held out."""
+    from torch.utils.data import Subset
+
+    held = np.zeros(len(split), dtype=bool)
+    for c in np.unique(split.labels):
+        index = np.flatnonzero(split.labels == c)
+        held[index[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]] = True
+
+    def part(mask: np.ndarray) -> ImageSplit:
+        index = np.flatnonzero(mask)
+        return ImageSplit(Subset(split.dataset, index.tolist()), split.labels[index],
+                          split.classes, split.channels, split.image_size, split.source)
+
+    return part(~held), part(held)
+
+
 def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, ImageSplit]:
-    """An ImageFolder tree with ``train/`` and ``test/`` (or ``val/``) subfolders, one folder
-    per class; images resized to ``image_size`` and normalised with ImageNet statistics."""
-    from torchvision import datasets, transforms
+    """An ImageFolder tree, one folder per class, in one of three layouts:
+
+    - ``train/`` and ``test/`` (or ``val/``) with the same classes: ``train`` and ``test``;
+    - ``train/`` and ``test/`` with disjoint classes (CUB-200, Cars-196, SOP as shipped):
+      ``train`` and ``test`` from ``train/`` (every 10th image of a class held out, for the
+      classification accuracy) and ``retrieval`` (``test/``, the unseen classes);
+    - ``train/``, ``query/`` and ``gallery/`` (In-Shop): ``train`` / ``test`` as above, and
+      ``query`` and ``gallery`` with labels of one shared class list.
+
+    Images are resized to ``image_size`` and normalised with ImageNet statistics.
+
+    Raises:
+        FileNotFoundError: naming the subfolders it expected.
+        ValueError: for train/ and test/ whose class sets overlap without being equal (naming
+            a few shared classes).
+    """
+    from torchvision import transforms
 
     root = Path(root)
-    test_name = "test" if (root / "test").is_dir() else "val"
-    for name in ("train", test_name):
-        if not (root / name).is_dir():
-            raise FileNotFoundError(f"{root}: expected subfolders train/ and test/ (or val/)")
     transform = transforms.Compose([
         transforms.Resize((image_size, image_size)),
         transforms.ToTensor(),
         transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     ])
-    splits = {}
-    for split, name in (("train", "train"), ("test", test_name)):
-        ds = datasets.ImageFolder(str(root / name), transform=transform)  # picklable: spawn
-        splits[split] = ImageSplit(ds, np.asarray(ds.targets, dtype=np.int64), tuple(ds.classes),
-                                   3, image_size, f"imagefolder:{root}")
-    if splits["train"].classes != splits["test"].classes:
-        raise ValueError(f"{root}: train/ and {test_name}/ have different class folders")
-    return splits
+    source = f"imagefolder:{root}"
+
+    def classes_of(path: Path) -> list[str]:
+        return sorted(p.name for p in path.iterdir() if p.is_dir())
+
+    if not (root / "train").is_dir():
+        raise FileNotFoundError(f"{root}: expected subfolders train/ and test/ (or val/), or "
+                                "train/, query/ and gallery/")
+    train_classes = classes_of(root / "train")
+    if (root / "query").is_dir() or (root / "gallery").is_dir():
+        for name in ("query", "gallery"):
+            if not (root / name).is_dir():
+                raise FileNotFoundError(f"{root}: a query/gallery layout needs both query/ and "
+                                        f"gallery/; {name}/ is missing")
+        shared = sorted(set(classes_of(root / "query")) | set(classes_of(root / "gallery")))
+        train, test = _holdout(_folder(root / "train", transform, train_classes, source,
+                                       image_size))
+        return {"train": train, "test": test,
+                "query": _folder(root / "query", transform, shared, source, image_size),
+                "gallery": _folder(root / "gallery", transform, shared, source, image_size)}
+    test_name = "test" if (root / "test").is_dir() else "val"
+    if not (root / test_name).is_dir():
+        raise FileNotFoundError(f"{root}: expected subfolders train/ and test/ (or val/), or "
+                                "train/, query/ and gallery/")
+    test_classes = classes_of(root / test_name)
+    if train_classes == test_classes:
+        return {"train": _folder(root / "train", transform, train_classes, source, image_size),
+                "test": _folder(root / test_name, transform, test_classes, source,
+                                image_size)}
+    common = sorted(set(train_classes) & set(test_classes))
+    if common:
+        raise ValueError(f"{root}: train/ and {test_name}/ share {len(common)} class folders "
+                         f"({', '.join(common[:3])}{' ...' if len(common) > 3 else ''}) but not "
+                         "all: use the same classes in both (classification) or disjoint "
+                         "ones (class-disjoint retrieval)")
+    train, test = _holdout(_folder(root / "train", transform, train_classes, source, image_size))
+    return {"train": train, "test": test,
+            "retrieval": _folder(root / test_name, transform, test_classes, source, image_size)}
 
 
 def load_images(name: str, *, image_size: int | None = None) -> dict[str, ImageSplit]:

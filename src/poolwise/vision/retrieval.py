@@ -10,6 +10,9 @@ nearest neighbour shares it:
 - mAP@R = (1/R) * sum_{i<=R} P(i) * rel(i), with P(i) the precision of the first i neighbours
   (Musgrave et al., "A Metric Learning Reality Check", 2020).
 
+With a separate gallery (query/gallery splits such as In-Shop), each query ranks the gallery
+only, and ``R`` is the number of gallery items with its label.
+
 Queries without any other item of their label are left out of every metric (and counted).
 Similarities are computed in chunks of queries, so memory is ``chunk x N`` rather than
 ``N x N``: 100k embeddings fit in a few hundred MB.
@@ -25,46 +28,67 @@ def retrieval_metrics(
     embeddings: Tensor,
     labels: Tensor,
     *,
+    gallery: Tensor | None = None,
+    gallery_labels: Tensor | None = None,
     ks: tuple[int, ...] | None = None,
     max_chunk_elements: int = 2**25,
 ) -> dict[str, float | int]:
     """Recall@K for each K, R-precision and mAP@R; see the module docstring.
 
-    ``ks`` defaults to those of 1, 2, 4, 8 below N (every query has N - 1 neighbours); a K given
-    explicitly outside [1, N - 1] is an error.
+    Without ``gallery`` every embedding queries all the others (the CUB/Cars/SOP protocol);
+    with ``gallery`` and ``gallery_labels`` the embeddings are queries ranked against the
+    gallery only (the In-Shop protocol), and R counts the query's label in the gallery.
+    ``ks`` defaults to those of 1, 2, 4, 8 below the number of references each query ranks; a
+    K given explicitly outside that range is an error.
 
     Returns:
         ``{"recall@1": ..., "r_precision": ..., "map@r": ..., "queries": n_used,
         "queries_without_match": n_left_out}``.
     """
-    if embeddings.ndim != 2 or labels.ndim != 1 or len(labels) != len(embeddings):
-        raise ValueError(
-            f"expected embeddings (N, D) and labels (N,), got {tuple(embeddings.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
-    n = len(labels)
-    if n < 2:
-        raise ValueError(f"need at least 2 embeddings, got {n}")
+    for emb_, lab_, what in ((embeddings, labels, "embeddings"),
+                             (gallery, gallery_labels, "gallery")):
+        if emb_ is None and lab_ is None and what == "gallery":
+            continue
+        if emb_ is None or lab_ is None or emb_.ndim != 2 or lab_.ndim != 1 or \
+                len(lab_) != len(emb_):
+            raise ValueError(
+                f"expected {what} (N, D) and labels (N,), got "
+                f"{None if emb_ is None else tuple(emb_.shape)} and "
+                f"{None if lab_ is None else tuple(lab_.shape)}")
+    same = gallery is None
+    queries = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    refs = queries if same else torch.nn.functional.normalize(gallery.float(), dim=1)
+    if not same and refs.shape[1] != queries.shape[1]:
+        raise ValueError(f"queries have {queries.shape[1]} dimensions, the gallery "
+                         f"{refs.shape[1]}")
+    n, n_ref = len(labels), len(refs)
+    ranked = n_ref - 1 if same else n_ref  # references each query ranks
+    if ranked < 1:
+        raise ValueError(f"need at least 2 embeddings, got {n}" if same
+                         else "the gallery is empty")
     if ks is None:
-        ks = tuple(k for k in (1, 2, 4, 8) if k < n)
-    if any(k < 1 or k >= n for k in ks):
-        raise ValueError(f"every K must be in [1, {n - 1}], got {ks}")
-    emb = torch.nn.functional.normalize(embeddings.float(), dim=1)
-    labels = labels.long()
-    counts = torch.bincount(labels - labels.min())
-    r_all = counts[labels - labels.min()] - 1  # other items with the query's label
-    r_max = int(r_all.max())
-    depth = max(max(ks), r_max)
-    chunk = max(1, min(n, max_chunk_elements // n))
+        ks = tuple(k for k in (1, 2, 4, 8) if k <= ranked) if not same else \
+            tuple(k for k in (1, 2, 4, 8) if k < n)
+    if any(k < 1 or k > ranked for k in ks):
+        raise ValueError(f"every K must be in [1, {ranked}], got {ks}")
+    values, index = torch.unique(torch.cat([labels.long(), (labels if same else
+                                                            gallery_labels).long()]),
+                                 return_inverse=True)
+    query_class, ref_class = index[:n], index[n:]
+    counts = torch.bincount(ref_class, minlength=len(values))
+    r_all = counts[query_class] - (1 if same else 0)  # references with the query's label
+    depth = min(max(max(ks), int(r_all.max())), ranked)
+    chunk = max(1, min(n, max_chunk_elements // n_ref))
     hits = {k: 0.0 for k in ks}
     r_prec = map_r = 0.0
     used = 0
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        sim = emb[start:stop] @ emb.T
-        sim[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")
+        sim = queries[start:stop] @ refs.T
+        if same:
+            sim[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")
         order = sim.topk(depth, dim=1).indices
-        rel = (labels[order] == labels[start:stop, None]).double()  # (q, depth)
+        rel = (ref_class[order] == query_class[start:stop, None]).double()  # (q, depth)
         r = r_all[start:stop]
         valid = r > 0
         used += int(valid.sum())
@@ -78,7 +102,8 @@ def retrieval_metrics(
         precision_at_i = rel_r.cumsum(dim=1) / positions[None]
         map_r += float(((precision_at_i * rel_r).sum(dim=1) / denom * valid).sum())
     if used == 0:
-        raise ValueError("no query has another item with its label")
+        raise ValueError("no query has another item with its label" if same
+                         else "no query's label is in the gallery")
     out: dict[str, float | int] = {f"recall@{k}": hits[k] / used for k in ks}
     out["r_precision"] = r_prec / used
     out["map@r"] = map_r / used

@@ -1,8 +1,6 @@
-"""Class-disjoint retrieval (the CUB/Cars/SOP protocol) on any image data.
-
-The embedding is trained by classification on the first half of the classes; retrieval is then
-measured on the test images of the other half (classes never seen in training) and, for
-reference, on the test images of the seen classes.
+"""Class-disjoint retrieval on any image data: the layouts the benchmarks ship (CUB/Cars/SOP:
+train/ and test/ with disjoint classes; In-Shop: query/ and gallery/), or a half split of the
+classes of any other data set; see :func:`run_retrieval`.
 """
 
 from __future__ import annotations
@@ -10,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from poolwise._io import write_json
 from poolwise.vision.data import load_images
@@ -28,29 +28,63 @@ def split_classes(num_classes: int) -> tuple[list[int], list[int]]:
 
 def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False,
                   **train_kwargs: Any) -> dict:
-    """Trains on the first half of the classes (in ``run_dir/train``) and writes
-    ``run_dir/retrieval.json`` with the metrics on held-out and on seen classes; with
-    ``whitening``, also after a learned whitening (:mod:`poolwise.vision.whitening`) fitted on
-    the training images' embeddings (seen classes only) as ``unseen_whitened`` /
-    ``seen_whitened``."""
+    """Trains in ``run_dir/train`` and writes ``run_dir/retrieval.json`` with the metrics on
+    unseen and on seen classes.
+
+    The data's layout decides the protocol (``layout`` in the result): a tree shipped with
+    disjoint classes (``retrieval``: CUB/Cars/SOP) trains on all of ``train/`` and scores
+    ``test/``, every image querying the others; a ``query/`` + ``gallery/`` tree (In-Shop)
+    trains on ``train/`` and ranks the gallery for every query; any other data trains on the
+    first half of the classes and scores the test images of the other half. ``seen`` scores
+    the test (held-out) images of the training classes (None where no class has two of them).
+    With ``whitening``, also after a
+    learned whitening (:mod:`poolwise.vision.whitening`) fitted on the training images'
+    embeddings, as ``unseen_whitened`` / ``seen_whitened``.
+    """
     run_dir = Path(run_dir)
     splits = load_images(spec.data, image_size=spec.model_kwargs.get("img_size"))
-    seen, unseen = split_classes(len(splits["train"].classes))
-    spec = dataclasses.replace(spec, classes=seen)
+    layout = ("query-gallery" if "query" in splits else
+              "disjoint-classes" if "retrieval" in splits else "half-split")
+    if layout == "half-split":
+        seen, unseen = split_classes(len(splits["train"].classes))
+        spec = dataclasses.replace(spec, classes=seen)
     run_classification(spec, run_dir / "train", **train_kwargs)
     model, _ = load_trained(run_dir / "train")
-    test = splits["test"]
-    result = {"spec": spec.to_json(), "seen_classes": [test.classes[c] for c in seen],
-              "unseen_classes": [test.classes[c] for c in unseen]}
+    train, test = splits["train"], splits["test"]
+    if layout == "half-split":
+        train = train.subset_classes(seen)
+        evaluated = {"unseen": (test.subset_classes(unseen), None),
+                     "seen": (test.subset_classes(seen), None)}
+        names = {"unseen": [test.classes[c] for c in unseen],
+                 "seen": [test.classes[c] for c in seen]}
+    else:
+        unseen_split = splits["query"] if layout == "query-gallery" else splits["retrieval"]
+        evaluated = {"unseen": (unseen_split, splits.get("gallery")), "seen": (test, None)}
+        names = {"unseen": sorted(set(unseen_split.classes[c]
+                                      for c in np.unique(unseen_split.labels))),
+                 "seen": list(test.classes)}
+    result = {"spec": spec.to_json(), "layout": layout,
+              "seen_classes": names["seen"], "unseen_classes": names["unseen"]}
     white = None
     if whitening:
-        fitted = embed(model, splits["train"].subset_classes(seen))
+        fitted = embed(model, train)
         white = learn_whitening(fitted["embedding"], fitted["labels"])
-    for name, classes in (("unseen", unseen), ("seen", seen)):
-        out = embed(model, test.subset_classes(classes))
-        result[name] = retrieval_metrics(out["embedding"], out["labels"])
-        if white is not None:
-            result[f"{name}_whitened"] = retrieval_metrics(white(out["embedding"]),
-                                                           out["labels"])
+    for name, (queries, gallery) in evaluated.items():
+        if gallery is None and np.bincount(queries.labels).max(initial=0) < 2:
+            result[name] = None  # no class with two images: nothing to retrieve
+            continue
+        out = embed(model, queries)
+        ref = None if gallery is None else embed(model, gallery)
+        for suffix, transform in (("", None), ("_whitened", white)):
+            if suffix and white is None:
+                continue
+
+            def view(emb, transform=transform):
+                return emb if transform is None else transform(emb)
+
+            extra = {} if ref is None else {"gallery": view(ref["embedding"]),
+                                            "gallery_labels": ref["labels"]}
+            result[name + suffix] = retrieval_metrics(view(out["embedding"]), out["labels"],
+                                                      **extra)
     write_json(run_dir / "retrieval.json", result)
     return result
