@@ -304,3 +304,30 @@ def test_retrieval_follows_the_shipped_layout(tmp_path, layout, expected):
     assert result["unseen"]["queries"] == queries == result["unseen_whitened"]["queries"]
     assert result["unseen_classes"] == ["d", "e"] if expected == "disjoint-classes" else ["x", "y"]
     assert result["seen"]["queries"] == 2 * len(layout["train"])  # every 10th image held out
+
+
+@pytest.mark.parametrize("loss", ["multi_similarity", "proxy_anchor"])
+def test_metric_learning_losses_train_an_embedding_and_resume(tmp_path, loss):
+    pytest.importorskip("pytorch_metric_learning")
+    torch.set_num_threads(1)
+    spec = tiny_spec(classes=None, loss=loss, epochs=2, batch_size=40, m_per_class=4,
+                     lr=2e-3)
+    result = run_classification(spec, tmp_path / "run")
+    # an untrained classifier says nothing: accuracy is not reported, retrieval is
+    assert result["accuracy"] is None and result["loss"] is None
+    assert result["retrieval"]["recall@1"] > 0.3  # 10 classes: chance 0.1
+    assert "test_recall@1" in result["history"][0] and "test_accuracy" not in result["history"][0]
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    if loss == "proxy_anchor":  # the proxies train (own group, lr x100) and are checkpointed
+        proxies = state["trainer"]["criterion"]["proxies"]
+        assert proxies.shape == (10, 24)
+        groups = state["trainer"]["optimizer"]["param_groups"]
+        assert groups[-1]["lr_scale"] == 100.0 and groups[-1]["weight_decay"] == 0.0
+    else:
+        assert state["trainer"]["criterion"] == {}
+    # a finished run returns its result; a spec with mixup is refused before training
+    assert run_classification(spec, tmp_path / "run")["retrieval"] == result["retrieval"]
+    with pytest.raises(ValueError, match="takes hard labels: drop --mixup"):
+        run_classification(tiny_spec(loss=loss, mixup=0.8), tmp_path / "mix")
+    with pytest.raises(ValueError, match="must be a multiple of --m-per-class 4"):
+        run_classification(tiny_spec(classes=None, loss=loss, batch_size=42), tmp_path / "b")

@@ -16,6 +16,7 @@ ARCH_OPTIONS = (("img_size", int), ("patch_size", int), ("embed_dim", int), ("de
 
 def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     from poolwise.vision.engine import AMP_DTYPES
+    from poolwise.vision.metric_losses import LOSSES
     from poolwise.vision.models import NORM_PLACEMENTS
     from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
 
@@ -48,6 +49,15 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
                    help=f"epochs (default: the recipe's, else {epochs})")
     for flag, kind, text in SPEC_OPTIONS:
         p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--loss", choices=LOSSES, default=None,
+                   help="cross_entropy (classification), or a pytorch-metric-learning loss on "
+                   "the embedding with class-balanced batches (needs poolwise[metric]); "
+                   "default: the recipe's, else cross_entropy")
+    p.add_argument("--m-per-class", type=positive_int, default=None,
+                   help="images per class in a batch for the metric-learning losses "
+                   "(default: 4)")
+    p.add_argument("--proxy-lr-mult", type=positive_float, default=None,
+                   help="lr multiplier of Proxy Anchor's proxies (default: 100)")
     p.add_argument("--amp", choices=list(AMP_DTYPES), default=None,
                    help="autocast: bf16 (CPU and CUDA) or fp16 (with a gradient scaler); "
                    "default: the recipe's, else none")
@@ -182,10 +192,11 @@ def _threads(args: argparse.Namespace) -> None:
 def _epoch_printer(prefix: str = ""):
     def show(r: dict) -> None:
         p = "" if not r.get("p") else " p=[" + ", ".join(f"{v:.2f}" for v in r["p"][:8]) + "]"
-        ema = (f" (ema {100 * r['ema_test_accuracy']:.2f}%)" if "ema_test_accuracy" in r
-               else "")
-        print(f"{prefix}epoch {r['epoch']}: train loss {r['train_loss']:.4f}, test accuracy "
-              f"{100 * r['test_accuracy']:.2f}%{ema} ({r['seconds']:.0f}s){p}", flush=True)
+        key = "test_accuracy" if "test_accuracy" in r else "test_recall@1"
+        title = "test accuracy" if key == "test_accuracy" else "test Recall@1"
+        ema = f" (ema {100 * r['ema_' + key]:.2f}%)" if "ema_" + key in r else ""
+        print(f"{prefix}epoch {r['epoch']}: train loss {r['train_loss']:.4f}, {title} "
+              f"{100 * r[key]:.2f}%{ema} ({r['seconds']:.0f}s){p}", flush=True)
     return show
 
 
@@ -221,13 +232,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not result:  # a non-zero rank under torchrun
         return 0
     ret = result["retrieval"]
-    print(f"{args.out}: test accuracy {100 * result['accuracy']:.2f}%, Recall@1 "
+    accuracy = ("not trained (metric-learning loss)" if result["accuracy"] is None
+                else f"{100 * result['accuracy']:.2f}%")
+    print(f"{args.out}: test accuracy {accuracy}, Recall@1 "
           f"{100 * ret['recall@1']:.2f}%, mAP@R {100 * ret['map@r']:.2f}%"
           + (f", head dependence {result['dependence']:.3f}" if "dependence" in result else ""))
     if "ema" in result:
         ema = result["ema"]
-        print(f"{args.out}: ema weights: test accuracy {100 * ema['accuracy']:.2f}%, Recall@1 "
-              f"{100 * ema['retrieval']['recall@1']:.2f}%")
+        print(f"{args.out}: ema weights: Recall@1 {100 * ema['retrieval']['recall@1']:.2f}%"
+              + ("" if ema["accuracy"] is None
+                 else f", test accuracy {100 * ema['accuracy']:.2f}%"))
     if result.get("p"):
         print("learned p: " + ", ".join(f"{v:.3f}" for v in result["p"]))
     return 0

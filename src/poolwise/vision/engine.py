@@ -164,7 +164,12 @@ class StepConfig:
 
 @dataclass
 class Trainer:
-    """Optimizer, scheduler, scaler and EMA of one model, checkpointed together."""
+    """Optimizer, scheduler, scaler and EMA of one model, checkpointed together.
+
+    ``criterion``: a loss with parameters of its own (Proxy Anchor's proxies), trained in an
+    optimizer group of its own (no weight decay, ``criterion_lr_mult`` times the lr) and
+    checkpointed with the rest.
+    """
 
     model: nn.Module
     config: StepConfig
@@ -174,6 +179,8 @@ class Trainer:
     scaler: torch.amp.GradScaler = field(init=False)
     ema: object = field(init=False)
     updates: int = 0
+    criterion: nn.Module | None = None
+    criterion_lr_mult: float = 1.0
 
     def __post_init__(self) -> None:
         from timm.optim import create_optimizer_v2
@@ -187,6 +194,12 @@ class Trainer:
         self.optimizer = create_optimizer_v2(self.model, c.opt, lr=c.lr,
                                              weight_decay=c.weight_decay,
                                              param_group_fn=groups, **fused)
+        extra = [] if self.criterion is None else list(self.criterion.parameters())
+        if extra:
+            self.optimizer.add_param_group({
+                # as for timm's groups: the scheduler sets lr = scheduled lr x lr_scale
+                "params": extra, "lr": c.lr, "weight_decay": 0.0,
+                "lr_scale": self.criterion_lr_mult})
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=c.sched, num_epochs=c.epochs, warmup_epochs=c.warmup_epochs,
             warmup_lr=c.warmup_lr, min_lr=c.min_lr, warmup_prefix=True, step_on_epochs=False,
@@ -199,6 +212,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "criterion": (self.criterion.state_dict() if self.criterion is not None
+                              else None),
                 "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
@@ -208,6 +223,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.module.load_state_dict(state["ema"])
+        if self.criterion is not None and state.get("criterion") is not None:
+            self.criterion.load_state_dict(state["criterion"])
         self.updates = int(state["updates"])
 
     def train_one_epoch(

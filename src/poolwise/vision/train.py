@@ -53,7 +53,10 @@ class RunSpec:
     ``epochs``, ``batch_size`` (per process), ``accum_steps``, ``opt``, ``lr``, ``weight_decay``,
     ``layer_decay``, ``p_lr_mult``, ``sched``, ``warmup_epochs``, ``warmup_lr``, ``min_lr``,
     ``clip_grad``. Regularisation: ``label_smoothing``, ``mixup``, ``cutmix``, ``mixup_prob``,
-    ``ema_decay``. Speed: ``amp`` (none, bf16, fp16), ``channels_last``, ``compile``.
+    ``ema_decay``. Loss: ``loss`` (``cross_entropy``, or a metric-learning loss of
+    :mod:`poolwise.vision.metric_losses` with ``m_per_class`` images per class in a batch and
+    ``proxy_lr_mult`` for Proxy Anchor's proxies). Speed: ``amp`` (none, bf16, fp16),
+    ``channels_last``, ``compile``.
     """
 
     model: str = "vit_tiny_patch16_224"
@@ -89,6 +92,9 @@ class RunSpec:
     cutmix: float = 0.0
     mixup_prob: float = 1.0
     ema_decay: float | None = None
+    loss: str = "cross_entropy"
+    m_per_class: int = 4
+    proxy_lr_mult: float = 100.0
     amp: str = "none"
     channels_last: bool = False
     compile: bool = False
@@ -147,9 +153,16 @@ def use_timm_transforms(spec: RunSpec, model: PooledModel, train: ImageSplit,
 
 
 def make_loader(split: ImageSplit, batch_size: int, *, shuffle: bool, seed: int = 0,
-                epoch: int = 0, world: int = 1, rank: int = 0, workers: int = 0) -> DataLoader:
+                epoch: int = 0, world: int = 1, rank: int = 0, workers: int = 0,
+                m_per_class: int | None = None) -> DataLoader:
+    """Batches of ``split``; with ``m_per_class``, class-balanced batches (pytorch-metric-
+    learning's MPerClassSampler, one process only)."""
     ds = split.dataset
-    if world > 1:
+    if m_per_class is not None:
+        from poolwise.vision.metric_losses import class_balanced_sampler
+
+        sampler = class_balanced_sampler(split.labels, m_per_class, batch_size)
+    elif world > 1:
         sampler = torch.utils.data.DistributedSampler(
             ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
         sampler.set_epoch(epoch)
@@ -204,8 +217,20 @@ def evaluate(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
     return result
 
 
-def _loss(spec: RunSpec, n_classes: int) -> tuple[Callable | None, nn.Module]:
-    """(mixup function or None, criterion)."""
+def _loss(spec: RunSpec, n_classes: int) -> tuple[Callable | None, nn.Module | None]:
+    """(mixup function or None, criterion); None for a metric-learning loss (built with the
+    model, whose embedding size it needs)."""
+    from poolwise.vision.metric_losses import LOSSES
+
+    if spec.loss not in LOSSES:
+        raise ValueError(f"loss {spec.loss!r} is not one of {', '.join(LOSSES)}")
+    if spec.loss != "cross_entropy":
+        if spec.mixup > 0 or spec.cutmix > 0:
+            raise ValueError(f"--loss {spec.loss} takes hard labels: drop --mixup / --cutmix")
+        if spec.m_per_class < 2:
+            raise ValueError(f"--m-per-class must be at least 2 (pairs of a class), got "
+                             f"{spec.m_per_class}")
+        return None, None
     if spec.mixup > 0 or spec.cutmix > 0:
         from timm.data import Mixup
         from timm.loss import SoftTargetCrossEntropy
@@ -216,6 +241,17 @@ def _loss(spec: RunSpec, n_classes: int) -> tuple[Callable | None, nn.Module]:
                     label_smoothing=spec.label_smoothing, num_classes=n_classes)
         return mix, SoftTargetCrossEntropy()
     return None, nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+
+
+class _Embedder(nn.Module):
+    """The pooled embedding ``forward_head(forward_features(x), pre_logits=True)``."""
+
+    def __init__(self, model: PooledModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
 
 
 def run_classification(
@@ -248,6 +284,10 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
     train, test = load_splits(spec)
     model = build_model(spec, train)
     mixup, criterion = _loss(spec, len(train.classes))
+    metric = criterion is None
+    if metric and world > 1:
+        raise ValueError(f"--loss {spec.loss} runs in one process (its class-balanced sampler "
+                         "is not distributed); run without torchrun")
     in_memory = isinstance(getattr(train.dataset, "dataset", train.dataset), ArrayImages)
     if not in_memory:
         use_timm_transforms(spec, model, train, test)
@@ -260,16 +300,28 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     batches_per_epoch = math.ceil(len(train) / (spec.batch_size * world))
+    if metric:
+        from poolwise.vision.metric_losses import create_metric_loss
+
+        criterion = create_metric_loss(spec.loss, num_classes=len(train.classes),
+                                       embedding_size=model.num_features).to(device)
+        batches_per_epoch = max(1, len(train) // spec.batch_size)
     trainer = engine.Trainer(model, spec.step_config(
-        math.ceil(batches_per_epoch / spec.accum_steps)), device)
+        math.ceil(batches_per_epoch / spec.accum_steps)), device, criterion=criterion,
+        criterion_lr_mult=spec.proxy_lr_mult)
     history, start = engine.resume(run_dir, trainer)
     net = engine.data_parallel(model, device, world)
     forward = torch.compile(net) if spec.compile else net
+    if metric:
+        embedder = _Embedder(model)
+        forward = torch.compile(embedder) if spec.compile else embedder
 
     def loss_fn(net_: nn.Module, batch) -> tuple[torch.Tensor, int]:
         images, labels = batch
         images = images.to(device, memory_format=memory_format)
         labels = torch.as_tensor(labels).to(device)
+        if metric:
+            return criterion(forward(images).float(), labels), len(labels)
         if mixup is not None:
             images, targets = mixup(images, labels)
         else:
@@ -284,7 +336,8 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
         np.random.seed(seed % 2**32)  # noqa: NPY002 (timm's Mixup draws from the global RNG)
         generator = torch.Generator().manual_seed(spec.seed * 7_919 + epoch)
         loader = make_loader(train, spec.batch_size, shuffle=True, seed=spec.seed, epoch=epoch,
-                             world=world, rank=rank, workers=workers)
+                             world=world, rank=rank, workers=workers,
+                             m_per_class=spec.m_per_class if metric else None)
         if in_memory and spec.augment:
             pad = max(1, train.image_size // 14)
             loader = ((random_crop_flip(x, pad, generator, spec.hflip), y) for x, y in loader)
@@ -296,13 +349,20 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
         group = trainer.optimizer.param_groups[0]
         record = {"epoch": epoch + 1, "train_loss": train_loss,
                   "lr": group["lr"] / group.get("lr_scale", 1.0)}  # the scheduled base lr
-        test_eval = evaluate(model, test, device=device, amp=spec.amp, retrieval=False,
+        test_eval = evaluate(model, test, device=device, amp=spec.amp, retrieval=metric,
                              workers=workers)
-        record.update({"test_accuracy": test_eval["accuracy"], "test_loss": test_eval["loss"]})
+        if metric:  # the classifier is not trained: retrieval of the test images
+            record.update({"test_recall@1": test_eval["retrieval"]["recall@1"],
+                           "test_map@r": test_eval["retrieval"]["map@r"]})
+        else:
+            record.update({"test_accuracy": test_eval["accuracy"],
+                           "test_loss": test_eval["loss"]})
         if trainer.ema is not None:
-            record["ema_test_accuracy"] = evaluate(
-                trainer.ema.module, test, device=device, amp=spec.amp, retrieval=False,
-                workers=workers)["accuracy"]
+            ema_eval = evaluate(trainer.ema.module, test, device=device, amp=spec.amp,
+                                retrieval=metric, workers=workers)
+            key, value = (("ema_test_recall@1", ema_eval["retrieval"]["recall@1"]) if metric
+                          else ("ema_test_accuracy", ema_eval["accuracy"]))
+            record[key] = value
         record.update({"p": model.p_values(), "seconds": time.perf_counter() - t0})
         history.append(record)
         engine.save_epoch(run_dir, trainer, epoch, history)
@@ -316,6 +376,9 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
     if trainer.ema is not None:
         result["ema"] = evaluate(trainer.ema.module, test, device=device, amp=spec.amp,
                                  workers=workers)
+    if metric:  # an untrained classifier's accuracy and loss mean nothing
+        for part in (result, result.get("ema", {})):
+            part.update(accuracy=None, loss=None)
     result.update({
         "spec": spec.to_json(), "p": model.p_values(), "groups": model.groups,
         "num_heads": model.num_heads,
