@@ -11,7 +11,11 @@ these losses, so runs report retrieval metrics, not accuracy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 from torch import nn
+from torch.utils.data import Sampler
 
 LOSSES = ("cross_entropy", "multi_similarity", "proxy_anchor")
 
@@ -36,7 +40,8 @@ def create_metric_loss(name: str, *, num_classes: int, embedding_size: int) -> n
                                   margin=0.1, alpha=32)
 
 
-def class_balanced_sampler(labels, m_per_class: int, batch_size: int):
+def class_balanced_sampler(labels: Sequence[int] | np.ndarray, m_per_class: int,
+                           batch_size: int) -> Sampler:
     """pytorch-metric-learning's ``MPerClassSampler`` over one epoch of ``labels``.
 
     Raises:
