@@ -41,6 +41,10 @@ def retrieval_metrics(
     ``ks`` defaults to those of 1, 2, 4, 8 below the number of references each query ranks; a
     K given explicitly outside that range is an error.
 
+    Everything runs on the embeddings' device (the training device, where ``evaluate`` puts
+    them): queries in blocks of ``max_chunk_elements / N`` rows, each block's similarities to
+    all references and their top-``max(K, R)`` computed there.
+
     Returns:
         ``{"recall@1": ..., "r_precision": ..., "map@r": ..., "queries": n_used,
         "queries_without_match": n_left_out}``.
@@ -71,8 +75,9 @@ def retrieval_metrics(
             tuple(k for k in (1, 2, 4, 8) if k < n)
     if any(k < 1 or k > ranked for k in ks):
         raise ValueError(f"every K must be in [1, {ranked}], got {ks}")
-    values, index = torch.unique(torch.cat([labels.long(), (labels if same else
-                                                            gallery_labels).long()]),
+    device = queries.device
+    values, index = torch.unique(torch.cat([labels.long().to(device), (labels if same else
+                                                            gallery_labels).long().to(device)]),
                                  return_inverse=True)
     query_class, ref_class = index[:n], index[n:]
     counts = torch.bincount(ref_class, minlength=len(values))
@@ -86,7 +91,8 @@ def retrieval_metrics(
         stop = min(n, start + chunk)
         sim = queries[start:stop] @ refs.T
         if same:
-            sim[torch.arange(stop - start), torch.arange(start, stop)] = -float("inf")
+            rows = torch.arange(stop - start, device=sim.device)
+            sim[rows, rows + start] = -float("inf")
         order = sim.topk(depth, dim=1).indices
         rel = (ref_class[order] == query_class[start:stop, None]).double()  # (q, depth)
         r = r_all[start:stop]
@@ -94,7 +100,7 @@ def retrieval_metrics(
         used += int(valid.sum())
         for k in ks:
             hits[k] += float((rel[:, :k].amax(dim=1) * valid).sum())
-        positions = torch.arange(1, depth + 1, dtype=torch.float64)
+        positions = torch.arange(1, depth + 1, dtype=torch.float64, device=rel.device)
         within_r = positions[None] <= r[:, None]
         rel_r = rel * within_r
         denom = r.clamp(min=1).double()

@@ -209,8 +209,10 @@ def evaluate(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
     loss = nn.functional.cross_entropy(out["logits"], out["labels"]).item()
     result = {"accuracy": float((out["logits"].argmax(1) == out["labels"]).float().mean()),
               "loss": loss, "n": len(out["labels"])}
-    if retrieval:
-        result["retrieval"] = retrieval_metrics(out["embedding"], out["labels"])
+    if retrieval:  # on the training device
+        where = device or next(model.parameters()).device
+        result["retrieval"] = retrieval_metrics(out["embedding"].to(where),
+                                                out["labels"].to(where))
         groups = model.num_heads or model.groups
         if groups and groups > 1:
             result["dependence"] = group_dependence(out["pooled"], groups)["mean"]
