@@ -43,25 +43,31 @@ def test_chunking_gives_the_same_numbers():
     assert whole == pytest.approx(chunked)
 
 
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(20, 200), classes=st.integers(2, 8))
-def test_agrees_with_pytorch_metric_learning(seed, n, classes):
+def assert_matches_pml(ours, queries, q_labels, refs, r_labels, *, ref_includes_query):
+    """poolwise's metrics equal pytorch-metric-learning's AccuracyCalculator (exact cosine)."""
     pytest.importorskip("pytorch_metric_learning")
     from pytorch_metric_learning.distances import CosineSimilarity
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
-    g = torch.Generator().manual_seed(seed)
-    labels = (torch.arange(n) % classes)[torch.randperm(n, generator=g)]  # >= 2 per class
-    emb = torch.randn(n, 8, generator=g) + 0.7 * torch.nn.functional.one_hot(labels, 8)
-    ours = retrieval_metrics(emb, labels)
     calc = AccuracyCalculator(include=("precision_at_1", "r_precision",
                                        "mean_average_precision_at_r"),
                               knn_func=CustomKNN(CosineSimilarity()))
-    theirs = calc.get_accuracy(emb, labels, emb, labels, ref_includes_query=True)
+    theirs = calc.get_accuracy(queries, q_labels, refs, r_labels,
+                               ref_includes_query=ref_includes_query)
     assert ours["recall@1"] == pytest.approx(theirs["precision_at_1"], abs=1e-6)
     assert ours["r_precision"] == pytest.approx(theirs["r_precision"], abs=1e-6)
     assert ours["map@r"] == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(20, 200), classes=st.integers(2, 8))
+def test_agrees_with_pytorch_metric_learning(seed, n, classes):
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.arange(n) % classes)[torch.randperm(n, generator=g)]  # >= 2 per class
+    emb = torch.randn(n, 8, generator=g) + 0.7 * torch.nn.functional.one_hot(labels, 8)
+    assert_matches_pml(retrieval_metrics(emb, labels), emb, labels, emb, labels,
+                       ref_includes_query=True)
 
 
 def test_bad_input():
@@ -97,23 +103,12 @@ def test_query_gallery_by_hand():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_query_gallery_agrees_with_pytorch_metric_learning(seed):
-    pytest.importorskip("pytorch_metric_learning")
-    from pytorch_metric_learning.distances import CosineSimilarity
-    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
-    from pytorch_metric_learning.utils.inference import CustomKNN
-
     g = torch.Generator().manual_seed(seed)
     q_labels = torch.arange(60) % 6
     r_labels = (torch.arange(90) % 6)[torch.randperm(90, generator=g)]
     queries = torch.randn(60, 8, generator=g) + 0.8 * torch.nn.functional.one_hot(q_labels, 8)
     gallery = torch.randn(90, 8, generator=g) + 0.8 * torch.nn.functional.one_hot(r_labels, 8)
     ours = retrieval_metrics(queries, q_labels, gallery=gallery, gallery_labels=r_labels)
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision",
-                                       "mean_average_precision_at_r"),
-                              knn_func=CustomKNN(CosineSimilarity()))
-    theirs = calc.get_accuracy(queries, q_labels, gallery, r_labels, ref_includes_query=False)
-    assert ours["recall@1"] == pytest.approx(theirs["precision_at_1"], abs=1e-6)
-    assert ours["r_precision"] == pytest.approx(theirs["r_precision"], abs=1e-6)
-    assert ours["map@r"] == pytest.approx(theirs["mean_average_precision_at_r"], abs=1e-6)
+    assert_matches_pml(ours, queries, q_labels, gallery, r_labels, ref_includes_query=False)
     with pytest.raises(ValueError, match="expected gallery"):
         retrieval_metrics(queries, q_labels, gallery=gallery)
