@@ -65,7 +65,8 @@ def _environment(folder: Path) -> dict[str, str]:
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env.update(PATH=bin_dir + os.pathsep + env.get("PATH", ""), MPLBACKEND="Agg",
-               PYTHONPATH=str(ROOT / "src"), HOME=env.get("HOME", str(folder)))
+               PYTHONPATH=str(ROOT / "src"))
+    env.setdefault("HOME", str(folder))
     return env
 
 

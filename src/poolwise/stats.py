@@ -63,8 +63,9 @@ def paired_comparison(
         raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
     if test not in ("t", "wilcoxon"):
         raise ValueError(f"test={test!r} is not one of 't', 'wilcoxon'")
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
-    diff = np.array([x - y for x, y in pairs], dtype=np.float64)
+    pairs = np.array([(x, y) for x, y in zip(a, b, strict=True)
+                      if x is not None and y is not None], dtype=np.float64).reshape(-1, 2)
+    diff = pairs[:, 0] - pairs[:, 1]
     result = {"names": list(names), "n": len(diff), "undefined": len(a) - len(diff),
               "mean_difference": None, "ci": None, "confidence": confidence,
               "test": "paired t-test" if test == "t" else "Wilcoxon signed-rank test",
@@ -77,7 +78,7 @@ def paired_comparison(
     if np.all(diff == diff[0]):
         ci, statistic, p = (mean, mean), None, 1.0 if diff[0] == 0 else 0.0
     elif test == "t":
-        t = sps.ttest_rel(np.array([x for x, _ in pairs]), np.array([y for _, y in pairs]))
+        t = sps.ttest_rel(pairs[:, 0], pairs[:, 1])
         interval = t.confidence_interval(confidence)
         ci, statistic, p = (float(interval.low), float(interval.high)), float(t.statistic), \
             float(t.pvalue)

@@ -208,7 +208,8 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         series = _series_list(X)
         if series is None and self.length_policy != "error":
             X = _as_3d(np.asarray(X, dtype=np.float32))
-            series = list(X)
+            if X.shape[-1] != self.n_timepoints_:  # an array of another length: the policy
+                series = list(X)
         if series is not None:
             X = to_length(series, self.n_timepoints_, self.length_policy)
         X = _as_3d(validate_data(self, X, allow_nd=True, dtype=np.float32, reset=False))

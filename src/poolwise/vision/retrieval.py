@@ -24,6 +24,14 @@ import torch
 from torch import Tensor
 
 
+def _check_pair(embeddings: Tensor | None, labels: Tensor | None, what: str) -> None:
+    if embeddings is None or labels is None or embeddings.ndim != 2 or labels.ndim != 1 or \
+            len(labels) != len(embeddings):
+        shapes = [None if t is None else tuple(t.shape) for t in (embeddings, labels)]
+        raise ValueError(f"expected {what} (N, D) and labels (N,), got {shapes[0]} and "
+                         f"{shapes[1]}")
+
+
 def retrieval_metrics(
     embeddings: Tensor,
     labels: Tensor,
@@ -49,16 +57,9 @@ def retrieval_metrics(
         ``{"recall@1": ..., "r_precision": ..., "map@r": ..., "queries": n_used,
         "queries_without_match": n_left_out}``.
     """
-    for emb_, lab_, what in ((embeddings, labels, "embeddings"),
-                             (gallery, gallery_labels, "gallery")):
-        if emb_ is None and lab_ is None and what == "gallery":
-            continue
-        if emb_ is None or lab_ is None or emb_.ndim != 2 or lab_.ndim != 1 or \
-                len(lab_) != len(emb_):
-            raise ValueError(
-                f"expected {what} (N, D) and labels (N,), got "
-                f"{None if emb_ is None else tuple(emb_.shape)} and "
-                f"{None if lab_ is None else tuple(lab_.shape)}")
+    _check_pair(embeddings, labels, "embeddings")
+    if gallery is not None or gallery_labels is not None:
+        _check_pair(gallery, gallery_labels, "gallery")
     same = gallery is None
     queries = torch.nn.functional.normalize(embeddings.float(), dim=1)
     refs = queries if same else torch.nn.functional.normalize(gallery.float(), dim=1)
@@ -71,8 +72,7 @@ def retrieval_metrics(
         raise ValueError(f"need at least 2 embeddings, got {n}" if same
                          else "the gallery is empty")
     if ks is None:
-        ks = tuple(k for k in (1, 2, 4, 8) if k <= ranked) if not same else \
-            tuple(k for k in (1, 2, 4, 8) if k < n)
+        ks = tuple(k for k in (1, 2, 4, 8) if k <= ranked)
     if any(k < 1 or k > ranked for k in ks):
         raise ValueError(f"every K must be in [1, {ranked}], got {ks}")
     device = queries.device

@@ -37,9 +37,8 @@ def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False
     trains on ``train/`` and ranks the gallery for every query; any other data trains on the
     first half of the classes and scores the test images of the other half. ``seen`` scores
     the test (held-out) images of the training classes (None where no class has two of them).
-    With ``whitening``, also after a
-    learned whitening (:mod:`poolwise.vision.whitening`) fitted on the training images'
-    embeddings, as ``unseen_whitened`` / ``seen_whitened``.
+    With ``whitening``, also after a learned whitening (:mod:`poolwise.vision.whitening`)
+    fitted on the training images' embeddings, as ``unseen_whitened`` / ``seen_whitened``.
     """
     run_dir = Path(run_dir)
     splits = load_images(spec.data, image_size=spec.model_kwargs.get("img_size"))
@@ -75,13 +74,8 @@ def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False
             continue
         out = embed(model, queries)
         ref = None if gallery is None else embed(model, gallery)
-        for suffix, transform in (("", None), ("_whitened", white)):
-            if suffix and white is None:
-                continue
-
-            def view(emb, transform=transform):
-                return emb if transform is None else transform(emb)
-
+        views = {"": lambda emb: emb, **({} if white is None else {"_whitened": white})}
+        for suffix, view in views.items():
             extra = {} if ref is None else {"gallery": view(ref["embedding"]),
                                             "gallery_labels": ref["labels"]}
             result[name + suffix] = retrieval_metrics(view(out["embedding"]), out["labels"],
