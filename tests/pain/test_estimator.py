@@ -10,16 +10,56 @@ from sklearn.model_selection import LeaveOneGroupOut, cross_validate  # noqa: E4
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from poolwise.pain.estimator import LSFANClassifier, PainClassifier  # noqa: E402
+from poolwise.pain.models import create_model, model_input_kwargs  # noqa: E402
 
 
-# sklearn's checks feed 2-D (n, features) data, read as one channel. The recurrent baseline
-# takes any length; the CNN models need >= 16 time points, more than most checks provide.
+def _takes_one_channel(params: dict) -> bool:
+    name = params.get("model", "lsfan")
+    try:
+        create_model(name, **model_input_kwargs(name, 1, params.get("length", 16)))
+    except ValueError:
+        return False
+    return True
+
+
+# sklearn's checks feed 2-D (n, features) data, read as one channel, to every model with its
+# tiny test parameters that can take one channel (the CNN models resample each case to the 16
+# time points they need). BANet needs angle + energy pairs and L-SFAN's encoder a token of 2+
+# features, so they refuse one channel (test_models.py) and are checked on numpy3D below.
 # Skipped by sklearn itself here: array-API input (SCIPY_ARRAY_API unset) and pandas input
 # (pandas not installed).
-@parametrize_with_checks([PainClassifier(model="gru", epochs=10, min_steps=0, batch_size=16)])
+ESTIMATORS = [PainClassifier(**p) for p in PainClassifier._get_test_params()
+              if _takes_one_channel(p)]
+
+
+@parametrize_with_checks(ESTIMATORS)
 def test_sklearn_estimator_checks(estimator, check):
     torch.set_num_threads(1)
     check(estimator)
+
+
+@pytest.mark.parametrize("params", PainClassifier._get_test_params(),
+                         ids=lambda p: p["model"])
+def test_every_model_fits_numpy3d_with_three_classes(params):
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(48, 6, 20)).astype(np.float32)
+    y = np.tile(np.array(["a", "b", "c"]), 16)
+    if params["model"] == "banet":
+        params = {**params, "model_kwargs": {"n_segments": 3}}
+    model = PainClassifier(**params).fit(X, y, groups=np.repeat(np.arange(4), 12))
+    proba = model.predict_proba(X)
+    assert proba.shape == (48, 3) and np.allclose(proba.sum(1), 1)
+    assert set(model.predict(X)) <= {"a", "b", "c"}
+    assert model.n_channels_ == 6 and model.n_timepoints_ == params.get("length", 20)
+
+
+def test_lsfan_classifier_test_params_fit():
+    torch.set_num_threads(1)
+    (params,) = LSFANClassifier._get_test_params()
+    X = np.random.default_rng(1).normal(size=(40, 3, 12)).astype(np.float32)
+    model = LSFANClassifier(**params).fit(X, np.tile([0, 1], 20))
+    assert model.predict_proba(X).shape == (40, 2) and model.n_timepoints_ == 16
 
 
 def cohort(n_subjects=6, per_subject=16, seed=0):

@@ -138,7 +138,7 @@ def test_temporal_ggem_crossover_has_one_p_per_cnn_channel():
     assert count_parameters(model) == 8282 + 16
 
 
-@pytest.mark.parametrize("channels,heads", [(30, 5), (6, 3), (12, 4), (7, 1), (1, 1), (20, 5)])
+@pytest.mark.parametrize("channels,heads", [(30, 5), (6, 3), (12, 4), (7, 1), (2, 2), (20, 5)])
 def test_lsfan_heads_default_to_the_largest_divisor_up_to_five(channels, heads):
     model = LSFAN(n_channels=channels, n_classes=4)
     assert model.encoder.layers[0].self_attn.num_heads == heads
@@ -150,6 +150,15 @@ def test_every_model_takes_any_channel_count_and_class_count(name):
     kwargs = {"n_segments": 3} if name == "banet" else {}
     model = create_model(name, n_channels=6, n_classes=4, **kwargs)
     assert model(torch.randn(3, 6, 180)).shape == (3, 4)
+
+
+@pytest.mark.parametrize("name", ["lsfan", "lsfan_ggem"])
+def test_an_encoder_over_one_channel_is_refused_and_says_why(name):
+    with pytest.raises(ValueError, match="layer norm turns a one-feature token into a constant"):
+        create_model(name, n_channels=1)
+    with pytest.raises(ValueError, match="needs at least 2 channels"):
+        create_model("banet", n_channels=1)
+    assert create_model("cnn_tap", n_channels=1)(torch.randn(2, 1, 180)).shape == (2, 2)
 
 
 def test_banet_segments_say_what_to_pass():

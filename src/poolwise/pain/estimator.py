@@ -8,6 +8,12 @@ data), and ``groups`` (subjects) in ``fit``.
 given (so no subject is in both parts), else a stratified fraction of the windows. The z-score
 statistics come from the fitting part only. Parameters are plain constructor arguments, so
 ``clone``, ``GridSearchCV``, ``cross_validate`` and ``LeaveOneGroupOut`` work.
+
+The shape follows aeon's classifiers: the public ``fit`` / ``predict_proba`` / ``predict``
+validate and convert the input (labels to indices 0..K-1, unequal lengths by
+``length_policy``), then call the private ``_fit(X, y, groups)`` / ``_predict_proba(X)`` on a
+float32 numpy3D array and class indices. :meth:`PainClassifier._get_test_params` gives the tiny
+configuration of each model that the tests (sklearn's estimator checks included) run.
 """
 
 from __future__ import annotations
@@ -85,9 +91,11 @@ def to_length(series: list[np.ndarray], length: int, policy: str) -> np.ndarray:
     return out
 
 
-def _fit_length(series: list[np.ndarray], policy: str) -> int:
-    """The common length the fitted model takes: the longest case for ``pad``, the shortest
-    for ``truncate``, the median for ``resample``."""
+def _fit_length(series: list[np.ndarray], policy: str, length: int | None = None) -> int:
+    """The common length the fitted model takes: ``length`` when given, else the longest case
+    for ``pad``, the shortest for ``truncate``, the median for ``resample``."""
+    if length is not None:
+        return length
     lengths = [x.shape[1] for x in series]
     if policy == "pad":
         return max(lengths)
@@ -128,7 +136,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
                  lr: float = 1e-3, weight_decay: float = 0.0, augment: bool = True,
                  validation_fraction: float = 0.2, model_kwargs: dict | None = None,
                  max_abs_z: float = MAX_ABS_Z, length_policy: str = "error",
-                 random_state: int | None = None) -> None:
+                 length: int | None = None, random_state: int | None = None) -> None:
         self.model = model
         self.epochs = epochs
         self.min_steps = min_steps
@@ -140,7 +148,26 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         self.model_kwargs = model_kwargs
         self.max_abs_z = max_abs_z
         self.length_policy = length_policy
+        self.length = length
         self.random_state = random_state
+
+    @classmethod
+    def _get_test_params(cls, parameter_set: str = "default") -> list[dict]:
+        """One tiny configuration per model (aeon's convention): a few epochs, small batches,
+        and for the models built on the 2D CNN (which need >= 16 time points) every case
+        resampled to 16 points, so that short 2-D test data (sklearn's checks) fits them."""
+        from poolwise.pain.models import list_models, model_input_kwargs
+
+        models = list_models() if cls is PainClassifier else ["lsfan"]
+        params = []
+        for name in models:
+            entry = {"epochs": 10, "min_steps": 0, "batch_size": 16, "lr": 3e-3, "random_state": 0}
+            if cls is PainClassifier:
+                entry["model"] = name
+            if "window" in model_input_kwargs(name, 1, 16):
+                entry.update(length_policy="resample", length=16)
+            params.append(entry)
+        return params
 
     def _split(self, y: np.ndarray, groups, rng: np.random.Generator) -> np.ndarray:
         """Boolean mask of the validation cases."""
@@ -165,25 +192,41 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         return mask
 
     def fit(self, X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None) -> PainClassifier:
+        """Validates ``X`` (numpy3D, 2-D as one channel, or a list of cases of any length) and
+        the labels, then trains (:meth:`_fit`)."""
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
+        if self.length is not None and (isinstance(self.length, bool)
+                                        or not isinstance(self.length, int) or self.length < 1):
+            raise ValueError(f"length must be a positive number of time points or None, got "
+                             f"{self.length!r}")
         series = _series_list(X)
         if series is not None:
-            X = to_length(series, _fit_length(series, self.length_policy), self.length_policy)
+            X = to_length(series, _fit_length(series, self.length_policy, self.length),
+                          self.length_policy)
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
-        X = _as_3d(X)
+        X = self._to_length(_as_3d(X))
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError(f"y holds one class ({self.classes_[0]!r}); a classifier needs at "
                              "least two")
-        target = np.searchsorted(self.classes_, y).astype(np.int64)
-        seed = 0 if self.random_state is None else int(self.random_state)
-        rng = np.random.default_rng(seed)
-        select = self._split(target, groups, rng)
-        self.mean_, self.std_ = fit_zscore(X[~select])
         self.n_channels_, self.n_timepoints_ = X.shape[1], X.shape[2]
+        self._fit(X, np.searchsorted(self.classes_, y).astype(np.int64), groups)
+        return self
+
+    def _to_length(self, X: np.ndarray) -> np.ndarray:
+        """An equal-length array brought to ``length`` by the policy, when ``length`` is set."""
+        if self.length is None or X.shape[-1] == self.length:
+            return X
+        return to_length(list(X), self.length, self.length_policy)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, groups: ArrayLike | None) -> None:
+        """Trains on float32 ``X`` (n, channels, time) and class indices ``y`` (0..K-1)."""
+        seed = 0 if self.random_state is None else int(self.random_state)
+        select = self._split(y, groups, np.random.default_rng(seed))
+        self.mean_, self.std_ = fit_zscore(X[~select])
         torch.manual_seed(seed)
         kwargs = {**model_input_kwargs(self.model, X.shape[1], X.shape[2]),
                   "n_classes": len(self.classes_), **(self.model_kwargs or {})}
@@ -194,28 +237,33 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         result = fit(
             self.module_,
             torch.from_numpy(apply_zscore(X[~select], self.mean_, self.std_)),
-            torch.from_numpy(target[~select]),
+            torch.from_numpy(y[~select]),
             torch.from_numpy(apply_zscore(X[select], self.mean_, self.std_)),
-            torch.from_numpy(target[select]),
+            torch.from_numpy(y[select]),
             config, torch.Generator().manual_seed(seed),
         )
         self.epoch_chosen_ = result.epoch_chosen
         self.history_ = result.history
-        return self
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Validates ``X`` against the fitted shape (applying ``length_policy`` to cases of
+        another length), then :meth:`_predict_proba`: (n_cases, K), columns in the order of
+        ``classes_``."""
         check_is_fitted(self, "module_")
         series = _series_list(X)
-        if series is None and self.length_policy != "error":
-            X = _as_3d(np.asarray(X, dtype=np.float32))
-            if X.shape[-1] != self.n_timepoints_:  # an array of another length: the policy
-                series = list(X)
         if series is not None:
             X = to_length(series, self.n_timepoints_, self.length_policy)
         X = _as_3d(validate_data(self, X, allow_nd=True, dtype=np.float32, reset=False))
+        if X.shape[-1] != self.n_timepoints_ and self.length_policy != "error":
+            X = to_length(list(X), self.n_timepoints_, self.length_policy)  # another length
         if X.shape[1:] != (self.n_channels_, self.n_timepoints_):
             raise ValueError(f"X has shape {X.shape[1:]} per case, the classifier was fitted "
                              f"on {(self.n_channels_, self.n_timepoints_)}")
+        return self._predict_proba(X)
+
+    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of float32 ``X`` of the fitted shape; refuses cases far outside the
+        training data and non-finite outputs."""
         z = apply_zscore(X, self.mean_, self.std_)
         far = np.abs(z) > self.max_abs_z
         if far.any():
@@ -231,6 +279,8 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         return p
 
     def predict(self, X: ArrayLike) -> np.ndarray:
+        """Labels of ``classes_``: the positive probability >= 0.5 for two classes, else the
+        most probable class."""
         check_is_fitted(self, "module_")
         proba = self.predict_proba(X)
         if len(self.classes_) == 2:

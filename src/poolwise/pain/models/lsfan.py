@@ -127,6 +127,12 @@ class LSFAN(nn.Module):
             **(pool_kwargs or {}),
         )
         self.encoder = None
+        if attention and kept < 2:
+            axis = "the channel count" if pool_axis == "time" else "the frames after the CNN"
+            raise ValueError(
+                f"the encoder's tokens would have {kept} feature ({axis}); its layer norm turns "
+                "a one-feature token into a constant, so the model could not learn: give 2 or "
+                "more channels, or use attention=False (cnn_tap)")
         if attention:
             heads = default_heads(kept) if heads is None else heads
             if not isinstance(heads, int) or heads < 1 or kept % heads != 0:

@@ -38,6 +38,9 @@ class BANet(nn.Module):
         n_classes: int = 2,
     ) -> None:
         super().__init__()
+        if n_channels < 2:
+            raise ValueError(f"BANet pairs an angle column with its energy column, so it needs "
+                             f"at least 2 channels; the input has {n_channels}")
         if not isinstance(n_segments, int) or n_segments < 1 or 2 * n_segments > n_channels:
             raise ValueError(
                 f"n_segments={n_segments!r}: BANet pairs column s (an angle) with column "
