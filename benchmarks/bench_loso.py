@@ -5,8 +5,11 @@ Authors' setup (re-created here, same network): one .mat file per window read by
 plain ``nn`` layers, the 2 torch threads of this machine. poolwise, step by step: all windows
 in memory as one tensor (with online augmentation, which the authors precompute), then
 ``torch.compile``, then fold-level processes (two folds at once, one thread each, the way
-``poolwise pain loso --jobs 2`` runs). Also checks that both definitions give the same eval
-logits for the same weights. Ratios are measured in one run on the same synthetic windows.
+``poolwise pain loso --jobs 2`` runs). The same poolwise loop then runs a four-class
+configuration (K = 4 outputs, class weights from the labels), the multi-class path of
+``pain loso``, against the same authors' baseline. Also checks that both definitions give the
+same eval logits for the same weights. Ratios are measured in one run on the same synthetic
+windows.
 
     python benchmarks/bench_loso.py [--windows 2000] [--json out.json]
 """
@@ -28,6 +31,7 @@ from torch import nn
 
 from poolwise.pain.augment import augment_batch, n_variants
 from poolwise.pain.models import create_model
+from poolwise.pain.train import class_weights
 
 BATCH = 40
 
@@ -87,12 +91,15 @@ def authors_setup(folder: Path, n_windows: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def poolwise_loop(X: torch.Tensor, y: torch.Tensor, n_windows: int, compile_: bool) -> float:
+def poolwise_loop(X: torch.Tensor, y: torch.Tensor, n_windows: int, compile_: bool,
+                  n_classes: int = 2) -> float:
     torch.manual_seed(0)
-    model = create_model("lsfan")
+    model = create_model("lsfan", n_classes=n_classes)
     forward = torch.compile(model, dynamic=False) if compile_ else model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor([0.3, 0.7]))
+    weight = (torch.tensor([0.3, 0.7]) if n_classes == 2
+              else torch.from_numpy(class_weights(y.numpy(), n_classes)))
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
     generator = torch.Generator().manual_seed(0)
     model.train()
 
@@ -180,6 +187,9 @@ def main() -> None:
                  poolwise_loop(Xt, yt, args.windows, compile_=True)))
     rows.append(("+ two folds at once (processes, 1 thread each; total)",
                  fold_processes(Xt, yt, args.windows)))
+    y4 = torch.from_numpy(rng.integers(0, 4, len(X)))
+    rows.append(("4 classes: poolwise + torch.compile, 2 threads",
+                 poolwise_loop(Xt, y4, args.windows, compile_=True, n_classes=4)))
     base = rows[0][1]
     print("| setup | windows/s | x authors' |\n|---|---|---|")
     for name, rate in rows:

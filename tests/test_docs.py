@@ -58,7 +58,7 @@ def test_every_block_is_python_or_bash_and_every_skip_has_a_reason():
                 assert SKIP.match(line), f"{page}:{n + 1}: malformed skip marker {line!r}"
                 assert FENCE.match(lines[n + 1]), f"{page}:{n + 1}: skip marker without a block"
         opened = [FENCE.match(line).group(1) for line in lines if FENCE.match(line)][::2]
-        assert set(opened) <= {"python", "bash", "text", ""}, f"{page}: {set(opened)}"
+        assert set(opened) <= {"python", "bash", "text", "json", ""}, f"{page}: {set(opened)}"
 
 
 def _environment(folder: Path) -> dict[str, str]:

@@ -49,3 +49,17 @@ def pool_names(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(f"unknown pool(s) {', '.join(unknown)}; registered: "
                                          f"{', '.join(list_pools())}")
     return names
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as JSON where it parses (3, 0.5, true, [2, 4], "x") and
+    as a plain string otherwise (``pool=ggem``)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. n_segments=3)")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value

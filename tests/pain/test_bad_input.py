@@ -180,7 +180,7 @@ def _window_file(tmp_path, **change):
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"y": np.array([0, 2, 0, 1, 0, 1])}, r"label 2 of window 1 is not 0 or 1"),
+    ({"y": np.array([0, 2, 0, 1, 0, 1])}, r"label 2 of window 1 is not 0 \(not protective\) or 1"),
     ({"y": np.array([0, 0.7, 0, 1, 0, 1])}, r"label 0\.7 of window 1 is not a class label"),
     ({"X": np.where(np.arange(180) == 17, np.nan, 1.0).astype(np.float32)
       * np.ones((6, 30, 1), np.float32)}, r"NaN/inf values \(first: window 0, channel "
@@ -213,7 +213,7 @@ def test_labels_that_are_not_classes_fail_before_any_training(tmp_path, capsys):
     path = _window_file(tmp_path, y=np.array([0, 2, 0, 1, 0, 1]))
     assert main(["pain", "loso", str(path), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "label 2 of window 1 is not 0 or 1" in err
+    assert err.count("\n") == 1 and "label 2 of window 1 is not 0 (not protective) or 1" in err
     assert not (tmp_path / "run").exists()
 
 
@@ -388,10 +388,11 @@ def test_reference_checkpoint_that_is_a_pickle_is_refused_plainly(tmp_path):
 
 
 def test_a_model_that_cannot_take_the_data_fails_before_training(tmp_path, capsys):
-    X = np.random.default_rng(0).normal(size=(6, 28, 180)).astype(np.float32)
-    path = _window_file(tmp_path, X=X, channel_names=np.array(CHANNEL_NAMES[:28]))
+    X = np.random.default_rng(0).normal(size=(6, 30, 8)).astype(np.float32)
+    path = _window_file(tmp_path, X=X)
     assert main(["pain", "loso", str(path), "--model", "lsfan", "--select-subjects", "1",
                  "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "model lsfan cannot take this data's windows (28 channels x 180 frames)" in err
+    assert ("model lsfan cannot take this data's windows (30 channels x 8 frames): window=8 "
+            "is shorter than the 16 frames the CNN needs") in err
     assert not (tmp_path / "r").exists()

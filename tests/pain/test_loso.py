@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from poolwise.pain import folds as folds_module
 from poolwise.pain import loso as loso_module
 from poolwise.pain.data.readers import load_dataset
 from poolwise.pain.data.synth import write_synthetic_cohort
@@ -135,13 +136,13 @@ def test_reference_protocol_leaks_as_documented(cohort, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="run that first"):
         run_loso(cohort, tmp_path, config, folds=["C02"])
     starts = []
-    real_fit = loso_module.fit
+    real_fit = folds_module.fit
 
     def recording_fit(model, *args, **kwargs):
         starts.append({k: v.clone() for k, v in model.cnn.state_dict().items()})
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(loso_module, "fit", recording_fit)
+    monkeypatch.setattr(folds_module, "fit", recording_fit)
     first, second = run_loso(cohort, tmp_path, config, folds=["0-1"])
     assert "REFERENCE" in first["protocol_note"]
     assert second["val_subjects"] == [second["test_subject"]]  # the held-out picks the epoch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from poolwise._argtypes import fraction, positive_float, positive_int
+from poolwise._argtypes import fraction, key_value, positive_float, positive_int
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -62,12 +62,17 @@ def _cmd_loso(args: argparse.Namespace) -> int:
     import torch
 
     from poolwise.pain.data.readers import load_dataset
-    from poolwise.pain.loso import REFERENCE_LABEL, LosoConfig, resolve_folds, run_loso
+    from poolwise.pain.loso import LosoConfig, fold_names, run_loso
+    from poolwise.pain.protocols import CHALLENGE_LABEL, REFERENCE_LABEL, read_split
     from poolwise.pain.train import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if (args.protocol == "challenge") != (args.split is not None):
+        raise ValueError("--split FILE goes with --protocol challenge, and that protocol needs "
+                         "it")
     dataset = load_dataset(args.data)
+    split = None if args.split is None else read_split(args.split, dataset.subjects)
     config = LosoConfig(
         model=args.model,
         protocol=args.protocol,
@@ -81,15 +86,17 @@ def _cmd_loso(args: argparse.Namespace) -> int:
         ),
         seed=args.seed,
         n_select_subjects=args.select_subjects,
+        model_kwargs=dict(args.model_option),
+        split=split,
     )
-    n_folds = len(resolve_folds(dataset.subjects, args.folds))
+    n_folds = len(fold_names(dataset, config, args.folds))
     print(
         f"{args.model}, {args.protocol} protocol: {n_folds} fold{'s' * (n_folds != 1)} of "
         f"{len(dataset.subjects)} "
         f"subjects, {len(dataset)} windows -> {args.out}"
     )
-    if args.protocol == "reference":
-        print(f"NOTE: {REFERENCE_LABEL}")
+    if args.protocol in ("reference", "challenge"):
+        print(f"NOTE: {REFERENCE_LABEL if args.protocol == 'reference' else CHALLENGE_LABEL}")
     bars = _LosoBars(args, n_folds, show_windows=args.jobs == 1)
 
     def on_fold(record: dict, resumed: bool) -> None:
@@ -280,8 +287,8 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pain.constants import MAX_ABS_Z, STEP, WINDOW
-    from poolwise.pain.loso import PROTOCOLS
     from poolwise.pain.models import list_models
+    from poolwise.pain.protocols import PROTOCOLS
 
     pain = commands.add_parser(
         "pain",
@@ -346,7 +353,9 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         help="leave-one-subject-out training and evaluation (resumable)",
         description="Leave-one-subject-out evaluation. One JSON file per fold is written "
         "atomically in OUT; rerunning the same command resumes at the first unfinished fold. "
-        "--protocol reference reproduces the leaks of the authors' code (labelled as such).",
+        "--protocol reference reproduces the leaks of the authors' code (labelled as such); "
+        "--protocol challenge --split FILE trains once on a fixed split of the subjects, as "
+        "the EmoPain 2020 challenge does (split file format: docs/pain.md).",
     )
     loso.add_argument("data", help="raw recording tree or a cached .npz window file")
     loso.add_argument("--model", default="lsfan", choices=list_models(),
@@ -360,7 +369,16 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     )
     loso.add_argument("--protocol", choices=PROTOCOLS, default="clean",
                       help="clean: no leaks; reference: the leaks of the authors' code, to "
-                      "measure their optimism (labelled REFERENCE (leaky) everywhere)")
+                      "measure their optimism (labelled REFERENCE (leaky) everywhere); "
+                      "challenge: one fixed train / validation / test split (--split)")
+    loso.add_argument("--split", default=None, metavar="FILE",
+                      help='the challenge protocol\'s split: JSON {"train": [...], '
+                      '"validation": [...], "test": [...]} of subject ids')
+    loso.add_argument("--model-option", type=key_value, action="append", default=[],
+                      metavar="KEY=VALUE",
+                      help="a constructor argument of the model, repeatable (e.g. n_segments=3 "
+                      "for banet on 6 channels, heads=2); channels, window and classes come "
+                      "from the data")
     loso.add_argument("--batch-size", type=positive_int, default=40,
                       help="windows per step")
     loso.add_argument("--lr", type=positive_float, default=1e-3,

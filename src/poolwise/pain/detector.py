@@ -3,7 +3,9 @@
 The file's tensors are the model's state dict (so it loads like any weights file); its
 metadata holds, as JSON under ``poolwise_detector``: the model name and arguments, the channel
 names in order, the frame rate, the window length and hop in frames, the z-score statistics the
-model was trained with, and the decision threshold chosen on validation windows.
+model was trained with, the class names, and (two classes) the decision threshold chosen on
+validation windows. A two-class detector gives the protective-class probability per window; a
+K-class one (K > 2) gives all K probabilities and predicts their argmax.
 :class:`Detector` refuses input whose channel count, channel names or frame rate differ.
 """
 
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from poolwise._io import safetensors_bytes, write_bytes
 from poolwise.pain.constants import MAX_ABS_Z
+from poolwise.pain.data.dataset import BINARY_CLASSES
 
 FORMAT = "poolwise-pain-detector/1"
 
@@ -52,7 +55,7 @@ class DetectorConfig:
     Raises:
         ValueError: naming the field, for an unknown model, non-positive window, hop or frame
             rate, repeated channel names, non-finite means, stds that are not finite and
-            positive, or a threshold outside [0, 1].
+            positive, a threshold outside [0, 1], or fewer than two class names.
     """
 
     model: str
@@ -65,6 +68,7 @@ class DetectorConfig:
     std: list[float]
     threshold: float = 0.5
     provenance: dict = field(default_factory=dict)
+    class_names: tuple[str, ...] = BINARY_CLASSES
 
     def __post_init__(self) -> None:
         from poolwise.pain.models import list_models
@@ -109,10 +113,24 @@ class DetectorConfig:
                              f"{', '.join(bad[:6])}")
         if not _is_number(self.threshold) or not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold!r}")
+        if (isinstance(self.class_names, str) or len(self.class_names) < 2
+                or not all(isinstance(c, str) for c in self.class_names)
+                or len(set(self.class_names)) != len(self.class_names)):
+            raise ValueError(f"class_names must be two or more distinct names, got "
+                             f"{self.class_names!r}")
+        self.class_names = tuple(self.class_names)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
 
     def to_json(self) -> str:
-        return json.dumps({**self.__dict__, "channel_names": list(self.channel_names)},
-                          sort_keys=True, allow_nan=False)
+        fields = {**self.__dict__, "channel_names": list(self.channel_names)}
+        if self.class_names == BINARY_CLASSES:  # two-class files keep their bytes
+            del fields["class_names"]
+        else:
+            fields["class_names"] = list(self.class_names)
+        return json.dumps(fields, sort_keys=True, allow_nan=False)
 
 
 def _is_number(value: object) -> bool:
@@ -190,8 +208,9 @@ def read_detector(path: str | Path) -> tuple[DetectorConfig, dict[str, Tensor]]:
 
 
 class ProbabilityNet(nn.Module):
-    """Normalisation + model + softmax: raw windows -> protective probability (B,). The one
-    inference path: :class:`Detector`, the streaming detector and the exports all run it.
+    """Normalisation + model + softmax: raw windows -> protective probability (B,) for a
+    two-class model, or every class's probability (B, K) for K > 2. The one inference path:
+    :class:`Detector`, the streaming detector and the exports all run it.
 
     :meth:`forward_checked` also says which windows may be trusted: every z-score within
     ``max_abs_z`` and a finite probability.
@@ -211,11 +230,14 @@ class ProbabilityNet(nn.Module):
         return self.forward_checked(x)[0]
 
     def forward_checked(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(probability (B,), valid (B,) bool)."""
+        """(probability (B,) or (B, K), valid (B,) bool)."""
         z = (x - self.mean) / self.std
-        prob = torch.softmax(self.model(z).float(), dim=1)[:, 1]
+        prob = torch.softmax(self.model(z).float(), dim=1)
+        finite = torch.isfinite(prob).all(dim=1)
+        if prob.shape[1] == 2:
+            prob = prob[:, 1]
         in_range = (z.abs() <= self.max_abs_z).flatten(1).all(dim=1)  # False for NaN too
-        return prob, in_range & torch.isfinite(prob)
+        return prob, in_range & finite
 
 
 class Detector:
@@ -251,6 +273,10 @@ class Detector:
     def threshold(self) -> float:
         return self.config.threshold
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
     def check(self, *, n_channels: int | None = None, channel_names: Sequence[str] | None = None,
               frame_rate: float | None = None, window: int | None = None) -> None:
         """Raises ValueError saying what differs from the checkpoint."""
@@ -276,7 +302,8 @@ class Detector:
     @torch.inference_mode()
     def predict_proba(self, X: np.ndarray | Tensor, *, channel_names: Sequence[str] | None = None,
                       frame_rate: float | None = None) -> np.ndarray:
-        """Protective-class probability of each raw window ``(n, channels, window)``.
+        """Protective-class probability of each raw window ``(n, channels, window)``: shape
+        (n,); for a K-class detector (K > 2) every class's probability, (n, K).
 
         Raises:
             ValueError: naming the first window (and channel) at fault, for input that does not
@@ -303,9 +330,13 @@ class Detector:
             raise ValueError(
                 f"{int((~valid).sum())} of {len(X)} windows cannot be scored (first: window "
                 f"{i}: |z| = {float(z[c, t]):.3g} on channel {self.config.channel_names[c]} at "
-                f"frame {t}, bound {self.net.max_abs_z:g}; probability {float(prob[i]):.4g}): "
+                f"frame {t}, bound {self.net.max_abs_z:g}): "
                 "the input is far outside the training data (wrong units or a sensor fault?)")
         return prob.numpy()
 
     def predict(self, X: np.ndarray | Tensor, **kwargs: Any) -> np.ndarray:
-        return (self.predict_proba(X, **kwargs) >= self.threshold).astype(np.int64)
+        """Class indices: probability >= threshold (two classes), else the argmax."""
+        prob = self.predict_proba(X, **kwargs)
+        if prob.ndim == 2:
+            return prob.argmax(1).astype(np.int64)
+        return (prob >= self.threshold).astype(np.int64)

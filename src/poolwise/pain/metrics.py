@@ -171,11 +171,42 @@ def multiclass_metrics(y_true: np.ndarray, prob: np.ndarray) -> dict[str, object
     }
 
 
+def metric_names(n_classes: int) -> tuple[str, ...]:
+    """The metrics :func:`score` returns for ``n_classes`` classes (scalars only)."""
+    return METRICS if n_classes == 2 else MULTICLASS_METRICS
+
+
+def score(y_true: np.ndarray, prob: np.ndarray) -> dict[str, object]:
+    """:func:`binary_metrics` of protective-class probabilities (1-D ``prob``, the two-class
+    task) or :func:`multiclass_metrics` of (n, K) probabilities, K > 2.
+
+    The two forms are what LOSO fold records hold: two classes keep the binary definitions
+    (and their values) unchanged."""
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim == 1:
+        return binary_metrics(y_true, prob)
+    if prob.ndim == 2 and prob.shape[1] == 2:
+        raise ValueError("two-class probabilities are given as the protective class's only "
+                         "(1-D); pass prob[:, 1]")
+    return multiclass_metrics(y_true, prob)
+
+
+def confusion_matrix(y_true: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """The confusion matrix of :func:`score`'s predictions (rows true, columns predicted):
+    threshold 0.5 for 1-D ``prob``, argmax for (n, K)."""
+    prob = np.asarray(prob, dtype=np.float64)
+    if prob.ndim == 1:
+        return confusion(y_true, (prob >= 0.5).astype(np.int64))
+    return multiclass_confusion(y_true, prob.argmax(1), prob.shape[1])
+
+
 def per_subject_metrics(
-    y_true: np.ndarray, prob: np.ndarray, subject: np.ndarray, threshold: float = 0.5
-) -> dict[str, dict[str, float | None]]:
+    y_true: np.ndarray, prob: np.ndarray, subject: np.ndarray
+) -> dict[str, dict[str, object]]:
+    """:func:`score` of each subject's windows, subjects in sorted order."""
     subject = np.asarray(subject)
+    prob = np.asarray(prob)
     return {
-        str(s): binary_metrics(y_true[subject == s], prob[subject == s], threshold)
+        str(s): score(y_true[subject == s], prob[subject == s])
         for s in sorted(set(subject.tolist()))
     }

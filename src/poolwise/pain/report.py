@@ -1,10 +1,15 @@
 """Merging LOSO fold files into tables, plots and one Markdown report.
 
 A run folder is any folder with a ``run.json`` written by :func:`poolwise.pain.loso.run_loso`;
-its ``fold_<subject>.json`` files may come from several jobs (``--folds``). Metrics are
-computed twice: pooled over every held-out window of every fold, and per subject (one value
-per fold, averaged as mean +- sample std over the subjects where the metric is defined; the
-others are counted and listed, never averaged as NaN).
+its ``fold_<name>.json`` files may come from several jobs (``--folds``). Metrics are computed
+twice: pooled over every held-out window of every fold, and per subject (from each test
+subject's windows, averaged as mean +- sample std over the subjects where the metric is
+defined; the others are counted and listed, never averaged as NaN).
+
+Two classes get the binary metrics (:data:`poolwise.pain.metrics.METRICS`), K > 2 the K-class
+ones (:data:`poolwise.pain.metrics.MULTICLASS_METRICS`, plus each class's F1); one report
+holds runs of one class set. Runs of the challenge protocol (one fixed split, the test subjects
+scored once) sit in the same tables as LOSO runs, labelled ``[challenge split]``.
 """
 
 from __future__ import annotations
@@ -19,18 +24,22 @@ import numpy as np
 from poolwise._figures import figure, save_figure
 from poolwise._io import read_json, write_json, write_text
 from poolwise._tables import markdown_table, mean_std, number
+from poolwise.pain.data.dataset import BINARY_CLASSES
 from poolwise.pain.loso import fold_seconds
-from poolwise.pain.metrics import METRICS, binary_metrics, confusion
+from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
 from poolwise.stats import bootstrap_ci, paired_comparison, summarise
 
 METRIC_NAMES = {
     "f1": "F1 (protective)",
     "macro_f1": "macro F1",
     "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
     "mcc": "MCC",
     "roc_auc": "ROC-AUC",
     "pr_auc": "PR-AUC",
 }
+PROTOCOL_SUFFIX = {"clean": "clean", "reference": "REFERENCE (leaky)",
+                   "challenge": "challenge split"}
 
 
 @dataclass
@@ -49,11 +58,16 @@ class Run:
 
     @property
     def label(self) -> str:
-        suffix = "REFERENCE (leaky)" if self.protocol == "reference" else "clean"
-        return f"{self.model} [{suffix}]"
+        return f"{self.model} [{PROTOCOL_SUFFIX[self.protocol]}]"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.config["data"].get("class_names", BINARY_CLASSES))
 
     @property
     def complete(self) -> bool:
+        if self.protocol == "challenge":
+            return len(self.folds) == 1
         return len(self.folds) == len(self.config["data"]["subjects"])
 
 
@@ -82,17 +96,34 @@ def load_run(path: str | Path) -> Run:
     return Run(path, config, folds)
 
 
+def _fold_windows(fold: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A fold's test labels, probabilities ((n,) or (n, K)), subjects and augmentation copies."""
+    test = fold["test"]
+    n = len(test["labels"])
+    return (np.asarray(test["labels"], np.int64),
+            np.asarray(test["probabilities"], np.float64),
+            np.asarray(test.get("subject", [fold["test_subject"]] * n), str),
+            np.asarray(test.get("augmentation_variant", [0] * n), np.int64))
+
+
 def pooled(run: Run, original_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Labels and probabilities of all held-out windows (or only the un-augmented ones)."""
-    labels = np.concatenate([f["test"]["labels"] for f in run.folds]).astype(np.int64)
-    prob = np.concatenate([f["test"]["probabilities"] for f in run.folds]).astype(np.float64)
+    labels, prob, _, variant = _windows(run)
     if original_only:
-        variant = np.concatenate(
-            [f["test"].get("augmentation_variant", [0] * len(f["test"]["labels"]))
-             for f in run.folds]
-        )
         return labels[variant == 0], prob[variant == 0]
     return labels, prob
+
+
+def _windows(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    parts = [_fold_windows(f) for f in run.folds]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+
+
+def _subject_groups(run: Run) -> dict[str, str]:
+    groups: dict[str, str] = {}
+    for f in run.folds:
+        groups.update(f.get("test_subjects", {f["test_subject"]: f["test_group"]}))
+    return groups
 
 
 # pooled metrics given with a bootstrap interval, and per-subject metrics compared between runs
@@ -105,15 +136,15 @@ def pooled_intervals(run: Run, *, n_resamples: int = BOOTSTRAP_RESAMPLES,
                      seed: int = 0) -> dict[str, dict]:
     """95 % percentile intervals of the pooled metrics, resampling held-out subjects (their
     folds' windows whole) with replacement: :func:`poolwise.stats.bootstrap_ci`."""
-    folds = [(np.asarray(f["test"]["labels"], np.int64),
-              np.asarray(f["test"]["probabilities"], np.float64)) for f in run.folds]
+    labels, prob, subject, _ = _windows(run)
+    by_subject = [(labels[subject == s], prob[subject == s]) for s in sorted(set(subject))]
 
     def statistic(groups: list) -> dict[str, float | None]:
-        metrics = binary_metrics(np.concatenate([y for y, _ in groups]),
-                                 np.concatenate([p for _, p in groups]))
+        metrics = score(np.concatenate([y for y, _ in groups]),
+                        np.concatenate([p for _, p in groups]))
         return {m: metrics[m] for m in CI_METRICS}
 
-    return bootstrap_ci(folds, statistic, n_resamples=n_resamples, seed=seed)
+    return bootstrap_ci(by_subject, statistic, n_resamples=n_resamples, seed=seed)
 
 
 def compare_runs(summaries: list[dict]) -> list[dict]:
@@ -137,37 +168,42 @@ def compare_runs(summaries: list[dict]) -> list[dict]:
 def summarise_run(run: Run) -> dict:
     if not run.folds:
         raise ValueError(f"{run.path}: no finished folds yet")
-    labels, prob = pooled(run)
+    labels, prob, subject, variant = _windows(run)
+    metrics = metric_names(len(run.class_names))
     seconds = fold_seconds(run.path)
-    per_subject = {f["test_subject"]: f["metrics"] for f in run.folds}
-    groups = sorted({f["test_group"] for f in run.folds})
+    per_subject = per_subject_metrics(labels, prob, subject)
+    group_of = _subject_groups(run)
+    window_group = np.array([group_of[s] for s in subject])
     by_group = {}
-    for group in groups:
-        folds = [f for f in run.folds if f["test_group"] == group]
-        y = np.concatenate([f["test"]["labels"] for f in folds]).astype(np.int64)
-        p = np.concatenate([f["test"]["probabilities"] for f in folds])
-        by_group[group] = {"subjects": len(folds), **binary_metrics(y, p)}
+    for group in sorted(set(group_of.values())):
+        mask = window_group == group
+        by_group[group] = {"subjects": sum(g == group for g in group_of.values()),
+                           **score(labels[mask], prob[mask])}
     return {
         "model": run.model,
         "protocol": run.protocol,
         "label": run.label,
+        "class_names": list(run.class_names),
+        "metrics": list(metrics),
         "path": str(run.path),
         "n_parameters": run.folds[0]["n_parameters"],
         "folds": len(run.folds),
+        "fold_total": 1 if run.protocol == "challenge" else len(run.config["data"]["subjects"]),
+        "test_subjects": len(per_subject),
         "subjects": len(run.config["data"]["subjects"]),
         "epochs": run.config["train"]["epochs"],
         "epoch_chosen_mean": float(np.mean([f["epoch_chosen"] for f in run.folds])),
         "windows": len(labels),
-        "pooled": binary_metrics(labels, prob),
+        "pooled": score(labels, prob),
         "pooled_ci": pooled_intervals(run),
-        "pooled_original_windows": binary_metrics(*pooled(run, original_only=True)),
-        "confusion": confusion(labels, (prob >= 0.5).astype(np.int64)).tolist(),
+        "pooled_original_windows": score(labels[variant == 0], prob[variant == 0]),
+        "confusion": confusion_matrix(labels, prob).tolist(),
         "per_subject": per_subject,
         "per_subject_summary": {
-            m: summarise([s[m] for s in per_subject.values()]) for m in METRICS
+            m: summarise([s[m] for s in per_subject.values()]) for m in metrics
         },
         "undefined_subjects": {
-            m: sorted(s for s, v in per_subject.items() if v[m] is None) for m in METRICS
+            m: sorted(s for s, v in per_subject.items() if v[m] is None) for m in metrics
         },
         "by_group": by_group,
         "seconds": float(sum(seconds.get(f["test_subject"], f.get("seconds", 0.0))
@@ -187,7 +223,7 @@ def gap_rows(summaries: list[dict]) -> list[list[str]]:
         clean, reference = by_key.get((model, "clean")), by_key.get((model, "reference"))
         if clean is None or reference is None:
             continue
-        for metric in ("macro_f1", "f1", "mcc", "roc_auc"):
+        for metric in [m for m in ("macro_f1", "f1", "mcc", "roc_auc") if m in clean["metrics"]]:
             a, b = clean["pooled"][metric], reference["pooled"][metric]
             e = reference["pooled_original_windows"][metric]
             c = clean["per_subject_summary"][metric]["mean"]
@@ -233,8 +269,10 @@ def _plots(summaries: list[dict], out: Path) -> list[str]:
         ax.imshow(matrix / max(matrix.sum(1, keepdims=True).max(), 1), cmap="Blues", vmin=0)
         for (i, j), v in np.ndenumerate(matrix):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=9)
-        ax.set_xticks([0, 1], ["non-prot.", "prot."], fontsize=7)
-        ax.set_yticks([0, 1], ["non-prot.", "prot."], fontsize=7)
+        names = (["non-prot.", "prot."] if tuple(s["class_names"]) == BINARY_CLASSES
+                 else s["class_names"])
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30 * (len(names) > 2))
+        ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.set_title(s["label"], fontsize=7)
         ax.set_xlabel("predicted", fontsize=7)
     axes[0][0].set_ylabel("true", fontsize=7)
@@ -243,35 +281,40 @@ def _plots(summaries: list[dict], out: Path) -> list[str]:
 
     fig = figure((max(4, 0.9 * n + 2), 3.8))
     ax = fig.subplots()
-    ticks = []
+    ticks, marked = [], False
     for i, s in enumerate(summaries):
         values = [v["macro_f1"] for v in s["per_subject"].values() if v["macro_f1"] is not None]
         undefined = sum(v["macro_f1"] is None for v in s["per_subject"].values())
         jitter = np.random.default_rng(i).uniform(-0.15, 0.15, len(values))
         ax.scatter(i + jitter, values, s=10, alpha=0.6, color="C0",
                    label="a held-out subject" if i == 0 else None)
+        if undefined:  # marked below the axis, not dropped
+            ax.scatter(i + np.linspace(-0.15, 0.15, undefined), [-0.06] * undefined, s=14,
+                       marker="x", color="C3", label=None if marked else "metric undefined")
+            marked = True
         if s["pooled"]["macro_f1"] is not None:
             ax.hlines(s["pooled"]["macro_f1"], i - 0.3, i + 0.3, color="k",
                       label="pooled over all windows" if i == 0 else None)
         ticks.append(s["label"] + (f"\n({undefined} undefined)" if undefined else ""))
     ax.set_xticks(range(n), ticks, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("macro F1 per held-out subject")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("(n undefined): subjects of one class with no other prediction", fontsize=7)
+    ax.set_ylim(-0.1, 1.02)
+    ax.axhline(0, color="0.8", lw=0.6)
+    ax.set_title("undefined: a subject of one class with no other prediction", fontsize=7)
     ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     written += save_figure(fig, out / "per_subject_macro_f1.png")
     return written
 
 
-def _csv(summaries: list[dict]) -> str:
+def _csv(summaries: list[dict], metrics: tuple[str, ...]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["model", "protocol", "subject", *METRICS])
+    writer.writerow(["model", "protocol", "subject", *metrics])
     for s in summaries:
         for subject, values in s["per_subject"].items():
             writer.writerow([s["model"], s["protocol"], subject,
-                             *("" if values[m] is None else f"{values[m]:.6f}" for m in METRICS)])
+                             *("" if values[m] is None else f"{values[m]:.6f}" for m in metrics)])
     return buffer.getvalue()
 
 
@@ -283,7 +326,15 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
     if not runs:
         raise ValueError("none of the runs has a finished fold yet")
     runs.sort(key=lambda r: (r.model, r.protocol))
+    class_sets = {r.class_names: r.path for r in runs}
+    if len(class_sets) > 1:
+        (a, path_a), (b, path_b) = list(class_sets.items())[:2]
+        raise ValueError(f"one report holds runs of one class set: {path_a} has {list(a)}, "
+                         f"{path_b} has {list(b)}; report them separately")
     summaries = [summarise_run(r) for r in runs]
+    metrics = tuple(summaries[0]["metrics"])
+    class_names = runs[0].class_names
+    binary = len(class_names) == 2
     figures = _plots(summaries, out)
     data = runs[0].config["data"]
     lines = ["# Leave-one-subject-out report", ""]
@@ -298,6 +349,16 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         "subjects, e.g. no protective window).",
         "",
     ]
+    if not binary:
+        lines += [f"{len(class_names)} classes: {', '.join(class_names)}. Predictions are the "
+                  "most probable class; ROC-AUC and PR-AUC are one class against the rest, "
+                  "averaged over the classes present; balanced accuracy is the mean recall "
+                  "over the classes present.", ""]
+    if any(r.protocol == "challenge" for r in runs):
+        lines += ["Rows marked [challenge split] train once on the split's training subjects, "
+                  "choose the epoch on its validation subjects and score its test subjects "
+                  "once: their folds column is 1/1 and their per-subject values cover the test "
+                  "subjects only.", ""]
     if any(r.protocol == "reference" for r in runs):
         lines += [
             "**Rows marked REFERENCE (leaky) reproduce the data leaks of the authors' code** "
@@ -310,17 +371,18 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
     rows = []
     for s in summaries:
         p, ps = s["pooled"], s["per_subject_summary"]
-        folds = f"{s['folds']}/{s['subjects']}"
+        folds = f"{s['folds']}/{s['fold_total']}"
         rows.append([
-            s["label"], f"{s['n_parameters']:,}", folds, str(s["epochs"]),
-            *(number(p[m]) for m in METRICS), mean_std(ps["macro_f1"]), mean_std(ps["mcc"]),
+            s["label"], f"{s['n_parameters']:,}", folds, str(s["test_subjects"]),
+            str(s["epochs"]), *(number(p[m]) for m in metrics), mean_std(ps["macro_f1"]),
+            mean_std(ps["mcc"]),
         ])
     lines += [
         "## Results",
         "",
         markdown_table(
-            ["model", "params", "folds", "epochs", *(METRIC_NAMES[m] for m in METRICS),
-             "macro F1 per subject", "MCC per subject"],
+            ["model", "params", "folds", "test subjects", "epochs",
+             *(METRIC_NAMES[m] for m in metrics), "macro F1 per subject", "MCC per subject"],
             rows,
         ),
         "",
@@ -369,15 +431,23 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
             "",
         ]
     lines += ["## By subject group (pooled)", ""]
+    second = "f1" if binary else "balanced_accuracy"
     group_rows = [
-        [s["label"], group, str(g["subjects"]), number(g["macro_f1"]), number(g["f1"]),
+        [s["label"], group, str(g["subjects"]), number(g["macro_f1"]), number(g[second]),
          number(g["accuracy"]), number(g["roc_auc"])]
         for s in summaries for group, g in s["by_group"].items()
     ]
-    lines += [markdown_table(["model", "group", "subjects", "macro F1", "F1", "accuracy",
-                              "ROC-AUC"], group_rows), ""]
-    lines += ["## Plots", ""] + [f"![{name}]({name})" for name in figures
-                                 if name.endswith(".png")] + [""]
+    lines += [markdown_table(["model", "group", "subjects", "macro F1", METRIC_NAMES[second],
+                              "accuracy", "ROC-AUC"], group_rows), ""]
+    if not binary:
+        lines += ["## F1 per class (pooled)", "", markdown_table(
+            ["model", *class_names],
+            [[s["label"], *map(number, s["pooled"]["f1_per_class"])] for s in summaries]), ""]
+    lines += ["## Plots", ""]
+    for name in figures:
+        if name.endswith(".png"):
+            vector = Path(name).with_suffix(".svg").name
+            lines += [f"![{name}]({name})", "", f"Vector version: [{vector}]({vector})", ""]
     lines += ["## Per subject", ""]
     for s in summaries:
         undefined = s["undefined_subjects"]["macro_f1"]
@@ -386,13 +456,13 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
             lines += [f"Macro F1 undefined (one class, none predicted otherwise) for: "
                       f"{', '.join(undefined)}.", ""]
         lines += [markdown_table(
-            ["subject", *(METRIC_NAMES[m] for m in METRICS)],
-            [[subject, *(number(v[m]) for m in METRICS)]
+            ["subject", *(METRIC_NAMES[m] for m in metrics)],
+            [[subject, *(number(v[m]) for m in metrics)]
              for subject, v in s["per_subject"].items()],
         ), ""]
     write_text(out / "report.md", "\n".join(lines))
     write_json(out / "summary.json", summaries)
     if comparisons:
         write_json(out / "comparisons.json", comparisons)
-    write_text(out / "per_subject.csv", _csv(summaries))
+    write_text(out / "per_subject.csv", _csv(summaries, metrics))
     return out / "report.md"

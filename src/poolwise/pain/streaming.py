@@ -49,6 +49,11 @@ class StreamingDetector:
     def __init__(self, detector: Detector, *, max_missing: float = 0.1) -> None:
         if not 0.0 <= max_missing < 1.0:
             raise ValueError(f"max_missing must be in [0, 1), got {max_missing}")
+        if detector.config.n_classes != 2:
+            raise ValueError(
+                f"streaming decisions are protective / not protective; this detector has "
+                f"{detector.config.n_classes} classes ({', '.join(detector.class_names)}): score "
+                "its windows with Detector.predict_proba")
         self.detector = detector
         self.max_missing = max_missing
         c = detector.config

@@ -1,9 +1,12 @@
 """One array file for a whole cohort: numpy3D windows plus per-window metadata.
 
 A :class:`WindowDataset` is validated when it is made (and so when it is loaded): finite float
-windows, integer 0/1 labels, one group per subject, positive frame rate and step, unique channel
-names. It also carries ``skipped``: what the reader left out and why (one entry per file and
-reason), so nothing is dropped without a record.
+windows, integer class labels 0..K-1, one group per subject, positive frame rate and step,
+unique channel and class names. It also carries ``skipped``: what the reader left out and why
+(one entry per file and reason), so nothing is dropped without a record.
+
+EmoPain's task is binary (:data:`BINARY_CLASSES`: 1 = protective); any other recording may have
+K >= 2 classes, named by ``class_names`` (label k is ``class_names[k]``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from poolwise._io import atomic_path
 from poolwise.pain.constants import FRAME_RATE, STEP
 
 _ARRAYS = ("X", "y", "subject", "group", "exercise")
+BINARY_CLASSES = ("not protective", "protective")
 
 
 @dataclass
@@ -28,7 +32,7 @@ class WindowDataset:
 
     Attributes:
         X: (n, channels, time) float32 windows.
-        y: (n,) int64 labels, 1 = protective.
+        y: (n,) int64 class labels 0..K-1 (binary: 1 = protective).
         subject: (n,) subject ids.
         group: (n,) ``"healthy"`` or ``"CLBP"`` (or ``"unknown"``).
         exercise: (n,) exercise names.
@@ -38,6 +42,7 @@ class WindowDataset:
         skipped: What the reader left out: ``{"file", "reason", "frames", "whole_file"}`` per
             file and reason (empty sessions, sessions or segments shorter than a window,
             excluded exercises); ``whole_file`` is True where the file gave no window.
+        class_names: Name of each class, K >= 2 (default :data:`BINARY_CLASSES`).
     """
 
     X: np.ndarray
@@ -49,9 +54,14 @@ class WindowDataset:
     frame_rate: float = FRAME_RATE
     step: int = STEP
     skipped: tuple[dict, ...] = field(default_factory=tuple)
+    class_names: tuple[str, ...] = BINARY_CLASSES
 
     def __post_init__(self) -> None:
         self.channel_names = tuple(str(c) for c in self.channel_names)
+        self.class_names = tuple(str(c) for c in self.class_names)
+        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class_names must name two or more distinct classes, got "
+                             f"{list(self.class_names)}")
         self.skipped = tuple(self.skipped)
         n = len(self.X)
         if self.X.ndim != 3 or self.X.shape[1] != len(self.channel_names):
@@ -76,7 +86,7 @@ class WindowDataset:
             raise ValueError(f"X holds {int(bad.sum())} NaN/inf values (first: window {i}, "
                              f"channel {self.channel_names[c]}, frame {t}); windows must be "
                              "finite: fix or drop those frames before windowing")
-        self.y = _labels(np.asarray(self.y))
+        self.y = _labels(np.asarray(self.y), self.class_names)
         self.subject = np.asarray(self.subject).astype(str)
         self.group = np.asarray(self.group).astype(str)
         pairs = set(zip(self.subject.tolist(), self.group.tolist(), strict=True))
@@ -92,6 +102,10 @@ class WindowDataset:
         return self.X.shape[2]
 
     @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
     def subjects(self) -> list[str]:
         return sorted(set(self.subject.tolist()))
 
@@ -102,6 +116,7 @@ class WindowDataset:
             frame_rate=self.frame_rate,
             step=self.step,
             skipped=self.skipped,
+            class_names=self.class_names,
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -115,6 +130,7 @@ class WindowDataset:
                 frame_rate=np.array(self.frame_rate),
                 step=np.array(self.step),
                 skipped=np.array(json.dumps(list(self.skipped), sort_keys=True)),
+                class_names=np.array(self.class_names),
             )
         return path
 
@@ -140,6 +156,8 @@ class WindowDataset:
                     frame_rate=float(f["frame_rate"]) if "frame_rate" in f else FRAME_RATE,
                     step=int(f["step"]) if "step" in f else STEP,
                     skipped=json.loads(str(f["skipped"])) if "skipped" in f else (),
+                    class_names=(tuple(f["class_names"].tolist()) if "class_names" in f
+                                 else BINARY_CLASSES),
                 )
         except ValueError as error:
             if "pickle" in str(error):  # numpy's advice here is to load unsafely: never
@@ -162,12 +180,16 @@ class WindowDataset:
             if part.frame_rate != first.frame_rate or part.step != first.step:
                 raise ValueError("cannot concatenate datasets with different frame rates or "
                                  "steps")
+            if part.class_names != first.class_names:
+                raise ValueError(f"cannot concatenate datasets with different classes "
+                                 f"({list(first.class_names)} and {list(part.class_names)})")
         return cls(
             *(np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAYS),
             channel_names=first.channel_names,
             frame_rate=first.frame_rate,
             step=first.step,
             skipped=tuple(entry for p in parts for entry in p.skipped),
+            class_names=first.class_names,
         )
 
     def skipped_summary(self) -> dict[str, int]:
@@ -179,22 +201,27 @@ class WindowDataset:
         return totals
 
 
-def _labels(y: np.ndarray) -> np.ndarray:
-    """Validated labels as int64 0/1; integral floats and bools are accepted, nothing is cast."""
+def _labels(y: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
+    """Validated labels as int64 0..K-1; integral floats and bools are accepted, nothing is
+    cast."""
+    k = len(class_names)
+    meaning = ("0 (not protective) or 1 (protective)" if class_names == BINARY_CLASSES
+               else f"a class index 0..{k - 1} ({', '.join(class_names)})")
     if y.ndim != 1:
         raise ValueError(f"y must be one label per window, got shape {y.shape}")
     if y.dtype.kind not in "biuf":
-        raise ValueError(f"labels must be 0/1 integers, got dtype {y.dtype}")
+        raise ValueError(f"labels must be integers, {meaning}; got dtype {y.dtype}")
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(f"label {y[i]:g} of window {i} is not a class label; labels must "
-                             "be 0 (not protective) or 1 (protective)")
-    bad = ~np.isin(y, (0, 1))
+                             f"be {meaning}")
+    bad = (y < 0) | (y >= k)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"label {y[i]:g} of window {i} is not 0 or 1 (values found: "
-                         f"{np.unique(y)[:6].tolist()}); poolwise's pain side is binary: "
-                         "1 = protective, 0 = not")
+        hint = ("; for more than two classes pass class_names (one name per class)"
+                if class_names == BINARY_CLASSES else "")
+        raise ValueError(f"label {y[i]:g} of window {i} is not {meaning} (values found: "
+                         f"{np.unique(y)[:6].tolist()}){hint}")
     return y.astype(np.int64)

@@ -1,0 +1,244 @@
+"""Training and scoring one fold, and the files that say it is finished.
+
+:func:`run_fold` builds a fresh model (seeded per fold), takes the fold's windows from its
+protocol (:mod:`poolwise.pain.protocols`), trains with model selection on the selection
+subjects, scores the test subjects once with the chosen state and writes two files atomically:
+the weights ``fold_<name>.safetensors`` (a complete detector checkpoint, see
+:mod:`poolwise.pain.detector`), then ``fold_<name>.json``, which records the weights' sha256 and
+marks the fold as finished. :func:`finished_fold` accepts a fold only when both agree.
+
+A fold record's ``test`` holds one entry per test window: its dataset index, label, subject,
+exercise, augmentation copy and probability: the protective-class probability for two classes,
+the K class probabilities for K > 2 (:func:`poolwise.pain.metrics.score` reads both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from poolwise import __version__
+from poolwise._io import read_json, save_safetensors, sha256_file, write_bytes, write_json
+from poolwise.pain.data.dataset import WindowDataset
+from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
+from poolwise.pain.metrics import score
+from poolwise.pain.models import count_parameters, create_model, model_input_kwargs
+from poolwise.pain.protocols import (
+    CHALLENGE_LABEL,
+    REFERENCE_LABEL,
+    FoldData,
+    challenge_fold,
+    clean_fold,
+    reference_expansion,
+    reference_fold,
+)
+from poolwise.pain.train import TrainConfig, class_probabilities, fit
+
+if TYPE_CHECKING:
+    from poolwise.pain.loso import LosoConfig
+
+PROTOCOL_NOTES = {"reference": REFERENCE_LABEL, "challenge": CHALLENGE_LABEL}
+
+
+def fold_seed(seed: int, name: str) -> int:
+    """A per-fold seed that depends on the run seed and the fold's name (the held-out subject)
+    only."""
+    state = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)
+    return int(state[0])
+
+
+def model_kwargs(config: LosoConfig, dataset: WindowDataset) -> dict:
+    """The constructor arguments of a run's model: fitted to the data's channels, window and
+    classes, then the run's own ``model_kwargs`` (which win)."""
+    return {**model_input_kwargs(config.model, len(dataset.channel_names), dataset.window),
+            "n_classes": dataset.n_classes, **config.model_kwargs}
+
+
+def fold_path(run_dir: Path, name: str) -> Path:
+    return run_dir / f"fold_{name}.json"
+
+
+def chain_path(run_dir: Path, subject: str) -> Path:
+    return run_dir / "reference_cnn_chain" / f"after_{subject}.safetensors"
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def fold_data(dataset: WindowDataset, config: LosoConfig, name: str, seed: int,
+              expanded: tuple | None = None) -> FoldData:
+    """The windows of fold ``name`` under the run's protocol."""
+    if config.protocol == "clean":
+        return clean_fold(dataset, name, config.n_select_subjects, np.random.default_rng(seed))
+    if config.protocol == "challenge":
+        return challenge_fold(dataset, config.split)
+    return reference_fold(dataset, name, expanded or reference_expansion(dataset, config.seed))
+
+
+def _chain_cnn(model: torch.nn.Module, dataset: WindowDataset, name: str,
+               run_dir: Path) -> str | None:
+    """Reference protocol: loads the CNN state the previous fold ended with (the leak)."""
+    position = dataset.subjects.index(name)
+    if not hasattr(model, "cnn") or position == 0:
+        return None
+    previous_subject = dataset.subjects[position - 1]
+    previous = chain_path(run_dir, previous_subject)
+    if not previous.is_file():
+        raise ValueError(
+            f"the reference protocol shares the CNN across folds in order: fold {name} needs "
+            f"{previous}, written by fold {previous_subject}; run that first")
+    model.cnn.load_state_dict({k[len("cnn."):]: v for k, v in _load_weights(previous).items()})
+    return previous_subject
+
+
+def run_fold(
+    dataset: WindowDataset,
+    config: LosoConfig,
+    name: str,
+    run_dir: Path,
+    expanded: tuple | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
+    """Trains and scores one fold; writes its weights, then its JSON; returns the JSON
+    content.
+
+    Raises:
+        FloatingPointError: when the trained model gives a non-finite probability (nothing
+            of the fold is written).
+    """
+    seed = fold_seed(config.seed, name)
+    torch.manual_seed(seed)
+    kwargs = model_kwargs(config, dataset)
+    model = create_model(config.model, **kwargs)
+    chained_from = None
+    if config.protocol == "reference":
+        expanded = expanded or reference_expansion(dataset, config.seed)
+        chained_from = _chain_cnn(model, dataset, name, run_dir)
+    data = fold_data(dataset, config, name, seed, expanded)
+    train_config = config.train
+    if data.samples_per_epoch is not None:
+        train_config = TrainConfig(**{**train_config.to_dict(),
+                                      "samples_per_epoch": data.samples_per_epoch,
+                                      "online_augment": False})
+    generator = torch.Generator().manual_seed(seed)
+    X_select, y_select = torch.from_numpy(data.X_select), torch.from_numpy(data.y_select)
+    result = fit(model, torch.from_numpy(data.X_train), torch.from_numpy(data.y_train).long(),
+                 X_select, y_select.long(), train_config, generator,
+                 on_epoch=on_epoch, on_batch=on_batch)
+    prob = class_probabilities(model, torch.from_numpy(data.X_test))
+    select_prob = class_probabilities(model, X_select)
+    for part, values in (("test", prob), ("selection", select_prob)):
+        bad = ~np.isfinite(values).all(1)
+        if bad.any():
+            raise FloatingPointError(
+                f"fold {name}: the trained {config.model} gives non-finite probabilities for "
+                f"{int(bad.sum())} of {len(values)} {part} windows; nothing of this fold was "
+                "written (lower --lr, or check the data with `poolwise pain windows`)")
+    binary = dataset.n_classes == 2
+    if binary:
+        prob, select_prob = prob[:, 1], select_prob[:, 1]
+        threshold = choose_threshold(data.y_select, select_prob)
+    else:
+        threshold = 0.5  # unused: K classes predict the argmax
+    index, variant = data.test_index, data.test_variant
+    labels = dataset.y[index]
+    norm = data.normalisation
+    detector = DetectorConfig(
+        model=config.model, model_kwargs=kwargs, channel_names=dataset.channel_names,
+        frame_rate=float(dataset.frame_rate), window=dataset.window, hop=int(dataset.step),
+        mean=norm["mean"], std=norm["std"], threshold=threshold, class_names=dataset.class_names,
+        provenance={"protocol": config.protocol, "test_subject": name, "seed": seed,
+                    "poolwise_version": __version__},
+    )
+    weights = detector_bytes(detector, model.state_dict())
+    weights_path = run_dir / f"fold_{name}.safetensors"
+    groups = {s: str(dataset.group[dataset.subject == s][0]) for s in data.test_subjects}
+    record = {
+        "poolwise_version": __version__,
+        # thread count and versions: float reductions, hence trajectories, depend on them
+        "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "protocol": config.protocol,
+        **({"protocol_note": PROTOCOL_NOTES[config.protocol]}
+           if config.protocol in PROTOCOL_NOTES else {}),
+        "model": config.model,
+        "model_kwargs": kwargs,
+        "n_parameters": count_parameters(model),
+        "class_names": list(dataset.class_names),
+        "test_subject": name,
+        "test_group": groups[name] if name in groups else "several",
+        "test_subjects": groups,
+        "train_subjects": data.train_subjects,
+        "val_subjects": data.val_subjects,
+        "seed": seed,
+        "run_seed": config.seed,
+        "train_config": train_config.to_dict(),
+        "n_train_windows": len(data.X_train),
+        "epoch_chosen": result.epoch_chosen,
+        "history": result.history,
+        "class_weights": result.class_weights,
+        "normalisation": {**norm, "channels": list(dataset.channel_names)},
+        "cnn_chained_from": chained_from,
+        "test": {
+            "window_index": index.tolist(),
+            "labels": labels.tolist(),
+            "probabilities": prob.tolist(),
+            "subject": dataset.subject[index].tolist(),
+            "exercise": dataset.exercise[index].tolist(),
+            "augmentation_variant": variant.tolist(),
+        },
+        "threshold": (
+            {"value": threshold, "chosen_on": "val_subjects windows, best macro F1",
+             "note": "metrics use 0.5; the threshold is for deployment"} if binary else
+            {"value": None, "note": f"{dataset.n_classes} classes: the argmax is predicted"}),
+        "metrics": score(labels, prob),
+        "metrics_original_windows": score(labels[variant == 0], prob[variant == 0]),
+        "weights": {"file": weights_path.name, "sha256": hashlib.sha256(weights).hexdigest()},
+    }
+    write_bytes(weights_path, weights)
+    if config.protocol == "reference" and hasattr(model, "cnn"):
+        cnn_state = {k: v for k, v in result.final_state.items() if k.startswith("cnn.")}
+        chain = chain_path(run_dir, name)
+        save_safetensors(chain, cnn_state, {"model": config.model,
+                                            "model_kwargs": json.dumps(kwargs)})
+        record["cnn_chain"] = {"file": str(chain.relative_to(run_dir)),
+                               "sha256": sha256_file(chain)}
+    write_json(fold_path(run_dir, name), record)  # last: it marks the fold as finished
+    return record
+
+
+def finished_fold(run_dir: Path, name: str) -> tuple[dict | None, str | None]:
+    """The record of a finished fold, or None and why the fold must be (re)done.
+
+    A fold is finished when its JSON parses and every file it records (the weights, and for
+    the reference protocol the CNN chain) exists with the recorded sha256.
+    """
+    path = fold_path(run_dir, name)
+    if not path.is_file():
+        return None, None
+    try:
+        record = read_json(path, "fold record")
+    except ValueError as error:
+        return None, str(error)
+    for key in ("weights", "cnn_chain"):
+        entry = record.get(key)
+        if entry is None:
+            if key == "weights":
+                return None, f"{path.name} records no weights checksum"
+            continue
+        file = run_dir / entry["file"]
+        if not file.is_file():
+            return None, f"{file} is missing"
+        if sha256_file(file) != entry["sha256"]:
+            return None, f"{file} does not match the sha256 in {path.name} (truncated or changed)"
+    return record, None
