@@ -189,3 +189,28 @@ def test_model_options_fit_banet_to_other_data(data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--model-option", "n_segments"])
     assert "is not KEY=VALUE" in capsys.readouterr().err
+
+
+def test_explanations_of_a_k_class_run_use_its_class_names(data, tmp_path):
+    from poolwise.pain.explain import explain_run, grad_cam
+
+    run_loso(data, tmp_path, LosoConfig("lsfan", train=FAST, n_select_subjects=1),
+             folds=["0"])
+    arrays = explain_run(tmp_path, data)
+    assert [int(arrays[f"n_class_{k}"]) for k in range(3)] == [5, 5, 5]
+    assert "n_protective" not in arrays
+    # each class's map explains that class's logit
+    from poolwise.pain.detector import Detector
+
+    model = Detector.load(tmp_path / "fold_S01.safetensors").model
+    record = json.loads((tmp_path / "fold_S01.json").read_text())
+    index = np.array(record["test"]["window_index"])
+    mean, std = (np.array(record["normalisation"][k], np.float32)[:, None] for k in ("mean", "std"))
+    x = (data.X[index] - mean) / std
+    import torch
+
+    first = torch.from_numpy(x[data.y[index] == 2])
+    assert np.allclose(arrays["cam_class_2"], grad_cam(model, first, target=2).numpy().mean(0),
+                       atol=1e-6)
+    with pytest.raises(ValueError, match="its test windows are not those of the given data"):
+        explain_run(tmp_path, data.subset(data.subject != "S01"))

@@ -12,7 +12,10 @@
   (averaged over heads), (B, K, K), rows = query token.
 
 For a LOSO run, every fold's selected model explains its own held-out windows (normalised with
-that fold's statistics), and the maps are averaged per true class and per subject group.
+that fold's statistics; the original windows, not the reference protocol's augmented copies),
+and the maps are averaged per true class and per subject group. Two-class models explain the
+protective logit for every window (the published use); K-class models explain each window's
+own true class.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from poolwise._io import read_json
 from poolwise.pain.augment import apply_zscore
-from poolwise.pain.data.dataset import WindowDataset
-from poolwise.pain.loso import finished_fold
+from poolwise.pain.data.dataset import BINARY_CLASSES, WindowDataset
+from poolwise.pain.loso import data_fingerprint, finished_fold
 from poolwise.pain.models import create_model
 
 
@@ -90,8 +94,9 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
     """Grad-CAM and attention over every finished fold's held-out windows, averaged.
 
     Returns arrays keyed ``cam_<class>``, ``cam_<group>``, ``attention_<class>``,
-    ``attention_<group>`` (class names ``non_protective``/``protective``), with window counts
-    ``n_<key>``, plus ``channel_names`` and ``frame_rate``.
+    ``attention_<group>`` (two classes: ``non_protective``/``protective``; K classes: their
+    names with spaces as underscores), with window counts ``n_<key>``, plus ``channel_names``
+    and ``frame_rate``.
     """
     run_dir = Path(run_dir)
     from safetensors.torch import load_file
@@ -99,6 +104,12 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
     folds = sorted(run_dir.glob("fold_*.json"))
     if not folds:
         raise FileNotFoundError(f"{run_dir}: no fold_*.json files (run poolwise pain loso first)")
+    config = read_json(run_dir / "run.json", "LOSO run")
+    if config["data"]["fingerprint"] != data_fingerprint(dataset):
+        raise ValueError(f"{run_dir}: the run was trained on other windows (fingerprint "
+                         f"{config['data']['fingerprint']}, the given data's is "
+                         f"{data_fingerprint(dataset)}); its test windows are not those of "
+                         "the given data: pass the window file the run was made from")
     cams, attentions, labels, groups = [], [], [], []
     for path in folds:
         record, problem = finished_fold(run_dir, path.stem.removeprefix("fold_"))
@@ -111,18 +122,31 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
         norm = record["normalisation"]
         if norm["channels"] != list(dataset.channel_names):
             raise ValueError(f"{path}: trained on other channels than the given data")
-        mask = dataset.subject == record["test_subject"]
-        if not mask.any():
-            raise ValueError(f"{path}: subject {record['test_subject']} is not in the data")
-        X = apply_zscore(dataset.X[mask], np.asarray(norm["mean"], np.float32),
+        test = record["test"]
+        variant = np.asarray(test.get("augmentation_variant", [0] * len(test["labels"])))
+        index = np.asarray(test["window_index"], np.int64)[variant == 0]
+        if index.max(initial=-1) >= len(dataset) or not np.array_equal(
+                dataset.y[index], np.asarray(test["labels"])[variant == 0]):
+            raise ValueError(f"{path}: its test windows are not those of the given data (run "
+                             "explain with the window file the run was trained on)")
+        X = apply_zscore(dataset.X[index], np.asarray(norm["mean"], np.float32),
                          np.asarray(norm["std"], np.float32))
+        y = dataset.y[index]
+        binary = len(record.get("class_names", BINARY_CLASSES)) == 2
         for i in range(0, len(X), batch_size):
             x = torch.from_numpy(X[i : i + batch_size])
-            cams.append(grad_cam(model, x).numpy())
+            if binary:
+                cams.append(grad_cam(model, x).numpy())
+            else:  # each window's own class
+                part = y[i : i + batch_size]
+                cam = np.zeros((len(x), x.shape[2], x.shape[1]), np.float32)
+                for k in np.unique(part):
+                    cam[part == k] = grad_cam(model, x[part == k], target=int(k)).numpy()
+                cams.append(cam)
             if model.encoder is not None:
                 attentions.append(attention_weights(model, x).numpy())
-        labels.append(dataset.y[mask])
-        groups.append(dataset.group[mask])
+        labels.append(y)
+        groups.append(dataset.group[index])
     cam = np.concatenate(cams)
     attention = np.concatenate(attentions) if attentions else None
     y, group = np.concatenate(labels), np.concatenate(groups)
@@ -130,7 +154,9 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
         "channel_names": np.array(dataset.channel_names),
         "frame_rate": np.array(dataset.frame_rate),
     }
-    selections = {"non_protective": y == 0, "protective": y == 1}
+    names = (["non_protective", "protective"] if dataset.class_names == BINARY_CLASSES
+             else [c.replace(" ", "_") for c in dataset.class_names])
+    selections = {name: y == k for k, name in enumerate(names)}
     selections |= {str(g): group == g for g in sorted(set(group.tolist()))}
     for key, mask in selections.items():
         out[f"n_{key}"] = np.array(int(mask.sum()))
