@@ -212,3 +212,57 @@ def test_image_folder_trains_with_timm_transforms_and_spawned_workers(tmp_path):
     assert "CenterCrop" in eval_names and "RandAugment" not in eval_names
     normalize = test.dataset.transform.transforms[-1]
     assert tuple(normalize.mean.tolist()) == pytest.approx((0.5, 0.5, 0.5))  # ViT's, not ImageNet's
+
+
+def _in_shop(root, rows, count=None):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, _, _ in rows:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (8, 6, 3), dtype=np.uint8)).save(root / name)
+    (root / "Eval").mkdir(parents=True, exist_ok=True)
+    lines = [str(len(rows) if count is None else count), "image_name item_id evaluation_status"]
+    (root / "Eval" / "list_eval_partition.txt").write_text(
+        "\n".join(lines + [" ".join(r) for r in rows]) + "\n")
+
+
+IN_SHOP = [(f"img/{item}/{i}.jpg", item, status)
+           for item, status in (("id_1", "train"), ("id_2", "train"), ("id_3", "query"),
+                                ("id_3", "gallery"), ("id_4", "gallery"))
+           for i in range(10 if status == "train" else 2)]
+
+
+def test_in_shop_partition_lists_load_as_query_and_gallery(tmp_path):
+    _in_shop(tmp_path, IN_SHOP)
+    splits = vd.load_images(str(tmp_path), image_size=8)
+    assert splits["train"].classes == ("id_1", "id_2") and len(splits["test"]) == 2
+    assert splits["query"].classes == splits["gallery"].classes == ("id_3", "id_4")
+    assert splits["query"].labels.tolist() == [0, 0]
+    assert splits["gallery"].labels.tolist() == [0, 0, 1, 1]
+    image, label = splits["gallery"].dataset[3]
+    assert image.shape == (3, 8, 8) and label == 1
+
+
+@pytest.mark.parametrize("change,error,match", [
+    (lambda rows: [*rows[:-1], ("img/none.jpg", "id_4", "gallery")], FileNotFoundError,
+     r"list_eval_partition\.txt names 1 image\(s\) that do not exist \(first: .*none\.jpg"),
+    (lambda rows: [*rows, ("img/id_1/0.jpg", "id_1", "query")], ValueError,
+     r"1 item\(s\) are both training and query/gallery items \(id_1\)"),
+    (lambda rows: [*rows, ("img/id_4/0.jpg", "id_4", "test")], ValueError,
+     r"list_eval_partition\.txt:\d+: evaluation_status 'test' is not one of"),
+])
+def test_bad_partition_lists_name_the_file_and_value(tmp_path, change, error, match):
+    rows = change(list(IN_SHOP))
+    _in_shop(tmp_path, [r for r in rows if r[0] != "img/none.jpg"])
+    text = tmp_path / "Eval" / "list_eval_partition.txt"
+    text.write_text("\n".join([str(len(rows)), "image_name item_id evaluation_status"]
+                              + [" ".join(r) for r in rows]))
+    with pytest.raises(error, match=match):
+        vd.load_images(str(tmp_path), image_size=8)
+
+
+def test_a_partition_count_that_differs_is_refused(tmp_path):
+    _in_shop(tmp_path, IN_SHOP, count=7)
+    with pytest.raises(ValueError, match=r"line 1 says 7 images, the list holds 26"):
+        vd.load_images(str(tmp_path), image_size=8)

@@ -345,6 +345,31 @@ def _cmd_convert_gnd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_revisited(args: argparse.Namespace) -> int:
+    from poolwise._io import write_json, write_text
+    from poolwise._tables import markdown_table, number
+    from poolwise.vision.landmarks import evaluate_revisited
+    from poolwise.vision.revisited import KAPPAS, SETTINGS
+
+    result = evaluate_revisited(args.run_dir, args.images, args.gnd, extension=args.ext,
+                                batch_size=args.batch_size, ema=args.ema)
+    rows = [[setting, number(m["map"]), *(number(m[f"mp@{k}"]) for k in KAPPAS),
+             str(m["queries"]), str(m["queries_without_positive"])]
+            for setting, m in ((s, result["metrics"][s]) for s in SETTINGS)]
+    table = markdown_table(["setting", "mAP", *(f"mP@{k}" for k in KAPPAS), "queries",
+                            "queries without a positive"], rows)
+    command = "poolwise " + shlex.join(sys.argv[1:])
+    text = (f"# Revisited Oxford/Paris: {args.run_dir}\n\nMade with: `{command}`\n\n"
+            f"{result['queries']} queries (cropped to their boxes) against "
+            f"{result['database']} database images; {result['embedding']}.\n\n{table}\n")
+    out = Path(args.out)
+    write_json(out / "revisited.json", result)
+    write_text(out / "revisited.md", text)
+    print(table)
+    print(f"wrote {out / 'revisited.json'} and {out / 'revisited.md'}")
+    return 0
+
+
 def _add_clip_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="embedded",
                    help="'embedded' or 'fashion-mnist' (built-in captions), or TRAIN.csv,TEST.csv "
@@ -642,6 +667,24 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     gnd.add_argument("pickle", help="the ground-truth .pkl file")
     gnd.add_argument("--out", required=True, help="the JSON file to write")
     gnd.set_defaults(run=_cmd_convert_gnd)
+
+    rev = sub.add_parser(
+        "revisited", help="evaluate a finished run on revisited Oxford/Paris (E/M/H mAP)",
+        description="Embed the database and the box-cropped queries of a revisited "
+        "Oxford/Paris ground truth with a finished run's model (its timm eval transform, "
+        "L2-normalised pre-logits embeddings), rank by cosine similarity and print Easy / "
+        "Medium / Hard mAP and mP@1/5/10; writes revisited.json and revisited.md into OUT.")
+    rev.add_argument("run_dir", help="a finished `vision train` or `vision retrieval` run")
+    rev.add_argument("--images", required=True,
+                     help="the folder of the data set's images (<name><ext> for every name of "
+                     "imlist and qimlist)")
+    rev.add_argument("--gnd", required=True,
+                     help="the ground truth in poolwise's JSON form (`vision convert-gnd`)")
+    rev.add_argument("--ext", default=".jpg", help="file extension of the images")
+    rev.add_argument("--ema", action="store_true", help="evaluate the run's EMA weights")
+    rev.add_argument("--batch-size", type=positive_int, default=32, help="images per batch")
+    rev.add_argument("--out", required=True, help="folder for revisited.json and revisited.md")
+    rev.set_defaults(run=_cmd_revisited)
 
     recipes = sub.add_parser("recipes", help="list the shipped recipe files",
                              description="List the recipes shipped with poolwise (TOML files "

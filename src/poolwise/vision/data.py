@@ -252,7 +252,9 @@ def _holdout(split: ImageSplit) -> tuple[ImageSplit, ImageSplit]:
 
 
 def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, ImageSplit]:
-    """An ImageFolder tree, one folder per class, in one of three layouts:
+    """An ImageFolder tree, one folder per class, in one of three layouts, or images named by
+    an In-Shop partition list (:mod:`poolwise.vision.image_lists`; ``train`` / ``test`` /
+    ``query`` / ``gallery`` as for the query/gallery layout):
 
     - ``train/`` and ``test/`` (or ``val/``) with the same classes: ``train`` and ``test``;
     - ``train/`` and ``test/`` with disjoint classes (CUB-200, Cars-196, SOP as shipped):
@@ -277,13 +279,22 @@ def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, I
         transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     ])
     source = f"imagefolder:{root}"
+    from poolwise.vision.image_lists import find_list_file, partition_files
+
+    if find_list_file(root) is not None:
+        parts = {status: ImageSplit(ds, labels, classes, 3, image_size, f"imagelist:{root}")
+                 for status, (ds, labels, classes) in partition_files(root, transform).items()}
+        train, test = _holdout(parts["train"])
+        return {"train": train, "test": test, "query": parts["query"],
+                "gallery": parts["gallery"]}
 
     def classes_of(path: Path) -> list[str]:
         return sorted(p.name for p in path.iterdir() if p.is_dir())
 
     if not (root / "train").is_dir():
         raise FileNotFoundError(f"{root}: expected subfolders train/ and test/ (or val/), or "
-                                "train/, query/ and gallery/")
+                                "train/, query/ and gallery/, or an In-Shop "
+                                "list_eval_partition.txt")
     train_classes = classes_of(root / "train")
     if (root / "query").is_dir() or (root / "gallery").is_dir():
         for name in ("query", "gallery"):

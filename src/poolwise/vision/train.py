@@ -138,18 +138,23 @@ def use_timm_transforms(spec: RunSpec, model: PooledModel, train: ImageSplit,
                         test: ImageSplit) -> None:
     """Decoded-image data (ImageFolder) gets timm's train and eval transforms, configured from
     the model's own data config (mean, std, interpolation, crop_pct, input size)."""
+    for split, training in ((train, True), (test, False)):
+        dataset = getattr(split.dataset, "dataset", split.dataset)  # a class subset wraps it
+        dataset.transform = timm_transform(spec, model, training=training)
+
+
+def timm_transform(spec: RunSpec, model: PooledModel, *, training: bool) -> Callable:
+    """timm's train or eval transform of decoded images for ``model`` (its data config: mean,
+    std, interpolation, crop_pct; the input size of ``spec``'s ``img_size`` or the model's)."""
     from timm.data import create_transform, resolve_data_config
 
     config = resolve_data_config(model=model)
     size = spec.model_kwargs.get("img_size") or config["input_size"][-1]
-    common = dict(input_size=size, interpolation=config["interpolation"], mean=config["mean"],
-                  std=config["std"])
-    for split, training in ((train, True), (test, False)):
-        dataset = getattr(split.dataset, "dataset", split.dataset)  # a class subset wraps it
-        dataset.transform = create_transform(
-            **common, is_training=training, no_aug=not spec.augment, hflip=spec.hflip,
-            auto_augment=spec.auto_augment, re_prob=spec.reprob,
-            crop_pct=None if training else config["crop_pct"])
+    return create_transform(
+        input_size=size, interpolation=config["interpolation"], mean=config["mean"],
+        std=config["std"], is_training=training, no_aug=not spec.augment, hflip=spec.hflip,
+        auto_augment=spec.auto_augment, re_prob=spec.reprob,
+        crop_pct=None if training else config["crop_pct"])
 
 
 def make_loader(split: ImageSplit, batch_size: int, *, shuffle: bool, seed: int = 0,

@@ -1,0 +1,79 @@
+"""A trained run evaluated on the revisited Oxford / Paris images (ROxford5k, RParis6k).
+
+The database images ``imlist`` and the queries ``qimlist`` of the ground truth are read from
+one folder as ``<name><extension>`` (``.jpg`` as the data sets ship). Every query is cropped to
+its box ``bbx`` first, as the protocol prescribes. All images then go through the run's timm
+eval transform: the model's mean, std and interpolation, resized and centre-cropped to its
+input size. The embedding is ``forward_head(pre_logits=True)``, L2-normalised, and queries are
+ranked against the database by cosine similarity. The metrics are
+:func:`poolwise.vision.revisited.revisited_metrics`.
+
+A ViT of fixed input size sees each image at that one size; the protocol's reference
+evaluations feed whole images at up to 1024 pixels to CNNs, so numbers are comparable between
+poolwise runs, not with published CNN tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poolwise.vision.data import ImageSplit
+from poolwise.vision.image_lists import ImageFiles, missing_files
+from poolwise.vision.revisited import load_ground_truth, revisited_metrics
+
+
+def evaluate_revisited(run_dir: str | Path, images: str | Path, ground_truth: str | Path, *,
+                       extension: str = ".jpg", batch_size: int = 32,
+                       ema: bool = False) -> dict:
+    """Easy / Medium / Hard mAP and mP@k of a finished classification or retrieval run.
+
+    Raises:
+        FileNotFoundError: naming the ground-truth file and the first images it names that are
+            not in ``images``.
+        ValueError: for a ground-truth file not in the documented JSON form, or a run trained
+            on one-channel images (the landmark images are colour).
+    """
+    from poolwise.vision.train import embed, load_trained, timm_transform
+
+    images, ground_truth = Path(images), Path(ground_truth)
+    table = load_ground_truth(ground_truth)
+    database = [images / f"{name}{extension}" for name in table["imlist"]]
+    queries = [images / f"{name}{extension}" for name in table["qimlist"]]
+    missing_files(database + queries, f"{ground_truth} (images read from {images})")
+    model, spec = load_trained(run_dir, ema=ema)
+    channels = _input_channels(model)
+    if channels != 3:
+        raise ValueError(f"{run_dir}: the model takes {channels}-channel images; the revisited "
+                         "Oxford/Paris images are colour (train on RGB data)")
+    transform = timm_transform(spec, model, training=False)
+    size = spec.model_kwargs.get("img_size") or 224
+    boxes = [entry.get("bbx") for entry in table["gnd"]]
+
+    def embeddings(paths: list[Path], crop: list | None) -> torch.Tensor:
+        labels = np.zeros(len(paths), dtype=np.int64)
+        split = ImageSplit(ImageFiles(paths, labels, transform, crop), labels, ("image",), 3,
+                           size, f"revisited:{images}")
+        return torch.nn.functional.normalize(embed(model, split, batch_size=batch_size)
+                                             ["embedding"], dim=1)
+
+    similarity = embeddings(queries, boxes) @ embeddings(database, None).T
+    return {
+        "run": str(run_dir),
+        "ground_truth": str(ground_truth),
+        "images": str(images),
+        "queries": len(queries),
+        "database": len(database),
+        "embedding": "forward_head(pre_logits=True), L2-normalised; cosine similarity",
+        "query_crop": "bbx",
+        "ema": ema,
+        "metrics": revisited_metrics(similarity.numpy(), table),
+    }
+
+
+def _input_channels(model: torch.nn.Module) -> int:
+    """The channel count of the model's first convolution (the patch embedding of a ViT)."""
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    return first.in_channels
