@@ -214,3 +214,22 @@ def test_explanations_of_a_k_class_run_use_its_class_names(data, tmp_path):
                        atol=1e-6)
     with pytest.raises(ValueError, match="its test windows are not those of the given data"):
         explain_run(tmp_path, data.subset(data.subject != "S01"))
+
+
+def test_a_k_class_detector_exports_every_class_probability(data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from poolwise.pain.export import export_detector
+
+    run_loso(data, tmp_path, LosoConfig("cnn_tap", train=FAST, n_select_subjects=1),
+             folds=["0"])
+    out = export_detector(tmp_path / "fold_S01.safetensors", tmp_path / "d.onnx")
+    sidecar = json.loads((tmp_path / "d.onnx.json").read_text())
+    assert sidecar["class_names"] == list(data.class_names)
+    assert "(batch, 3)" in sidecar["outputs"]["probability"]
+    session = onnxruntime.InferenceSession(str(out))
+    prob, valid = session.run(None, {"windows": data.X[:4]})
+    expected = Detector.load(tmp_path / "fold_S01.safetensors").predict_proba(data.X[:4])
+    assert prob.shape == (4, 3) and valid.all()
+    assert np.allclose(prob, expected, atol=1e-5)

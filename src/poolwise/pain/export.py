@@ -3,7 +3,8 @@ out, through :mod:`poolwise._export`.
 
 The exported graph includes the z-score normalisation and the softmax, so a consumer feeds raw
 windows ``(batch, channels, window)`` (dynamic batch axis) and gets two outputs: the
-protective-class ``probability`` ``(batch,)`` and ``valid`` ``(batch,)`` (bool): False where a
+protective-class ``probability`` ``(batch,)`` (a K-class detector: every class's,
+``(batch, K)``) and ``valid`` ``(batch,)`` (bool): False where a
 z-score exceeds the detector's bound (:data:`~poolwise.pain.constants.MAX_ABS_Z`), the input
 holds NaN/inf, or the probability is not finite. A consumer must not use a probability whose
 ``valid`` is False. Checkpoints that :func:`~poolwise.pain.detector.read_detector` refuses
@@ -68,7 +69,10 @@ def export_detector(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", 
                      metadata={"poolwise_detector": config.to_json()})
     out = Path(out)
     sidecar = {**json.loads(config.to_json()), "max_abs_z": max_abs_z,
-               "outputs": {"probability": "P(protective) per window",
+               "outputs": {"probability": (
+                   "P(protective) per window, (batch,)" if config.n_classes == 2 else
+                   f"P(class) per window and class, (batch, {config.n_classes}), columns in "
+                   f"the order of class_names"),
                            "valid": "False: do not use that probability (|z| > max_abs_z, "
                                     "NaN/inf input or a non-finite output)"}}
     write_text(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=1,
