@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 
@@ -54,8 +55,6 @@ def pool_names(text: str) -> list[str]:
 def key_value(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` with VALUE read as JSON where it parses (3, 0.5, true, [2, 4], "x") and
     as a plain string otherwise (``pool=ggem``)."""
-    import json
-
     key, sep, value = text.partition("=")
     if not sep or not key.strip().isidentifier():
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. n_segments=3)")

@@ -99,3 +99,16 @@ def test_missing_images_and_bad_ground_truth_are_named(landmark_run, tmp_path, c
     assert main([*args, "--gnd", str(tmp_path / "bad.json")]) == 2
     assert "bad.json: expected an object with imlist, qimlist and gnd" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_retrieval_run_folder_is_read_through_its_train_folder(landmark_run, tmp_path):
+    import shutil
+
+    from poolwise.vision.landmarks import evaluate_revisited
+
+    root = landmark_run
+    shutil.copytree(root / "run", tmp_path / "retrieval" / "train")
+    direct = evaluate_revisited(root / "run", root / "images", root / "gnd.json")
+    via = evaluate_revisited(tmp_path / "retrieval", root / "images", root / "gnd.json")
+    assert via["metrics"] == direct["metrics"]
+    assert via["run"] == str(tmp_path / "retrieval" / "train")

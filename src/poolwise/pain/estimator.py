@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from poolwise.pain.augment import apply_zscore, fit_zscore
 from poolwise.pain.constants import MAX_ABS_Z
-from poolwise.pain.models import create_model, model_input_kwargs
+from poolwise.pain.models import create_model, list_models, model_input_kwargs
 from poolwise.pain.train import TrainConfig, class_probabilities, fit
 
 LENGTH_POLICIES = ("error", "pad", "truncate", "resample")
@@ -156,8 +156,6 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         """One tiny configuration per model (aeon's convention): a few epochs, small batches,
         and for the models built on the 2D CNN (which need >= 16 time points) every case
         resampled to 16 points, so that short 2-D test data (sklearn's checks) fits them."""
-        from poolwise.pain.models import list_models, model_input_kwargs
-
         models = list_models() if cls is PainClassifier else ["lsfan"]
         params = []
         for name in models:

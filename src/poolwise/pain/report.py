@@ -106,15 +106,9 @@ def _fold_windows(fold: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
             np.asarray(test.get("augmentation_variant", [0] * n), np.int64))
 
 
-def pooled(run: Run, original_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and probabilities of all held-out windows (or only the un-augmented ones)."""
-    labels, prob, _, variant = _windows(run)
-    if original_only:
-        return labels[variant == 0], prob[variant == 0]
-    return labels, prob
-
-
 def _windows(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every fold's test windows together: labels, probabilities, subjects, augmentation
+    copies."""
     parts = [_fold_windows(f) for f in run.folds]
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 

@@ -78,11 +78,6 @@ def predict_logits(model: nn.Module, X: Tensor, batch_size: int = 512) -> Tensor
     return torch.cat([model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
 
 
-def predict_proba(model: nn.Module, X: Tensor, batch_size: int = 512) -> np.ndarray:
-    """Protective-class probability per window."""
-    return class_probabilities(model, X, batch_size)[:, 1]
-
-
 def class_probabilities(model: nn.Module, X: Tensor, batch_size: int = 512) -> np.ndarray:
     """Softmax probabilities (n, K) of every class."""
     return torch.softmax(predict_logits(model, X, batch_size).float(), 1).numpy()

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from poolwise.vision.image_lists import find_list_file, partition_files
+
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -279,8 +281,6 @@ def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, I
         transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     ])
     source = f"imagefolder:{root}"
-    from poolwise.vision.image_lists import find_list_file, partition_files
-
     if find_list_file(root) is not None:
         parts = {status: ImageSplit(ds, labels, classes, 3, image_size, f"imagelist:{root}")
                  for status, (ds, labels, classes) in partition_files(root, transform).items()}

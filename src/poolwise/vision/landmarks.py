@@ -28,7 +28,8 @@ from poolwise.vision.revisited import load_ground_truth, revisited_metrics
 def evaluate_revisited(run_dir: str | Path, images: str | Path, ground_truth: str | Path, *,
                        extension: str = ".jpg", batch_size: int = 32,
                        ema: bool = False) -> dict:
-    """Easy / Medium / Hard mAP and mP@k of a finished classification or retrieval run.
+    """Easy / Medium / Hard mAP and mP@k of a finished classification run, or of a
+    retrieval run (its model is in ``run_dir/train``).
 
     Raises:
         FileNotFoundError: naming the ground-truth file and the first images it names that are
@@ -36,20 +37,23 @@ def evaluate_revisited(run_dir: str | Path, images: str | Path, ground_truth: st
         ValueError: for a ground-truth file not in the documented JSON form, or a run trained
             on one-channel images (the landmark images are colour).
     """
-    from poolwise.vision.train import embed, load_trained, timm_transform
+    from poolwise.vision.train import embed, input_size, load_trained, timm_transform
 
     images, ground_truth = Path(images), Path(ground_truth)
     table = load_ground_truth(ground_truth)
     database = [images / f"{name}{extension}" for name in table["imlist"]]
     queries = [images / f"{name}{extension}" for name in table["qimlist"]]
     missing_files(database + queries, f"{ground_truth} (images read from {images})")
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file() and (run_dir / "train" / "run.json").is_file():
+        run_dir = run_dir / "train"  # a `vision retrieval` run trains there
     model, spec = load_trained(run_dir, ema=ema)
     channels = _input_channels(model)
     if channels != 3:
         raise ValueError(f"{run_dir}: the model takes {channels}-channel images; the revisited "
                          "Oxford/Paris images are colour (train on RGB data)")
     transform = timm_transform(spec, model, training=False)
-    size = spec.model_kwargs.get("img_size") or 224
+    size = input_size(spec, model)
     boxes = [entry.get("bbx") for entry in table["gnd"]]
 
     def embeddings(paths: list[Path], crop: list | None) -> torch.Tensor:

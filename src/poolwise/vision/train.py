@@ -143,17 +143,23 @@ def use_timm_transforms(spec: RunSpec, model: PooledModel, train: ImageSplit,
         dataset.transform = timm_transform(spec, model, training=training)
 
 
+def input_size(spec: RunSpec, model: PooledModel) -> int:
+    """The image side the model takes: ``spec``'s ``img_size``, else the model's data config."""
+    from timm.data import resolve_data_config
+
+    return spec.model_kwargs.get("img_size") or resolve_data_config(model=model)["input_size"][-1]
+
+
 def timm_transform(spec: RunSpec, model: PooledModel, *, training: bool) -> Callable:
     """timm's train or eval transform of decoded images for ``model`` (its data config: mean,
     std, interpolation, crop_pct; the input size of ``spec``'s ``img_size`` or the model's)."""
     from timm.data import create_transform, resolve_data_config
 
     config = resolve_data_config(model=model)
-    size = spec.model_kwargs.get("img_size") or config["input_size"][-1]
     return create_transform(
-        input_size=size, interpolation=config["interpolation"], mean=config["mean"],
-        std=config["std"], is_training=training, no_aug=not spec.augment, hflip=spec.hflip,
-        auto_augment=spec.auto_augment, re_prob=spec.reprob,
+        input_size=input_size(spec, model), interpolation=config["interpolation"],
+        mean=config["mean"], std=config["std"], is_training=training, no_aug=not spec.augment,
+        hflip=spec.hflip, auto_augment=spec.auto_augment, re_prob=spec.reprob,
         crop_pct=None if training else config["crop_pct"])
 
 
