@@ -275,20 +275,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     pools = args.pools
     seeds = list(range(args.seeds))
     base = _spec(args, pools[0], 0)
-    print(f"{len(pools)} pools x {len(seeds)} seeds on {args.data}: {base.model} "
+    print(f"{len(pools)} pools x {len(seeds)} seeds on {base.data}: {base.model} "
           f"{json.dumps(base.model_kwargs)}, {base.epochs} epochs", flush=True)
 
     def on_cell(pool: str, seed: int, r: dict) -> None:
-        print(f"  {pool} seed {seed}: accuracy {100 * r['accuracy']:.2f}%, mAP@R "
+        first = ("unseen Recall@1", r["retrieval"]["recall@1"]) if args.protocol == "retrieval" \
+            else ("accuracy", r["accuracy"])
+        print(f"  {pool} seed {seed}: {first[0]} {100 * first[1]:.2f}%, mAP@R "
               f"{100 * r['retrieval']['map@r']:.2f}%", flush=True)
 
     def on_epoch(pool: str, seed: int, r: dict) -> None:
         _epoch_printer(f"    {pool}/{seed} ")(r)
 
-    results = run_compare(args.out, base, pools, seeds, jobs=args.jobs, on_cell=on_cell,
-                          on_epoch=on_epoch if args.jobs <= 1 else None)
+    results = run_compare(args.out, base, pools, seeds, protocol=args.protocol, jobs=args.jobs,
+                          on_cell=on_cell, on_epoch=on_epoch if args.jobs <= 1 else None)
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
-    report = write_compare_report(args.out, results, command)
+    report = write_compare_report(args.out, results, command, protocol=args.protocol)
     print(f"\nreport: {report}")
     text = report.read_text()
     print(text[text.index("| pool"): text.index("![")].strip())
@@ -514,6 +516,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pooling import list_pools
     from poolwise.pooling.registry import COMPARED
+    from poolwise.vision.compare import PROTOCOLS
     from poolwise.vision.probe import DTYPES
 
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
@@ -553,11 +556,15 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     retrieval.set_defaults(run=_cmd_retrieval)
 
     compare = sub.add_parser("compare", help="pools x seeds grid: table, verdict, plots",
-                             description="Train one classifier per pool and seed (each an "
-                             "ordinary resumable run folder under OUT), then write compare.md "
-                             "(mean ± std over seeds, verdicts), compare.json, compare.csv and "
-                             "plots.")
+                             description="Train one model per pool and seed (each an ordinary "
+                             "resumable run folder under OUT), then write compare.md (mean ± "
+                             "std over seeds, paired verdicts), compare.json, compare.csv and "
+                             "plots. --protocol retrieval makes each cell a class-disjoint "
+                             "`vision retrieval` run.")
     _add_spec_options(compare, epochs=5)
+    compare.add_argument("--protocol", choices=PROTOCOLS, default="classification",
+                         help="classification: train on every class, score the test images; "
+                         "retrieval: train on some classes, retrieve the unseen others")
     compare.add_argument("--pools", type=pool_names, default=",".join(COMPARED),
                          help="comma-separated registered pool names")
     compare.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per pool")

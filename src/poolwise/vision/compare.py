@@ -1,7 +1,10 @@
-"""The pools x seeds comparison: one classification run per cell, then tables and plots.
+"""The pools x seeds comparison: one run per cell, then tables, paired verdicts and plots.
 
-Each cell is an ordinary :func:`~poolwise.vision.train.run_classification` run folder
-(``OUT/<pool>-seed<seed>/``), so a killed grid resumes cell by cell and epoch by epoch.
+Two protocols (``PROTOCOLS``): ``classification`` trains on every class and scores the test
+images (top-1, and retrieval among them); ``retrieval`` is class-disjoint
+(:func:`~poolwise.vision.retrieval_protocol.run_retrieval`: train on some classes, retrieve
+images of the others). Each cell is an ordinary run folder (``OUT/<pool>-seed<seed>/``), so a
+killed grid resumes cell by cell and epoch by epoch.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import as_completed
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,13 +26,22 @@ from poolwise._io import write_json, write_text
 from poolwise._procs import process_pool
 from poolwise._tables import markdown_table, mean_std
 from poolwise.stats import paired_comparison, summarise
-from poolwise.vision.train import RunSpec, run_classification
 
+if TYPE_CHECKING:
+    from poolwise.vision.train import RunSpec
+
+PROTOCOLS = ("classification", "retrieval")
 METRICS = (  # key in result.json, column title, scale
     ("accuracy", "top-1 accuracy (%)", 100.0),
     ("recall@1", "Recall@1 (%)", 100.0),
     ("map@r", "mAP@R (%)", 100.0),
     ("dependence", "head dependence (CKA)", 1.0),
+)
+RETRIEVAL_METRICS = (  # the same, for the class-disjoint cells of run_retrieval_cell
+    ("recall@1", "unseen Recall@1 (%)", 100.0),
+    ("r_precision", "unseen R-precision (%)", 100.0),
+    ("map@r", "unseen mAP@R (%)", 100.0),
+    ("seen_map@r", "seen mAP@R (%)", 100.0),
 )
 
 
@@ -88,10 +100,30 @@ def run_grid(
     return [results[c] for c in cells]
 
 
+def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dict:
+    """One class-disjoint cell: :func:`run_retrieval`, flattened like a classification result
+    (``retrieval``: the unseen classes' metrics; ``seen_map@r``; the training run's
+    parameters, p and time), with the full result under ``protocol_result``."""
+    from poolwise.vision.retrieval_protocol import run_retrieval
+
+    result = run_retrieval(spec, run_dir, **kwargs)
+    seen = result.get("seen") or {}
+    return {"spec": result["spec"], **result["training"], "layout": result["layout"],
+            "retrieval": result["unseen"], "seen_map@r": seen.get("map@r"),
+            "unseen_classes": result["unseen_classes"], "seen_classes": result["seen_classes"],
+            "protocol_result": result}
+
+
 def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Sequence[int],
-                **kwargs: Any) -> list[dict]:
-    """The classification grid: :func:`run_grid` over :func:`run_classification`."""
-    return run_grid(out, base, pools, seeds, run_classification, **kwargs)
+                *, protocol: str = "classification", **kwargs: Any) -> list[dict]:
+    """The grid of one protocol (``PROTOCOLS``): :func:`run_grid` over
+    :func:`run_classification` or :func:`run_retrieval_cell`."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    from poolwise.vision.train import run_classification
+
+    runner = run_classification if protocol == "classification" else run_retrieval_cell
+    return run_grid(out, base, pools, seeds, runner, **kwargs)
 
 
 def _metric(result: dict, key: str) -> float | None:
@@ -158,27 +190,49 @@ def pool_table(rows: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> str:
                           table)
 
 
-def write_compare_report(out: str | Path, results: Sequence[dict], command: str) -> Path:
-    """compare.md (table, verdicts, setup), compare.json, compare.csv, compare.png, p.png."""
-    out = Path(out)
-    rows = summarise_pools(results)
+def _setup_lines(results: Sequence[dict], protocol: str) -> list[str]:
     spec = dict(results[0]["spec"])
-    spec.pop("pool"), spec.pop("seed")
+    model = (f"model `{spec['model']}` {json.dumps(spec['model_kwargs'])}, "
+             f"{results[0]['parameters']:,} parameters ({spec['pool']}); {spec['epochs']} "
+             f"epochs, batch {spec['batch_size']}, lr {spec['lr']}, weight decay "
+             f"{spec['weight_decay']}, loss `{spec.get('loss', 'cross_entropy')}`")
+    if protocol == "classification":
+        return [f"Data: `{spec['data']}`; {model}; {len(results[0]['classes'])} classes; test "
+                f"images: {results[0]['n']:,}.", "",
+                "Mean ± std over seeds (std with ddof=1). Retrieval: the test images query "
+                "each other (cosine, the query excluded). Head dependence: mean linear CKA "
+                "between the pooled features of the head groups (lower = less dependent).", ""]
+    first = results[0]
+    queries = first["retrieval"]["queries"]
+    return [f"Data: `{spec['data']}`, class-disjoint ({first['layout']}): trained on "
+            f"{', '.join(first['seen_classes'])}; retrieval scored on the {queries:,} test "
+            f"images of the unseen classes {', '.join(first['unseen_classes'])}, each querying "
+            f"the others (cosine on the L2-normalised pooled embedding, the query excluded). "
+            f"Seen: the test images of the training classes, the same way. {model}.", "",
+            "Mean ± std over seeds (std with ddof=1).", ""]
+
+
+def write_compare_report(out: str | Path, results: Sequence[dict], command: str, *,
+                         protocol: str = "classification") -> Path:
+    """compare.md (table, verdicts, setup), compare.json, compare.csv, compare.png, p.png.
+
+    ``protocol``: the grid's (``PROTOCOLS``); it picks the metrics (``METRICS`` or
+    ``RETRIEVAL_METRICS``) and the two that get verdicts (top-1 and mAP@R, or unseen
+    Recall@1 and mAP@R)."""
+    out = Path(out)
+    metrics = METRICS if protocol == "classification" else RETRIEVAL_METRICS
+    judged = ("accuracy", "map@r") if protocol == "classification" else ("recall@1", "map@r")
+    rows = summarise_pools(results, metrics)
+    found = {k: verdicts(results, k, metrics=metrics) for k in judged}
     lines = [
-        "# Pooling comparison", "",
+        f"# Pooling comparison ({protocol})", "",
         f"Command: `{command}`", "",
-        f"Data: `{spec['data']}`; model `{spec['model']}` {json.dumps(spec['model_kwargs'])}, "
-        f"{results[0]['parameters']:,} parameters (ggem); {spec['epochs']} epochs, batch "
-        f"{spec['batch_size']}, lr {spec['lr']}, weight decay {spec['weight_decay']}; "
-        f"{len(results[0]['classes'])} classes; test images: {results[0]['n']:,}.", "",
-        "Mean ± std over seeds (std with ddof=1). Retrieval: the test images query each other "
-        "(cosine, the query excluded). Head dependence: mean linear CKA between the pooled "
-        "features of the head groups (lower = less dependent).", "",
-        pool_table(rows), "",
+        *_setup_lines(results, protocol),
+        pool_table(rows, metrics), "",
         "## Verdict", "",
         "GGeM against every other pool, paired by seed (difference of the means, 95 % t "
         "interval, paired t-test at 0.05; with 2-3 seeds only large differences can show).", "",
-        *(f"- {v['text']}" for key in ("accuracy", "map@r") for v in verdicts(results, key)),
+        *(f"- {v['text']}" for key in judged for v in found[key]),
         "",
         "![metrics](compare.png)", "", "![learned p](p.png)", "",
         "Training time per run (s): "
@@ -187,19 +241,18 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str)
         "",
     ]
     write_text(out / "compare.md", "\n".join(lines))
-    found = {k: verdicts(results, k) for k in ("accuracy", "map@r")}
-    write_json(out / "compare.json", {"command": command, "rows": rows, "verdict": found})
+    write_json(out / "compare.json", {"command": command, "protocol": protocol, "rows": rows,
+                                      "verdict": found})
+    columns = [k for k, _, _ in metrics]
+    columns += [k for k in ("r_precision", "dependence") if k not in columns]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["pool", "seed", "accuracy", "recall@1", "map@r", "r_precision",
-                     "dependence", "p"])
+    writer.writerow(["pool", "seed", *columns, "p"])
     for r in results:
-        ret = r.get("retrieval", {})
-        writer.writerow([r["spec"]["pool"], r["spec"]["seed"], r["accuracy"], ret.get("recall@1"),
-                         ret.get("map@r"), ret.get("r_precision"), r.get("dependence"),
+        writer.writerow([r["spec"]["pool"], r["spec"]["seed"], *(_metric(r, k) for k in columns),
                          " ".join(f"{v:.4f}" for v in r["p"] or [])])
     write_text(out / "compare.csv", buffer.getvalue())
-    _plot(out, rows, results)
+    _plot(out, rows, results, metrics)
     return out / "compare.md"
 
 
@@ -229,8 +282,9 @@ def plot_metrics(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> 
     save_figure(fig, path, dpi=110)
 
 
-def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict]) -> None:
-    plot_metrics(out / "compare.png", rows, METRICS)
+def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict],
+          metrics: Sequence[tuple]) -> None:
+    plot_metrics(out / "compare.png", rows, metrics)
     fig = figure((6, 3.4))
     ax = fig.subplots()
     for r in results:

@@ -17,6 +17,8 @@ from poolwise.vision.retrieval import retrieval_metrics
 from poolwise.vision.train import RunSpec, embed, load_trained, run_classification
 from poolwise.vision.whitening import learn_whitening
 
+TRAINING_KEYS = ("parameters", "p", "train_seconds", "groups")
+
 
 def split_classes(num_classes: int) -> tuple[list[int], list[int]]:
     """First half (training) and second half (held out) of the class indices."""
@@ -39,6 +41,7 @@ def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False
     the test (held-out) images of the training classes (None where no class has two of them).
     With ``whitening``, also after a learned whitening (:mod:`poolwise.vision.whitening`)
     fitted on the training images' embeddings, as ``unseen_whitened`` / ``seen_whitened``.
+    ``training`` repeats the training run's size, learned p and time (``TRAINING_KEYS``).
     """
     run_dir = Path(run_dir)
     splits = load_images(spec.data, image_size=spec.model_kwargs.get("img_size"))
@@ -47,7 +50,7 @@ def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False
     if layout == "half-split":
         seen, unseen = split_classes(len(splits["train"].classes))
         spec = dataclasses.replace(spec, classes=seen)
-    run_classification(spec, run_dir / "train", **train_kwargs)
+    trained = run_classification(spec, run_dir / "train", **train_kwargs)
     model, _ = load_trained(run_dir / "train")
     train, test = splits["train"], splits["test"]
     if layout == "half-split":
@@ -63,7 +66,8 @@ def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False
                                       for c in np.unique(unseen_split.labels))),
                  "seen": list(test.classes)}
     result = {"spec": spec.to_json(), "layout": layout,
-              "seen_classes": names["seen"], "unseen_classes": names["unseen"]}
+              "seen_classes": names["seen"], "unseen_classes": names["unseen"],
+              "training": {k: trained.get(k) for k in TRAINING_KEYS}}
     white = None
     if whitening:
         fitted = embed(model, train)
