@@ -102,6 +102,41 @@ def test_compare_grid_table_and_verdict(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+def test_retrieval_grid_reports_unseen_classes_with_paired_verdicts(tmp_path, capsys):
+    torch.set_num_threads(1)
+    base = tiny_spec(classes=None, epochs=1)
+    with pytest.raises(ValueError, match="protocol 'detection' is not one of"):
+        run_compare(tmp_path, base, ["avg"], [0], protocol="detection")
+    results = run_compare(tmp_path, base, ["avg", "ggem"], [0, 1], protocol="retrieval")
+    for r in results:  # each cell is a `vision retrieval` run folder, flattened
+        saved = json.loads((tmp_path / f"{r['spec']['pool']}-seed{r['spec']['seed']}"
+                            / "retrieval.json").read_text())
+        assert r["retrieval"] == saved["unseen"] and r["seen_map@r"] == saved["seen"]["map@r"]
+        assert r["parameters"] == saved["training"]["parameters"] > 0
+        assert r["spec"]["classes"] == [0, 1, 2, 3, 4]
+    assert len(results[2]["p"]) == 2 and results[0]["p"] is None
+    report = write_compare_report(tmp_path, results, "poolwise vision compare ...",
+                                  protocol="retrieval")
+    text = report.read_text()
+    assert text.startswith("# Pooling comparison (retrieval)")
+    assert "trained on T-shirt/top, Trouser, Pullover, Dress, Coat" in text
+    assert ("| pool | seeds | unseen Recall@1 (%) | unseen R-precision (%) | unseen mAP@R (%) |"
+            in text)
+    unseen = [100 * r["retrieval"]["recall@1"] for r in results]
+    difference = (unseen[2] + unseen[3] - unseen[0] - unseen[1]) / 2
+    (recall,) = json.loads((tmp_path / "compare.json").read_text())["verdict"]["recall@1"]
+    assert recall["names"] == ["ggem", "avg"]
+    assert recall["mean_difference"] == pytest.approx(difference)
+    assert f"- unseen Recall@1 (%): {recall['text'].split(': ', 1)[1]}" in text
+    header = (tmp_path / "compare.csv").read_text().splitlines()[0]
+    assert header == "pool,seed,recall@1,r_precision,map@r,seen_map@r,dependence,p"
+    from poolwise.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["vision", "compare", "--protocol", "detection", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'detection'" in capsys.readouterr().err
+
+
 def test_verdicts_pair_pools_by_seed():
     def cell(pool, seed, accuracy):
         return {"spec": {"pool": pool, "seed": seed}, "accuracy": accuracy}
