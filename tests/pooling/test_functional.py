@@ -197,6 +197,28 @@ def test_non_finite_inputs_give_what_torch_gives(bad):
     assert torch.isnan(y[1, 3]) and torch.isfinite(y[[0, 2]]).all()
 
 
+def test_rows_wider_than_one_work_item():
+    """The native kernel splits channels-last rows wider than 2048 channels into work items;
+    2048 + 40 channels (the second item partial, not a whole vector) give float64's values and
+    gradients, and a NaN in the second item leaves the first item's channels exact."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 9, 2088) * 4 + 0.05
+    p = torch.rand(8) * 6 + 1.0
+    x32, p32 = x.clone().requires_grad_(), p.clone().requires_grad_()
+    (ggem(x32, p32) * torch.linspace(0.5, 1.5, 2088)).sum().backward()
+    x64, p64 = x.double().requires_grad_(), p.double().requires_grad_()
+    want = ggem_reference(x64, p64)
+    (want * torch.linspace(0.5, 1.5, 2088, dtype=F64)).sum().backward()
+    torch.testing.assert_close(ggem(x, p).double(), want.detach(), rtol=2e-6, atol=0)
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-4, atol=1e-9)
+    x[1, 3, 2050] = float("nan")
+    y = ggem(x, p)
+    assert torch.isnan(y[1, 2050]) and torch.isfinite(y[1, :2048]).all()
+    torch.testing.assert_close(y.double(), ggem_reference(x.double(), p.double()), rtol=2e-6,
+                               atol=0, equal_nan=True)
+
+
 # --- numerical safety ---------------------------------------------------------------------
 
 

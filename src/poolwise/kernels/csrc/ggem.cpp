@@ -31,7 +31,10 @@ using pw::vf;
 using pw::vi;
 
 constexpr int kFlush = 8;  // float partial sums span at most this many rows (then double)
-constexpr int64_t kChunk = 64 * kLanes;       // channels per work item, channels-last layout
+// Channels per work item in the channels-last layout: whole rows up to 2048 channels, so that
+// a sample's rows stream contiguously (a row split into 4 KB pieces, every one a page of its
+// own, read 35 % slower at (32, 49, 2048)); a multiple of every kLanes.
+constexpr int64_t kChunk = 2048;
 constexpr double kLowSum = 1.0842021724855044e-19;  // 2**-63
 constexpr double kHighSum = 1.7014118346046923e38;  // 2**127
 
