@@ -214,11 +214,19 @@ def test_simd_polynomials_are_the_fitted_ones():
     fit = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fit)
     text = (build.CSRC / "simd.h").read_text()
+    inv_c, log2_c, lo_r, hi_r = fit.log2_table()
+    assert -0.0304 < lo_r < 0 < hi_r < 0.0304
     cases = [
-        ("vf vlog2(vf x)", fit.log2_quotient, np.sqrt(0.5) - 1, np.sqrt(2) - 1, 7, 2.1e-7),
-        ("Exp2Parts vexp2_parts(vf z)", fit.exp2_quotient, -0.5, 0.5, 5, 2.1e-8),
+        ("vf vlog2_poly(vf x)", fit.log2_quotient, np.sqrt(0.5) - 1, np.sqrt(2) - 1, 7, 2.1e-7),
+        ("vf vexp2m1_reduced(vf r)", fit.exp2_quotient, -0.5, 0.5, 5, 2.1e-8),
+        ("vf vlog2_table(vf x)", fit.log2_quotient, lo_r, hi_r, 2, 1.8e-6),
     ]
     for function, quotient, lo, hi, degree, bound in cases:
         fitted, error = fit.fit(quotient, lo, hi, degree)
         assert error < bound
         np.testing.assert_allclose(_coefficients(text, function), fitted, rtol=1e-8)
+    for name, values in (("kLog2InvC", inv_c), ("kLog2C", log2_c)):
+        body = re.search(name + r"\[16\] = \{([^}]*)\}", text).group(1)
+        np.testing.assert_array_equal(
+            np.array([float(v.strip().rstrip("f")) for v in body.split(",")], np.float32),
+            values.astype(np.float32))

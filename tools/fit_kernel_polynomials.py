@@ -9,7 +9,11 @@ a dense grid:
 
 - log2(1 + t) = t * P(t) for t in [sqrt(1/2) - 1, sqrt(2) - 1] (the mantissa range after the
   range reduction of vlog2);
-- 2**r - 1 = r * Q(r) for r in [-1/2, 1/2] (after vexp2's round-to-nearest reduction).
+- 2**r - 1 = r * Q(r) for r in [-1/2, 1/2] (after vexp2's round-to-nearest reduction);
+- log2(1 + r) = r * T(r) for the r of vlog2_table (AVX-512): x's mantissa m in [1, 2) is
+  reduced by a 16-entry table, r = m * inv_c[i] - 1 with c[i] the midpoint of the i-th
+  sixteenth of [1, 2), inv_c[i] = 1 / c[i] rounded to float32 and log2_c[i] = -log2(inv_c[i])
+  (so that log2(m) = log2_c[i] + log2(1 + r) holds for the rounded inv_c); |r| < 0.0304.
 """
 
 from __future__ import annotations
@@ -37,10 +41,23 @@ def exp2_quotient(r):
     return np.where(r == 0, np.log(2), np.expm1(r * np.log(2)) / np.where(r == 0, 1, r))
 
 
+def log2_table() -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(inv_c, log2_c) as float32 values, and the interval of r they leave."""
+    inv_c = (1 / (1 + (np.arange(16) + 0.5) / 16)).astype(np.float32).astype(np.float64)
+    log2_c = (-np.log2(inv_c)).astype(np.float32).astype(np.float64)
+    lo = min((1 + i / 16) * inv_c[i] - 1 for i in range(16))
+    hi = max((1 + (i + 1) / 16) * inv_c[i] - 1 for i in range(16))
+    return inv_c, log2_c, float(lo), float(hi)
+
+
 def main() -> None:
+    inv_c, log2_c, r_lo, r_hi = log2_table()
+    print("kLog2InvC: " + ", ".join(f"{c:.9e}f" for c in inv_c))
+    print("kLog2C:    " + ", ".join(f"{c:.9e}f" for c in log2_c))
     for name, f, lo, hi, degree in [
         ("log2(1 + t) / t", log2_quotient, np.sqrt(0.5) - 1, np.sqrt(2) - 1, 7),
         ("(2**r - 1) / r", exp2_quotient, -0.5, 0.5, 5),
+        ("log2(1 + r) / r, table-reduced", log2_quotient, r_lo, r_hi, 2),
     ]:
         coef, error = fit(f, lo, hi, degree)
         print(f"{name} on [{lo:.6f}, {hi:.6f}], degree {degree}: max relative error {error:.2e}")

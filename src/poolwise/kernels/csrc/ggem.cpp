@@ -54,17 +54,17 @@ inline vf probe_finite(vf probe, vf x) { return x * 0.0f + probe; }
 inline vf power(vf x, vf p, float eps, vf& probe) {
   probe = probe_finite(probe, x);
   const vf xc = pw::vmaxf(x, pw::vsplat(eps));  // NaN -> eps, flagged through the probe
-  return pw::vexp2(pw::clamp_exponent(p * pw::vlog2(xc)));
+  return pw::vexp2_wide(p * pw::vlog2(xc));
 }
 
-// Adds z e**z - (e**z - 1) (z = p ln(x / y)) to w and returns (x / y) ** (p - 1) * gn. The
-// caller has checked eps / y >= FLT_MIN, so every ratio is a normal float and z2 = p log2(x /
-// y) <= log2(n); below -126, (x / y) ** p underflows to 0.
-inline vf backward_terms(vf x, vf y, vf p, vf gn, float eps, vf& probe, vf& w) {
+// Adds z e**z - (e**z - 1) (z = p ln(x / y)) to w and returns (x / y) ** (p - 1) * gn, given
+// inv_y = 1 / y. The caller has checked eps / y >= 2 FLT_MIN, so every ratio is a normal float
+// and z2 = p log2(x / y) <= log2(n); below -126, (x / y) ** p underflows to 0.
+inline vf backward_terms(vf x, vf inv_y, vf p, vf gn, float eps, vf& probe, vf& w) {
   probe = probe_finite(probe, x);
   const vf xc = pw::vmaxf(x, pw::vsplat(eps));
-  const vf r = xc / y;
-  const vf z2 = p * pw::vlog2(r);
+  const vf r = xc * inv_y;
+  const vf z2 = p * pw::vlog2_poly(r);  // reduced around 1: z keeps its digits near 0
   const vi under = z2 < -126.0f;
   const pw::Exp2Parts e = pw::vexp2_parts(under ? pw::vsplat(-126.0f) : z2);
   // (x / y) ** p and (x / y) ** p - 1 from the same parts, each to its own relative accuracy
@@ -72,7 +72,7 @@ inline vf backward_terms(vf x, vf y, vf p, vf gn, float eps, vf& probe, vf& w) {
   const vf power = under ? pw::vsplat(0.0f) : e.scale * e.q + e.scale;
   const vf d = under ? pw::vsplat(-1.0f) : e.scale * e.q + (e.scale - 1.0f);
   w += (z2 * 0.693147180559945309f) * power - d;
-  const vf gx = power / r * gn;
+  const vf gx = power * pw::vrecip(r) * gn;
   return x > eps ? gx : pw::vsplat(0.0f);
 }
 
@@ -82,9 +82,10 @@ inline bool any_non_finite(vf probe) {
   return false;
 }
 
-// Whether every ratio max(x, eps) / y of a (b, c) is a normal float32.
+// Whether every ratio max(x, eps) / y of a (b, c), computed as max(x, eps) * (1 / y), is a
+// normal float32.
 inline bool usable_output(float y, float eps) {
-  return y < INFINITY && y > 0.0f && eps / y >= FLT_MIN;
+  return y < INFINITY && y > 0.0f && eps / y >= 2.0f * FLT_MIN;
 }
 
 inline bool usable_sum(double s) { return s >= kLowSum && s < kHighSum; }
@@ -143,7 +144,7 @@ struct Sums {
 
 // The chunk's channels padded to whole vectors (exponent 1, output 1, gradient 0 past the end).
 struct Padded {
-  float p[kChunk], y[kChunk], gn[kChunk];
+  float p[kChunk], inv_y[kChunk], gn[kChunk];
 };
 
 void forward_channels_last(const View& v, const float* x, const float* p, float eps, float* y,
@@ -193,7 +194,7 @@ void backward_channels_last(const View& v, const float* x, const float* y, const
   for (int64_t j = 0; j < s.lanes * kLanes; ++j) {
     const bool in = j < k.width;
     pad.p[j] = in ? p[k.c0 + j] : 1.0f;
-    pad.y[j] = in ? y[base + j] : 1.0f;
+    pad.inv_y[j] = in ? 1.0f / y[base + j] : 1.0f;
     pad.gn[j] = in ? grad[base + j] / static_cast<float>(v.n()) : 0.0f;
     if (in && !usable_output(y[base + j], eps)) s.bad[j / kLanes][j % kLanes] = -1;
   }
@@ -205,7 +206,7 @@ void backward_channels_last(const View& v, const float* x, const float* y, const
       const int64_t j = l * kLanes;
       vf w = pw::vload(s.acc + j);
       const vf xv = l < full ? pw::vload(x + offset + j) : load_lanes(x + offset, j, k.width, 1.0f);
-      const vf gx = backward_terms(xv, pw::vload(pad.y + j), pw::vload(pad.p + j),
+      const vf gx = backward_terms(xv, pw::vload(pad.inv_y + j), pw::vload(pad.p + j),
                                    pw::vload(pad.gn + j), eps, probe, w);
       pw::vstore(s.acc + j, w);
       if (l < full) {
@@ -262,7 +263,7 @@ void backward_inner(const View& v, const float* x, const float* y, const float* 
     weighted[item] = 0.0;
     return;
   }
-  const vf pv = pw::vsplat(p[c]), yv = pw::vsplat(y[item]);
+  const vf pv = pw::vsplat(p[c]), inv_y = pw::vsplat(1.0f / y[item]);
   const vf gn = pw::vsplat(grad[item] / static_cast<float>(v.n()));
   vf acc = pw::vsplat(0.0f), probe = pw::vsplat(0.0f);
   double total = 0.0;
@@ -271,9 +272,12 @@ void backward_inner(const View& v, const float* x, const float* y, const float* 
     float* out = grad_x + ((b * v.outer + a) * v.channels + c) * v.inner;
     const float* row = x + ((b * v.outer + a) * v.channels + c) * v.inner;
     for (int64_t j = 0; j < v.inner; j += kLanes) {
-      // padded lanes take x = y: z = 0 there, so their weighted term is exactly 0
-      const vf gx = backward_terms(load_lanes(row, j, v.inner, y[item]), yv, pv, gn, eps,
-                                   probe, acc);
+      // padded lanes take x = y (finite, z about 0) and their weighted terms are masked out
+      vf terms = pw::vsplat(0.0f);
+      const vf gx = backward_terms(load_lanes(row, j, v.inner, y[item]), inv_y, pv, gn, eps,
+                                   probe, terms);
+      acc += j + kLanes <= v.inner ? terms
+                                   : pw::first_lanes(terms, static_cast<int>(v.inner - j));
       store_lanes(out, j, v.inner, gx);
       if (++steps == kFlush) {
         total += pw::vhsum(acc);
