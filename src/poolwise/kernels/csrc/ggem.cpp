@@ -65,12 +65,18 @@ inline vf backward_terms(vf x, vf inv_y, vf p, vf gn, float eps, vf& probe, vf& 
   const vf xc = pw::vmaxf(x, pw::vsplat(eps));
   const vf r = xc * inv_y;
   const vf z2 = p * pw::vlog2_poly(r);  // reduced around 1: z keeps its digits near 0
-  const vi under = z2 < -126.0f;
-  const pw::Exp2Parts e = pw::vexp2_parts(under ? pw::vsplat(-126.0f) : z2);
   // (x / y) ** p and (x / y) ** p - 1 from the same parts, each to its own relative accuracy
   // (1 + expm1(z) would lose every digit of a power below float32's epsilon)
+#ifdef PW_AVX512_MATH
+  const pw::Exp2Parts e = pw::vexp2_parts_wide(z2);  // scale 0 or subnormal below 2**-126
+  const vf power = e.scale * e.q + e.scale;
+  const vf d = e.scale * e.q + (e.scale - 1.0f);
+#else
+  const vi under = z2 < -126.0f;
+  const pw::Exp2Parts e = pw::vexp2_parts(under ? pw::vsplat(-126.0f) : z2);
   const vf power = under ? pw::vsplat(0.0f) : e.scale * e.q + e.scale;
   const vf d = under ? pw::vsplat(-1.0f) : e.scale * e.q + (e.scale - 1.0f);
+#endif
   w += (z2 * 0.693147180559945309f) * power - d;
   const vf gx = power * pw::vrecip(r) * gn;
   return x > eps ? gx : pw::vsplat(0.0f);

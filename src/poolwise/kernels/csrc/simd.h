@@ -219,6 +219,15 @@ inline vf vexp2(vf z) {
 // clamped to [-126, 127], so the result is 2**127 above and 2**-126 below the range. Either
 // way a power above 2**127 reads as an overflow and one below 2**-126 weighs nothing beside a
 // normal one.
+#ifdef PW_AVX512_MATH
+// vexp2_parts for any finite z <= 127: scale = 2**round(z) from scalef, 0 or a subnormal
+// below float32's normal range.
+inline Exp2Parts vexp2_parts_wide(vf z) {
+  const __m512 k = _mm512_roundscale_ps((__m512)z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return {(vf)_mm512_scalef_ps(_mm512_set1_ps(1.0f), k), vexp2m1_reduced(z - (vf)k)};
+}
+#endif
+
 inline vf vexp2_wide(vf z) {
 #ifdef PW_AVX512_MATH
   const __m512 k = _mm512_roundscale_ps((__m512)z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
