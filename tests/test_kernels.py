@@ -66,7 +66,7 @@ def test_prototypes_come_from_the_header():
     by_name = {p.name: p for p in found}
     assert abi >= 1 and by_name["pw_abi_version"].restype is ctypes.c_int32
     forward = by_name["pw_ggem_forward"]
-    assert forward.restype is None
+    assert forward.restype is ctypes.c_int64
     assert forward.argtypes == (
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
         ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int32,
@@ -230,3 +230,24 @@ def test_simd_polynomials_are_the_fitted_ones():
         np.testing.assert_array_equal(
             np.array([float(v.strip().rstrip("f")) for v in body.split(",")], np.float32),
             values.astype(np.float32))
+
+
+@needs_compiler
+def test_ggem_ops_pass_opcheck_and_count_what_they_leave():
+    """The custom ops agree with their fake versions (torch.library.opcheck), and the eager
+    calls return how many (b, c) they left to the caller: none for plain input, one per
+    channel of the chunk (the whole 12-channel row here) where an inf sits."""
+    from poolwise.kernels import ggem as native_ggem
+
+    x = torch.rand(3, 7, 12) + 0.1
+    p = torch.full((12,), 3.0)
+    y, redo, count = native_ggem.forward(x, p, 1e-6, 2)
+    assert count == 0 and not redo.any()
+    torch.library.opcheck(native_ggem.ggem_forward, (x, p, 1e-6, 2))
+    grad = torch.rand(3, 12)
+    torch.library.opcheck(native_ggem.ggem_backward, (x, y, grad, p, 1e-6, 2))
+    x[1, 2, 5] = float("inf")
+    _, redo, count = native_ggem.forward(x, p, 1e-6, 2)
+    assert count == int(redo.sum()) == 12 and redo[1].all()
+    _, _, redo, count = native_ggem.backward(x, y, grad, p, 1e-6, 2)
+    assert count == int(redo.sum()) == 12 and redo[1].all()

@@ -3,8 +3,13 @@
 Both take x as a contiguous float32 CPU tensor with channels at ``cdim`` and per-channel
 exponents (C,). They return, beside their results, ``redo`` (B, C) uint8: 1 where the kernel
 left a value to the caller (inputs with inf or NaN, sums of powers outside the range where the
-unshifted sum is exact, ratios x / y below float32's normal range); the caller recomputes those
-batch rows with the max-shifted PyTorch formulation (:mod:`poolwise.pooling.functional`).
+unshifted sum is exact, ratios x / y below float32's normal range), and how many of those there
+are; the caller recomputes those batch rows with the max-shifted PyTorch formulation
+(:mod:`poolwise.pooling.functional`).
+
+:func:`forward` and :func:`backward` are the eager calls (what ``ggem`` runs, a few
+microseconds around the kernel); ``poolwise::ggem_forward`` and ``poolwise::ggem_backward``
+are the same as torch custom ops, with fake implementations, for graphs that hold them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from torch import Tensor
 from poolwise import kernels
 from poolwise.kernels.build import library
 
-__all__ = ["ggem_backward", "ggem_forward", "supports", "view_sizes"]
+__all__ = ["backward", "forward", "ggem_backward", "ggem_forward", "supports", "view_sizes"]
 
 _FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
@@ -38,16 +43,42 @@ def view_sizes(shape: torch.Size | tuple[int, ...], cdim: int) -> tuple[int, int
     return shape[0], math.prod(shape[1:cdim]), shape[cdim], math.prod(shape[cdim + 1 :])
 
 
-@torch.library.custom_op("poolwise::ggem_forward", mutates_args=())
-def ggem_forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> tuple[Tensor, Tensor]:
-    """(y (B, C) float32, redo (B, C) uint8) for contiguous float32 x and p (C,)."""
+def forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> tuple[Tensor, Tensor, int]:
+    """(y (B, C) float32, redo (B, C) uint8, redo count) for contiguous float32 x and p (C,)."""
     batch, outer, channels, inner = view_sizes(x.shape, cdim)
     y = x.new_empty(batch, channels)
     redo = torch.empty(batch, channels, dtype=torch.uint8)
-    library().pw_ggem_forward(
+    count = library().pw_ggem_forward(
         x.data_ptr(), p.data_ptr(), eps, y.data_ptr(), redo.data_ptr(),
         batch, outer, channels, inner, torch.get_num_threads(),
     )
+    return y, redo, count
+
+
+def backward(
+    x: Tensor, y: Tensor, grad: Tensor, p: Tensor, eps: float, cdim: int
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """(grad_x like x, weighted (B, C) float64, redo (B, C) uint8, redo count).
+
+    ``weighted[b, c] = sum_n [z e**z - (e**z - 1)]`` with ``z = p ln(x / y)``, from which
+    ``dL/dp = sum_b grad * y * weighted / (p**2 n)``.
+    """
+    batch, outer, channels, inner = view_sizes(x.shape, cdim)
+    grad_x = torch.empty_like(x)
+    weighted = torch.empty(batch, channels, dtype=torch.float64)
+    redo = torch.empty(batch, channels, dtype=torch.uint8)
+    count = library().pw_ggem_backward(
+        x.data_ptr(), y.data_ptr(), grad.data_ptr(), p.data_ptr(), eps, grad_x.data_ptr(),
+        weighted.data_ptr(), redo.data_ptr(), batch, outer, channels, inner,
+        torch.get_num_threads(),
+    )
+    return grad_x, weighted, redo, count
+
+
+@torch.library.custom_op("poolwise::ggem_forward", mutates_args=())
+def ggem_forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> tuple[Tensor, Tensor]:
+    """:func:`forward` as a custom op: (y, redo)."""
+    y, redo, _ = forward(x, p, eps, cdim)
     return y, redo
 
 
@@ -61,20 +92,8 @@ def _(x, p, eps, cdim):
 def ggem_backward(
     x: Tensor, y: Tensor, grad: Tensor, p: Tensor, eps: float, cdim: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(grad_x like x, weighted (B, C) float64, redo (B, C) uint8); see ``csrc/ggem.cpp``.
-
-    ``weighted[b, c] = sum_n [z e**z - (e**z - 1)]`` with ``z = p ln(x / y)``, from which
-    ``dL/dp = sum_b grad * y * weighted / (p**2 n)``.
-    """
-    batch, outer, channels, inner = view_sizes(x.shape, cdim)
-    grad_x = torch.empty_like(x)
-    weighted = torch.empty(batch, channels, dtype=torch.float64)
-    redo = torch.empty(batch, channels, dtype=torch.uint8)
-    library().pw_ggem_backward(
-        x.data_ptr(), y.data_ptr(), grad.data_ptr(), p.data_ptr(), eps, grad_x.data_ptr(),
-        weighted.data_ptr(), redo.data_ptr(), batch, outer, channels, inner,
-        torch.get_num_threads(),
-    )
+    """:func:`backward` as a custom op: (grad_x, weighted, redo)."""
+    grad_x, weighted, redo, _ = backward(x, y, grad, p, eps, cdim)
     return grad_x, weighted, redo
 
 

@@ -290,9 +290,9 @@ def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tens
     if not native_ggem.supports(x, eps):
         return _torch_forward(x, p_ch, eps, cdim)
     x32 = x.to(torch.float32).contiguous()
-    y, redo = native_ggem.ggem_forward(x32, p_ch.to(torch.float32).contiguous(), eps, cdim)
-    rows = redo.any(dim=1).nonzero().flatten()
-    if len(rows):
+    y, redo, count = native_ggem.forward(x32, p_ch.to(torch.float32).contiguous(), eps, cdim)
+    if count:
+        rows = redo.any(dim=1).nonzero().flatten()
         y[rows] = _torch_forward(x32.index_select(0, rows), p_ch, eps, cdim)
     return y
 
@@ -307,13 +307,14 @@ def _ggem_backward_kernel(
         return _torch_backward(grad, x, y, p_ch, eps, cdim)
     x32, p32 = x.to(torch.float32).contiguous(), p_ch.to(torch.float32).contiguous()
     g32 = grad.to(torch.float32).contiguous()
-    grad_x, weighted, redo = native_ggem.ggem_backward(x32, y.contiguous(), g32, p32, eps, cdim)
+    grad_x, weighted, redo, count = native_ggem.backward(x32, y.contiguous(), g32, p32, eps, cdim)
     n = x[0].numel() // x.shape[cdim]
     p64 = p_ch.to(torch.float64)
-    rows = redo.any(dim=1).nonzero().flatten()
-    weighted.index_fill_(0, rows, 0.0)
+    rows = redo.any(dim=1).nonzero().flatten() if count else None
+    if rows is not None:
+        weighted.index_fill_(0, rows, 0.0)
     grad_p = (g32.double() * y.double() * weighted).sum(0) / (p64 * p64 * n)
-    if len(rows):
+    if rows is not None:
         grad_x_rows, grad_p_rows = _torch_backward(
             g32.index_select(0, rows), x32.index_select(0, rows), y.index_select(0, rows),
             p_ch, eps, cdim,

@@ -318,11 +318,17 @@ void over_items(const View& v, int threads, Body body) {
                       });
 }
 
+int64_t redo_count(const uint8_t* redo, int64_t n) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) count += redo[i];
+  return count;
+}
+
 }  // namespace
 
 extern "C" {
 
-void pw_ggem_forward(const float* x, const float* p, float eps, float* y, uint8_t* redo,
+int64_t pw_ggem_forward(const float* x, const float* p, float eps, float* y, uint8_t* redo,
                      int64_t batch, int64_t outer, int64_t channels, int64_t inner,
                      int32_t threads) {
   const View v{batch, outer, channels, inner};
@@ -333,9 +339,10 @@ void pw_ggem_forward(const float* x, const float* p, float eps, float* y, uint8_
       forward_inner(v, x, p, eps, y, redo, item);
     }
   });
+  return redo_count(redo, batch * channels);
 }
 
-void pw_ggem_backward(const float* x, const float* y, const float* grad, const float* p,
+int64_t pw_ggem_backward(const float* x, const float* y, const float* grad, const float* p,
                       float eps, float* grad_x, double* weighted, uint8_t* redo, int64_t batch,
                       int64_t outer, int64_t channels, int64_t inner, int32_t threads) {
   const View v{batch, outer, channels, inner};
@@ -346,6 +353,7 @@ void pw_ggem_backward(const float* x, const float* y, const float* grad, const f
       backward_inner(v, x, y, grad, p, eps, grad_x, weighted, redo, item);
     }
   });
+  return redo_count(redo, batch * channels);
 }
 
 }  // extern "C"

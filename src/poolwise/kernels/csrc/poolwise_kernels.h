@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#define PW_ABI_VERSION 2
+#define PW_ABI_VERSION 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -30,9 +30,10 @@ void pw_conv_weight_grad(const float* x, const float* grad, float* gw, float* gb
 void pw_bn_relu_pool_forward(const float* x, const float* gamma, const float* beta, float eps, int32_t pool, float* y, float* mean, float* var, int32_t batch, int32_t channels, int32_t height, int32_t width, int32_t threads);
 void pw_bn_relu_pool_backward(const float* grad, const float* x, const float* gamma, const float* beta, const float* mean, const float* var, float eps, int32_t pool, float* grad_x, float* grad_gamma, float* grad_beta, int32_t batch, int32_t channels, int32_t height, int32_t width, int32_t threads);
 
-// ggem.cpp: GGeM over x viewed as (batch, outer, channels, inner), pooled over outer and inner.
-void pw_ggem_forward(const float* x, const float* p, float eps, float* y, uint8_t* redo, int64_t batch, int64_t outer, int64_t channels, int64_t inner, int32_t threads);
-void pw_ggem_backward(const float* x, const float* y, const float* grad, const float* p, float eps, float* grad_x, double* weighted, uint8_t* redo, int64_t batch, int64_t outer, int64_t channels, int64_t inner, int32_t threads);
+// ggem.cpp: GGeM over x viewed as (batch, outer, channels, inner), pooled over outer and inner;
+// each returns how many (b, c) it left to the caller (redo[b, c] = 1).
+int64_t pw_ggem_forward(const float* x, const float* p, float eps, float* y, uint8_t* redo, int64_t batch, int64_t outer, int64_t channels, int64_t inner, int32_t threads);
+int64_t pw_ggem_backward(const float* x, const float* y, const float* grad, const float* p, float eps, float* grad_x, double* weighted, uint8_t* redo, int64_t batch, int64_t outer, int64_t channels, int64_t inner, int32_t threads);
 
 #ifdef __cplusplus
 }
