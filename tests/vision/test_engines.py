@@ -130,6 +130,9 @@ def test_retrieval_grid_reports_unseen_classes_with_paired_verdicts(tmp_path, ca
     assert f"- unseen Recall@1 (%): {recall['text'].split(': ', 1)[1]}" in text
     header = (tmp_path / "compare.csv").read_text().splitlines()[0]
     assert header == "pool,seed,recall@1,r_precision,map@r,seen_map@r,dependence,p"
+    assert (tmp_path / "p.png").stat().st_size > 0
+    alone = write_compare_report(tmp_path / "avg", results[:2], "...", protocol="retrieval")
+    assert "p.png" not in alone.read_text() and not (tmp_path / "avg" / "p.png").exists()
     from poolwise.cli import main
 
     with pytest.raises(SystemExit):

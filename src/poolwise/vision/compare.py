@@ -100,18 +100,23 @@ def run_grid(
     return [results[c] for c in cells]
 
 
-def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dict:
-    """One class-disjoint cell: :func:`run_retrieval`, flattened like a classification result
-    (``retrieval``: the unseen classes' metrics; ``seen_map@r``; the training run's
-    parameters, p and time), with the full result under ``protocol_result``."""
-    from poolwise.vision.retrieval_protocol import run_retrieval
-
-    result = run_retrieval(spec, run_dir, **kwargs)
+def retrieval_record(result: dict) -> dict:
+    """A :func:`run_retrieval` result (``retrieval.json``) flattened like a classification
+    result: ``retrieval`` holds the unseen classes' metrics, ``seen_map@r`` the seen classes'
+    mAP@R, the training run's parameters, p and time sit at the top, and the full result under
+    ``protocol_result``."""
     seen = result.get("seen") or {}
     return {"spec": result["spec"], **result["training"], "layout": result["layout"],
             "retrieval": result["unseen"], "seen_map@r": seen.get("map@r"),
             "unseen_classes": result["unseen_classes"], "seen_classes": result["seen_classes"],
             "protocol_result": result}
+
+
+def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dict:
+    """One class-disjoint cell: :func:`run_retrieval`, as a :func:`retrieval_record`."""
+    from poolwise.vision.retrieval_protocol import run_retrieval
+
+    return retrieval_record(run_retrieval(spec, run_dir, **kwargs))
 
 
 def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Sequence[int],
@@ -234,7 +239,8 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str,
         "interval, paired t-test at 0.05; with 2-3 seeds only large differences can show).", "",
         *(f"- {v['text']}" for key in judged for v in found[key]),
         "",
-        "![metrics](compare.png)", "", "![learned p](p.png)", "",
+        "![metrics](compare.png)", "",
+        *(["![learned p](p.png)", ""] if any(r.get("p") for r in results) else []),
         "Training time per run (s): "
         + ", ".join(f"{r['spec']['pool']}/{r['spec']['seed']} {r['train_seconds']:.0f}"
                     for r in results),
@@ -272,7 +278,8 @@ def plot_metrics(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> 
                     label="one seed" if i == 0 else None)
             ax.errorbar(i, r[key]["mean"], yerr=r[key]["std"] or 0, fmt="o", color=color,
                         ms=6, capsize=4, label="mean ± std" if i == 0 else None)
-        ax.set_xticks(range(len(shown)), [r["pool"] for r in shown], rotation=30)
+        ax.set_xticks(range(len(shown)), [r["pool"] for r in shown], rotation=45, ha="right",
+                      rotation_mode="anchor")
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(f"{title} (axis zoomed to the data)", fontsize=7)
         ax.margins(y=0.25)
@@ -282,19 +289,28 @@ def plot_metrics(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> 
     save_figure(fig, path, dpi=110)
 
 
+def plot_exponents(path: Path, results: Sequence[dict]) -> None:
+    """The learned p of every cell: one panel per pool that learns p (GeM, GGeM, CGeM...),
+    x = group, one line per seed, the initial p = 3 dashed."""
+    pools = list(dict.fromkeys(r["spec"]["pool"] for r in results if r.get("p")))
+    fig = figure((4.2 * len(pools), 3.2))
+    axes = fig.subplots(1, len(pools), squeeze=False)[0]
+    for ax, pool in zip(axes, pools, strict=True):
+        for r in (r for r in results if r["spec"]["pool"] == pool and r.get("p")):
+            style = "o-" if len(r["p"]) > 1 else "s"
+            ax.plot(range(1, len(r["p"]) + 1), r["p"], style, alpha=0.7, ms=4,
+                    label=f"seed {r['spec']['seed']}")
+        ax.axhline(3.0, color="grey", lw=0.8, ls="--", label="initial p = 3")
+        ax.set_title(pool, fontsize=10)
+        ax.set_xlabel("group")
+        ax.set_ylabel("learned p")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
 def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict],
           metrics: Sequence[tuple]) -> None:
     plot_metrics(out / "compare.png", rows, metrics)
-    fig = figure((6, 3.4))
-    ax = fig.subplots()
-    for r in results:
-        if r.get("p"):
-            style = "o-" if len(r["p"]) > 1 else "s"
-            ax.plot(range(1, len(r["p"]) + 1), r["p"], style, alpha=0.7,
-                    label=f"{r['spec']['pool']} seed {r['spec']['seed']}")
-    ax.axhline(3.0, color="grey", lw=0.8, ls="--", label="initial p = 3")
-    ax.set_xlabel("group (attention head)")
-    ax.set_ylabel("learned p")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    save_figure(fig, out / "p.png", dpi=110)
+    if any(r.get("p") for r in results):
+        plot_exponents(out / "p.png", results)
