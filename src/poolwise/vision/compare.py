@@ -292,6 +292,8 @@ def plot_metrics(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> 
 def plot_exponents(path: Path, results: Sequence[dict]) -> None:
     """The learned p of every cell: one panel per pool that learns p (GeM, GGeM, CGeM...),
     x = group, one line per seed, the initial p = 3 dashed."""
+    from matplotlib.ticker import MaxNLocator
+
     pools = list(dict.fromkeys(r["spec"]["pool"] for r in results if r.get("p")))
     fig = figure((4.2 * len(pools), 3.2))
     axes = fig.subplots(1, len(pools), squeeze=False)[0]
@@ -302,6 +304,7 @@ def plot_exponents(path: Path, results: Sequence[dict]) -> None:
                     label=f"seed {r['spec']['seed']}")
         ax.axhline(3.0, color="grey", lw=0.8, ls="--", label="initial p = 3")
         ax.set_title(pool, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("group")
         ax.set_ylabel("learned p")
         ax.legend(fontsize=7)
