@@ -304,7 +304,11 @@ def plot_exponents(path: Path, results: Sequence[dict]) -> None:
                     label=f"seed {r['spec']['seed']}")
         ax.axhline(3.0, color="grey", lw=0.8, ls="--", label="initial p = 3")
         ax.set_title(pool, fontsize=10)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        groups = max(len(r["p"]) for r in results if r["spec"]["pool"] == pool and r.get("p"))
+        if groups <= 12:
+            ax.set_xticks(range(1, groups + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("group")
         ax.set_ylabel("learned p")
         ax.legend(fontsize=7)
