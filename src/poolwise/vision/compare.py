@@ -103,13 +103,12 @@ def run_grid(
 def retrieval_record(result: dict) -> dict:
     """A :func:`run_retrieval` result (``retrieval.json``) flattened like a classification
     result: ``retrieval`` holds the unseen classes' metrics, ``seen_map@r`` the seen classes'
-    mAP@R, the training run's parameters, p and time sit at the top, and the full result under
-    ``protocol_result``."""
+    mAP@R, and the training run's parameters, p and time sit at the top (the rest stays in
+    the cell's retrieval.json)."""
     seen = result.get("seen") or {}
     return {"spec": result["spec"], **result["training"], "layout": result["layout"],
             "retrieval": result["unseen"], "seen_map@r": seen.get("map@r"),
-            "unseen_classes": result["unseen_classes"], "seen_classes": result["seen_classes"],
-            "protocol_result": result}
+            "unseen_classes": result["unseen_classes"], "seen_classes": result["seen_classes"]}
 
 
 def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dict:

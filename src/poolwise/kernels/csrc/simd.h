@@ -214,11 +214,6 @@ inline vf vexp2(vf z) {
   return e.scale * e.q + e.scale;
 }
 
-// 2**z for any finite z, at least where float32 holds it: with AVX-512, scalef scales 1 + q by
-// 2**round(z) and gives inf above the range and 0 or a subnormal below it; elsewhere z is
-// clamped to [-126, 127], so the result is 2**127 above and 2**-126 below the range. Either
-// way a power above 2**127 reads as an overflow and one below 2**-126 weighs nothing beside a
-// normal one.
 #ifdef PW_AVX512_MATH
 // vexp2_parts for any finite z <= 127: scale = 2**round(z) from scalef, 0 or a subnormal
 // below float32's normal range.
@@ -228,6 +223,11 @@ inline Exp2Parts vexp2_parts_wide(vf z) {
 }
 #endif
 
+// 2**z for any finite z, at least where float32 holds it: with AVX-512, scalef scales 1 + q by
+// 2**round(z) (not 2**k times 1 + q, which is NaN where 2**k overflows and q < 0) and gives
+// inf above the range and 0 or a subnormal below it; elsewhere z is clamped to [-126, 127], so
+// the result is 2**127 above and 2**-126 below the range. Either way a power above 2**127 reads
+// as an overflow and one below 2**-126 weighs nothing beside a normal one.
 inline vf vexp2_wide(vf z) {
 #ifdef PW_AVX512_MATH
   const __m512 k = _mm512_roundscale_ps((__m512)z, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
