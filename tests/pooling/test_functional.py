@@ -1,7 +1,9 @@
 """GGeM kernel: closed-form values, gradients, identities and numerical safety.
 
-Every test runs twice, on the fused native kernel (float32 / float16 / bfloat16 on CPU; float64
-always takes the PyTorch path) and on the PyTorch fallback, through the `kernel_path` fixture.
+Every test runs three times, through the `kernel_path` fixture: on the fused native kernel
+(float32 / float16 / bfloat16 on CPU; float64 always takes the PyTorch path), on the fused Triton
+kernel run by Triton's interpreter on CPU tensors (the kernel that serves CUDA tensors), and on the
+PyTorch fallback.
 """
 
 import math
@@ -14,16 +16,23 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from poolwise import kernels
+from poolwise.kernels import ggem_triton
 from poolwise.pooling import functional as PF
 from poolwise.pooling.functional import gem, ggem, ggem_reference
 
 F64 = torch.float64
 
 
-@pytest.fixture(params=["native", "torch"], autouse=True)
+@pytest.fixture(params=["native", "triton", "torch"], autouse=True)
 def kernel_path(request):
     if request.param == "native" and kernels.library() is None:
         pytest.skip("the native library is not built here (no C++ compiler)")
+    if request.param == "triton":
+        if not ggem_triton.available():
+            pytest.skip("Triton is not installed (it comes with PyTorch's CUDA builds)")
+        with ggem_triton.interpreted():
+            yield request.param
+        return
     with kernels.use_native(request.param == "native"):
         yield request.param
 

@@ -8,8 +8,11 @@ are; the caller recomputes those batch rows with the max-shifted PyTorch formula
 (:mod:`poolwise.pooling.functional`).
 
 :func:`forward` and :func:`backward` are the eager calls (what ``ggem`` runs, a few
-microseconds around the kernel); ``poolwise::ggem_forward`` and ``poolwise::ggem_backward``
-are the same as torch custom ops, with fake implementations, for graphs that hold them.
+microseconds around the kernel). ``poolwise::ggem_forward`` and ``poolwise::ggem_backward`` are
+the torch custom ops, with fake implementations, for graphs that hold them: one op for every
+device, served by this kernel on CPU and by the Triton kernel of
+:mod:`poolwise.kernels.ggem_triton` on CUDA (which leaves nothing to redo: its ``redo`` is all
+zeros).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from torch import Tensor
 
 from poolwise import kernels
+from poolwise.kernels import ggem_triton
 from poolwise.kernels.build import library
 
 __all__ = ["backward", "forward", "ggem_backward", "ggem_forward", "supports", "view_sizes"]
@@ -75,9 +79,23 @@ def backward(
     return grad_x, weighted, redo, count
 
 
+def _require_native(x: Tensor, eps: float) -> None:
+    if not supports(x, eps) or x.dtype != torch.float32 or not x.is_contiguous():
+        raise ValueError(
+            f"poolwise::ggem ops take a contiguous float32 CPU tensor with the native library "
+            f"built, or a CUDA tensor with Triton; got {x.dtype} on {x.device} "
+            f"(contiguous: {x.is_contiguous()}, eps={eps}): call poolwise.pooling.ggem, which "
+            "converts and falls back"
+        )
+
+
 @torch.library.custom_op("poolwise::ggem_forward", mutates_args=())
 def ggem_forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> tuple[Tensor, Tensor]:
-    """:func:`forward` as a custom op: (y, redo)."""
+    """:func:`forward` as a custom op: (y, redo); the Triton forward on CUDA."""
+    if ggem_triton.supports(x, eps):
+        y = ggem_triton.forward(x, p, eps, cdim)
+        return y, torch.zeros(y.shape, dtype=torch.uint8, device=y.device)
+    _require_native(x, eps)
     y, redo, _ = forward(x, p, eps, cdim)
     return y, redo
 
@@ -92,7 +110,13 @@ def _(x, p, eps, cdim):
 def ggem_backward(
     x: Tensor, y: Tensor, grad: Tensor, p: Tensor, eps: float, cdim: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`backward` as a custom op: (grad_x, weighted, redo)."""
+    """:func:`backward` as a custom op: (grad_x, weighted, redo); the Triton backward on CUDA
+    (its float32 ``weighted`` returned as float64, like this kernel's)."""
+    if ggem_triton.supports(x, eps):
+        grad_x, weighted = ggem_triton.backward(x, y, grad, p, eps, cdim)
+        redo = torch.zeros(weighted.shape, dtype=torch.uint8, device=x.device)
+        return grad_x, weighted.double(), redo
+    _require_native(x, eps)
     grad_x, weighted, redo, _ = backward(x, y, grad, p, eps, cdim)
     return grad_x, weighted, redo
 
@@ -101,7 +125,7 @@ def ggem_backward(
 def _(x, y, grad, p, eps, cdim):
     batch, channels = x.shape[0], x.shape[cdim]
     return (
-        torch.empty_like(x),
+        x.new_empty(x.shape),  # contiguous, as both kernels return it
         x.new_empty(batch, channels, dtype=torch.float64),
         x.new_empty(batch, channels, dtype=torch.uint8),
     )

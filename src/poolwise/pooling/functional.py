@@ -16,11 +16,14 @@ needs only the input and the (B, C) output:
     dy/dx_n = (x_n / y) ** (p - 1) / N          (0 where x_n <= eps: the clamp)
     dy/dp   = y / p * mean_n[(x_n / y) ** p * ln(x_n / y)]
 
-Two kernels compute it, with the same results to float32 rounding:
+Three kernels compute it, with the same results to float32 rounding:
 
 - on CPU for float32 (and float16 / bfloat16, converted), the fused native kernel of
   :mod:`poolwise.kernels.ggem`: one pass over x forward and one backward, no N x C temporary;
-- elsewhere (CUDA, float64, or without a native library) PyTorch ops in log2 space,
+- on CUDA for float32 / float16 / bfloat16, the fused Triton kernel of
+  :mod:`poolwise.kernels.ggem_triton` (one pass each way, max-shifted as it goes), once it has
+  passed its first-use check on the device;
+- elsewhere (float64, or without either kernel) PyTorch ops in log2 space,
   ``y = 2 ** (log2(mean_n 2 ** (p log2 x)) / p)``, over batch chunks that fit in cache.
 
 Both sum the powers unshifted. Where a sum overflows or underflows (large p, large or tiny x,
@@ -40,6 +43,7 @@ import torch
 from torch import Tensor
 
 from poolwise.kernels import ggem as native_ggem
+from poolwise.kernels import ggem_triton
 
 __all__ = [
     "avg_pool",
@@ -285,8 +289,10 @@ def _torch_backward(
 
 
 def _ggem_forward_kernel(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
-    """(B, C) output in the compute dtype: the fused native kernel where it applies (its
-    ``redo`` rows recomputed here), else :func:`_torch_forward`."""
+    """(B, C) output in the compute dtype: the fused Triton or native kernel where one applies
+    (the native kernel's ``redo`` rows recomputed here), else :func:`_torch_forward`."""
+    if ggem_triton.supports(x, eps):
+        return ggem_triton.forward(x, p_ch, eps, cdim)
     if not native_ggem.supports(x, eps):
         return _torch_forward(x, p_ch, eps, cdim)
     x32 = x.to(torch.float32).contiguous()
@@ -301,19 +307,21 @@ def _ggem_backward_kernel(
     grad: Tensor, x: Tensor, y: Tensor, p_ch: Tensor, eps: float, cdim: int
 ) -> tuple[Tensor, Tensor]:
     """Gradients for x (input dtype) and the per-channel exponents (compute dtype): the fused
-    native kernel where it applies (its ``redo`` rows recomputed here), else
-    :func:`_torch_backward`."""
+    Triton or native kernel where one applies (the native kernel's ``redo`` rows recomputed
+    here), else :func:`_torch_backward`."""
+    n = x[0].numel() // x.shape[cdim]
+    if ggem_triton.supports(x, eps):
+        grad_x, weighted = ggem_triton.backward(x, y, grad, p_ch, eps, cdim)
+        return grad_x, _p_gradient(grad, y, weighted, p_ch, n).to(torch.float32)
     if not native_ggem.supports(x, eps):
         return _torch_backward(grad, x, y, p_ch, eps, cdim)
     x32, p32 = x.to(torch.float32).contiguous(), p_ch.to(torch.float32).contiguous()
     g32 = grad.to(torch.float32).contiguous()
     grad_x, weighted, redo, count = native_ggem.backward(x32, y.contiguous(), g32, p32, eps, cdim)
-    n = x[0].numel() // x.shape[cdim]
-    p64 = p_ch.to(torch.float64)
     rows = redo.any(dim=1).nonzero().flatten() if count else None
     if rows is not None:
         weighted.index_fill_(0, rows, 0.0)
-    grad_p = (g32.double() * y.double() * weighted).sum(0) / (p64 * p64 * n)
+    grad_p = _p_gradient(g32, y, weighted, p_ch, n)
     if rows is not None:
         grad_x_rows, grad_p_rows = _torch_backward(
             g32.index_select(0, rows), x32.index_select(0, rows), y.index_select(0, rows),
@@ -322,6 +330,13 @@ def _ggem_backward_kernel(
         grad_x[rows] = grad_x_rows
         grad_p += grad_p_rows.double()
     return grad_x.to(x.dtype), grad_p.to(torch.float32)
+
+
+def _p_gradient(grad: Tensor, y: Tensor, weighted: Tensor, p_ch: Tensor, n: int) -> Tensor:
+    """dL/dp per channel in float64 from a fused kernel's per-(b, c) sums:
+    ``sum_b grad * y * weighted / (p**2 n)``."""
+    p64 = p_ch.to(torch.float64)
+    return (grad.double() * y.double() * weighted.double()).sum(0) / (p64 * p64 * n)
 
 
 class _GGeMFunction(torch.autograd.Function):
