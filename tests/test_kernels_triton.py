@@ -9,7 +9,11 @@ kernel too (their `triton` parameter).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -266,3 +270,25 @@ def test_tile_sizes_are_powers_of_two_within_4096_elements():
             assert block_n & (block_n - 1) == 0 and block_c & (block_c - 1) == 0
             assert 16 <= block_c <= 128 and block_n >= 16 and block_n * block_c <= 4096
             assert block_c >= min(channels, 128) and block_n >= min(positions, 4096 // block_c)
+
+
+def _smoke(*args, env=None):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_smoke.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_the_gpu_smoke_script_runs_its_table_through_the_interpreter():
+    done = _smoke("--interpret", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    assert "first-use check of the Triton GGeM on cpu: passed" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| (2, 9, 24)")]
+    assert len(rows) == 3 * 2  # G in {1, 12, 24} x {float32, bfloat16}
+
+
+def test_the_gpu_smoke_script_without_a_gpu_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    done = _smoke(env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2
+    assert "no CUDA device here" in done.stderr and "--interpret" in done.stderr

@@ -46,7 +46,9 @@ from torch import Tensor
 
 from poolwise import kernels
 
-__all__ = ["available", "backward", "forward", "interpreted", "ready", "supports", "tile_sizes"]
+__all__ = [
+    "available", "backward", "failure", "forward", "interpreted", "ready", "supports", "tile_sizes",
+]
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _FLOAT32_TINY = torch.finfo(torch.float32).tiny
@@ -208,6 +210,12 @@ def ready(device: torch.device) -> bool:
                     stacklevel=2,
                 )
         return _checked[key] is None
+
+
+def failure(device: torch.device) -> str | None:
+    """Why the kernel does not serve ``device`` (its first-use check's finding), or None."""
+    with _lock:
+        return _checked.get(str(device))
 
 
 def forget_checks() -> None:
