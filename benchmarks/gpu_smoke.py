@@ -7,7 +7,7 @@ It first reports the kernel's first-use check on the device (passed, or the reas
 back), so a table is never read as Triton's when the PyTorch-ops path ran. A few minutes on one
 GPU at the default repeats.
 
-    python benchmarks/gpu_smoke.py                      # cuda:0, the benchmark's three shapes
+    python benchmarks/gpu_smoke.py                      # cuda:0, bench_pooling.py's shapes
     python benchmarks/gpu_smoke.py --repeats 5 --json gpu.json
 
 Without a CUDA device it says so and exits with status 2. ``--interpret`` runs the same table on
@@ -22,30 +22,16 @@ import os
 import platform
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
-SHAPES = [(64, 196, 768), (32, 49, 2048), (8, 1024, 1024)]
 DTYPES = ("float32", "bfloat16")
 TARGET = 1.5
-
-
-def group_counts(channels: int) -> list[int]:
-    return [1, 12 if channels % 12 == 0 else 8, channels]
-
-
-def _timed(fn: Callable[[], object], sync: Callable[[], None]) -> float:
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    return (time.perf_counter() - start) * 1e3
 
 
 def ggem_row(shape, groups: int, dtype_name: str, repeats: int, device) -> dict:
     """Median ms of forward and forward + backward for mean, the Triton GGeM and the PyTorch-ops
     GGeM on one (B, N, C) input of ``dtype_name``."""
     import torch
+    from bench_pooling import timed
 
     from poolwise import kernels
     from poolwise.pooling import ggem
@@ -60,7 +46,6 @@ def ggem_row(shape, groups: int, dtype_name: str, repeats: int, device) -> dict:
             return ggem(t, p)
 
     contenders = {"mean": lambda t: t.mean(1), "triton": lambda t: ggem(t, p), "torch": torch_ops}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = {name: {"fwd": [], "fwdbwd": []} for name in contenders}
 
     def forward(fn):
@@ -76,8 +61,8 @@ def ggem_row(shape, groups: int, dtype_name: str, repeats: int, device) -> dict:
         forward_backward(fn)
     for _ in range(repeats):
         for name, fn in contenders.items():
-            times[name]["fwd"].append(_timed(lambda fn=fn: forward(fn), sync))
-            times[name]["fwdbwd"].append(_timed(lambda fn=fn: forward_backward(fn), sync))
+            times[name]["fwd"].append(timed(lambda fn=fn: forward(fn), device)[0])
+            times[name]["fwdbwd"].append(timed(lambda fn=fn: forward_backward(fn), device)[0])
     row = {"shape": list(shape), "groups": groups, "dtype": dtype_name}
     for name in contenders:
         row[name] = {key: statistics.median(values) for key, values in times[name].items()}
@@ -111,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU tensors through Triton's interpreter, tiny shapes (a dry run)")
     args = parser.parse_args(argv)
     if args.interpret:
-        os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported
+        os.environ["TRITON_INTERPRET"] = "1"  # before torch imports Triton
     import torch
+    from bench_pooling import SHAPES, group_counts
 
     from poolwise.kernels import ggem_triton
 

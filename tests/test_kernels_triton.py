@@ -256,11 +256,16 @@ def test_switched_off_by_poolwise_native_0(interpreted, fresh_checks, monkeypatc
         assert not ggem_triton.supports(x, 1e-6)
 
 
-def test_the_interpreter_block_names_what_it_needs(monkeypatch):
-    monkeypatch.setattr(ggem_triton, "interpreter_on", lambda: False)
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1 in the environment before"):
-        with ggem_triton.interpreted():
-            pass
+def test_the_interpreter_block_names_what_it_needs():
+    """Without TRITON_INTERPRET=1 before torch is imported, interpreted() refuses, saying so."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("from poolwise.kernels import ggem_triton\n"
+            "with ggem_triton.interpreted():\n    pass\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 1
+    assert "RuntimeError: Triton's interpreter is off: set TRITON_INTERPRET=1 in the " \
+        "environment before torch and Triton are imported" in done.stderr
 
 
 def test_tile_sizes_are_powers_of_two_within_4096_elements():

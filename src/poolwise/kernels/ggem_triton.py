@@ -59,7 +59,12 @@ _lock = threading.Lock()
 
 def available() -> bool:
     """Whether Triton is installed and the fused kernels are not switched off."""
-    return kernels.enabled() and importlib.util.find_spec("triton") is not None
+    return kernels.enabled() and _triton_installed()
+
+
+@lru_cache(maxsize=1)
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
 @contextlib.contextmanager
@@ -71,13 +76,13 @@ def interpreted() -> Iterator[None]:
         RuntimeError: if Triton is missing, or its interpreter is off (``TRITON_INTERPRET=1``
             must be in the environment before Triton is first imported).
     """
-    if importlib.util.find_spec("triton") is None:
+    if not _triton_installed():
         raise RuntimeError("Triton's interpreter needs Triton: pip install triton")
     if not interpreter_on():
         raise RuntimeError(
             "Triton's interpreter is off: set TRITON_INTERPRET=1 in the environment before "
-            "Triton is first imported (its library functions are compiled or interpreted from "
-            "then on)"
+            "torch and Triton are imported (Triton wraps its library functions for the compiler "
+            "or the interpreter at import)"
         )
     before = _interpret["on"]
     _interpret["on"] = True
@@ -103,12 +108,12 @@ def supports(x: Tensor, eps: float) -> bool:
 
 def tile_sizes(channels: int, positions: int) -> tuple[int, int]:
     """(positions, channels) per tile: up to 128 channels, 4096 elements, powers of two, >= 16."""
-    block_c = max(16, min(128, triton_next_power_of_2(channels)))
-    block_n = max(16, min(4096 // block_c, triton_next_power_of_2(positions)))
+    block_c = max(16, min(128, _next_power_of_2(channels)))
+    block_n = max(16, min(4096 // block_c, _next_power_of_2(positions)))
     return block_n, block_c
 
 
-def triton_next_power_of_2(n: int) -> int:
+def _next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
@@ -125,11 +130,14 @@ def _compiled():
 
 
 def interpreter_on() -> bool:
-    """Whether Triton runs kernels through its interpreter (``TRITON_INTERPRET=1``, which must be
-    set before Triton is imported: its own library functions are wrapped at import)."""
+    """Whether Triton runs kernels through its interpreter: ``TRITON_INTERPRET=1`` now, and when
+    Triton was imported (its own library functions, ``tl.max`` say, are wrapped then; importing
+    torch's compiler imports Triton, so the variable must be set before torch is imported)."""
     import triton
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
 
-    return bool(triton.knobs.runtime.interpret)
+    return bool(triton.knobs.runtime.interpret) and isinstance(tl.max, InterpretedFunction)
 
 
 # --- launchers ---------------------------------------------------------------------------------
@@ -158,7 +166,7 @@ def forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> Tensor:
     y = torch.empty(batch, channels, dtype=torch.float32, device=x.device)
     block_n, block_c = tile_sizes(channels, outer * inner)
     kernel, _ = _compiled()
-    grid = (batch, triton_cdiv(channels, block_c))
+    grid = (batch, _cdiv(channels, block_c))
     _launch(kernel, grid, x, v, p.to(torch.float32).contiguous(), y, channels, inner,
             outer * inner, *v.stride(), float(eps), BLOCK_N=block_n, BLOCK_C=block_c)
     return y
@@ -177,7 +185,7 @@ def backward(
     weighted = torch.empty(batch, channels, dtype=torch.float32, device=x.device)
     block_n, block_c = tile_sizes(channels, outer * inner)
     _, kernel = _compiled()
-    grid = (batch, triton_cdiv(channels, block_c))
+    grid = (batch, _cdiv(channels, block_c))
     _launch(kernel, grid, x, v, y.to(torch.float32).contiguous(), grad.contiguous(),
             p.to(torch.float32).contiguous(), dv, weighted, channels, inner, outer * inner,
             *v.stride(), *dv.stride(), float(eps), _FLOAT32_TINY,
@@ -185,7 +193,7 @@ def backward(
     return grad_x, weighted
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
