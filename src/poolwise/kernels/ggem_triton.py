@@ -126,7 +126,7 @@ def _compiled():
 
     from poolwise.kernels import ggem_triton_source as source
 
-    return triton.jit(source.forward), triton.jit(source.backward)
+    return triton.jit(source._ggem_forward), triton.jit(source._ggem_backward)
 
 
 def interpreter_on() -> bool:

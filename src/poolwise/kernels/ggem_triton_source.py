@@ -12,12 +12,12 @@ the float32 accumulation stays within a few units in the last place for any leng
 
 import triton.language as tl
 
-__all__ = ["backward", "forward"]
+__all__: list[str] = []  # read by poolwise.kernels.ggem_triton only
 
 
-def forward(x_ptr, p_ptr, y_ptr, channels, inner, positions,
-            stride_b, stride_o, stride_c, stride_i, eps,
-            BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+def _ggem_forward(x_ptr, p_ptr, y_ptr, channels, inner, positions,
+                  stride_b, stride_o, stride_c, stride_i, eps,
+                  BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     row = tl.program_id(0)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cs < channels
@@ -54,10 +54,10 @@ def forward(x_ptr, p_ptr, y_ptr, channels, inner, positions,
     tl.store(y_ptr + row.to(tl.int64) * channels + cs, y, mask=cmask)
 
 
-def backward(x_ptr, y_ptr, g_ptr, p_ptr, dx_ptr, w_ptr, channels, inner, positions,
-             stride_b, stride_o, stride_c, stride_i,
-             dstride_b, dstride_o, dstride_c, dstride_i, eps, tiny,
-             BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+def _ggem_backward(x_ptr, y_ptr, g_ptr, p_ptr, dx_ptr, w_ptr, channels, inner, positions,
+                   stride_b, stride_o, stride_c, stride_i,
+                   dstride_b, dstride_o, dstride_c, dstride_i, eps, tiny,
+                   BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     row = tl.program_id(0)
     cs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cs < channels
