@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from poolwise.kernels import conv as native
+from poolwise.kernels import use_native
 from poolwise.pain.models import create_model
 from poolwise.pain.models.conv import ConvStack, LayoutConv2d, RowMaxPool2d, conv2d_in_layout
 
@@ -52,13 +53,28 @@ def test_single_channel_weight_gradient_without_input_gradient():
         torch.testing.assert_close(a, t)
 
 
-def test_layout_conv_is_nn_conv2d_outside_compile():
+def test_layout_conv_is_nn_conv2d_in_traces_and_without_the_kernels():
+    """Eager calls run on the C++ kernel (nn.Conv2d's values to float32 rounding); a trace, and
+    any call with the kernels switched off, is nn.Conv2d itself, so graphs keep standard ops."""
     conv = LayoutConv2d(2, 3, 3, padding=(0, 1))
     plain = torch.nn.Conv2d(2, 3, 3, padding=(0, 1))
     plain.load_state_dict(conv.state_dict())
     x = torch.randn(2, 2, 8, 5)
-    assert torch.equal(conv(x), plain(x))
+    out = conv(x)
+    if native.available():
+        assert "conv2d_direct" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, plain(x))
+    with use_native(False):
+        assert torch.equal(conv(x), plain(x))
+    traced = torch.jit.trace(conv, x)
+    assert "poolwise::" not in str(traced.graph) and torch.equal(traced(x), plain(x))
     assert set(conv.state_dict()) == {"weight", "bias"}
+
+
+def test_row_max_pool_is_max_pool2d_in_eager_calls():
+    pool = RowMaxPool2d((2, 1))
+    x = torch.randn(3, 4, 9, 5)
+    assert torch.equal(pool(x), torch.nn.functional.max_pool2d(x, (2, 1)))
 
 
 def _direct_against_float64(x, w, b, padding, threads):

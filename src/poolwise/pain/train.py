@@ -7,10 +7,10 @@ online augmentation if asked, and ends with a pass over the selection windows; t
 the best selection macro F1 (ties: lower selection loss) is kept, and training stops after
 ``patience`` epochs without improvement.
 
-``compile=True`` runs the training forward through ``torch.compile`` (same parameters; the CNN's
-convolutions then run on a C++ direct convolution where a compiler can build it, else in the
-oneDNN layout that suits each, see :mod:`poolwise.pain.models.conv`, and docs/pain.md for the
-measured speed); evaluation always runs the plain module.
+``compile=True`` runs the training forward through ``torch.compile`` (same parameters);
+evaluation always runs the plain module. The CNN's convolutions and batch norms run on
+poolwise's C++ kernels where a compiler can build them, eagerly and compiled alike (see
+:mod:`poolwise.pain.models.conv`, and docs/pain.md for the measured speed).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The 2D CNN's layers under ``torch.compile``: C++ kernels for the convolutions and for each
-batch norm + ReLU (+ max-pool) where they are built, else oneDNN convolutions in the layout that
-suits each layer and a max-pool with a vectorised backward.
+"""The 2D CNN's layers on poolwise's kernels: C++ kernels for the convolutions and for each
+batch norm + ReLU (+ max-pool) where they are built, a max-pool with a vectorised backward, and,
+under ``torch.compile`` without the C++ kernels, oneDNN convolutions in the layout that suits each
+layer.
 
 L-SFAN's convolutions have 1 to 16 channels, where oneDNN's kernels do poorly on CPU:
 
@@ -9,19 +10,21 @@ L-SFAN's convolutions have 1 to 16 channels, where oneDNN's kernels do poorly on
 - inductor's fused batch-norm / ReLU / max-pool kernels are slower on channels-last maps with
   so few channels (a 16-lane vector holds 2 to 8 useful values) than on NCHW maps.
 
-Where the C++ kernels of :mod:`poolwise.kernels.conv` are built (they need the C++
-compiler that ``torch.compile`` on CPU needs anyway), :class:`LayoutConv2d` runs on the direct
-convolution, in NCHW, forward and backward, and :class:`ConvStack` runs each batch norm, ReLU
-and pool as one op. Otherwise each convolution is one opaque op
-(``poolwise::conv2d_in_layout``) that converts its input to the layout that suits the layer,
-convolves with oneDNN and hands an NCHW map back, so the kernels around it stay NCHW; the first
-convolution (one input channel) stays NCHW and computes its weight gradient as one matrix
-product over the nine shifted views of the input. ``benchmarks/bench_loso.py`` measures the
-training step; docs/pain.md has the numbers.
+Where the C++ kernels of :mod:`poolwise.kernels.conv` are built (they need the C++ compiler
+that ``torch.compile`` on CPU needs anyway), :class:`LayoutConv2d` runs on the direct
+convolution, in NCHW, forward and backward, and :class:`ConvStack` runs each training-mode batch
+norm, ReLU and pool as one op, eagerly and under ``torch.compile`` alike (eager training and
+evaluation are about twice as fast as on ``nn.Conv2d``; ``benchmarks/bench_loso.py``).
+Without them, eager calls are plain ``nn.Conv2d``; under ``torch.compile`` each convolution is
+one opaque op (``poolwise::conv2d_in_layout``) that converts its input to the layout that suits
+the layer, convolves with oneDNN and hands an NCHW map back, so the kernels around it stay NCHW;
+the first convolution (one input channel) stays NCHW and computes its weight gradient as one
+matrix product over the nine shifted views of the input. docs/pain.md has the numbers.
 
-Outside ``torch.compile`` (eager training, evaluation, tracing, ONNX/TorchScript export)
-:class:`LayoutConv2d` *is* ``nn.Conv2d`` and :class:`RowMaxPool2d` *is* ``nn.MaxPool2d``: same
-parameters, same state-dict keys, same call.
+In traces, scripts and exports (ONNX, TorchScript, ``torch.export``), and with the kernels
+switched off (``POOLWISE_NATIVE=0``), :class:`LayoutConv2d` *is* ``nn.Conv2d`` and
+:class:`RowMaxPool2d` *is* ``nn.MaxPool2d``, so graphs keep the standard operators; the state-dict
+keys and the call are those of the plain layers everywhere.
 """
 
 from __future__ import annotations
@@ -129,9 +132,20 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
 
 
+def _eager() -> bool:
+    """Plain eager execution: not compiling, exporting, tracing or scripting (whose graphs keep
+    the standard operators)."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
 class LayoutConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that, under ``torch.compile``, runs as
-    :func:`poolwise.kernels.conv.conv2d_direct` where that supports the call, else as
+    """``nn.Conv2d`` that runs as :func:`poolwise.kernels.conv.conv2d_direct` where that
+    supports the call (eagerly and under ``torch.compile``), else, under ``torch.compile``, as
     :func:`conv2d_in_layout` (channels-last when it has more than one input channel, NCHW
     otherwise).
 
@@ -141,7 +155,7 @@ class LayoutConv2d(nn.Conv2d):
 
     def _layout_path(self) -> bool:
         return (
-            _compiling()
+            (_compiling() or _eager())
             and self.bias is not None
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
@@ -156,22 +170,25 @@ class LayoutConv2d(nn.Conv2d):
         padding = list(self.padding)
         if native.supports(x, self.weight, padding):
             return native.conv2d_direct(x, self.weight, self.bias, padding)
+        if not _compiling():
+            return super().forward(x)
         return conv2d_in_layout(x, self.weight, self.bias, padding, self.in_channels > 1)
 
 
 class RowMaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that, under ``torch.compile`` and for a (2, 1) window with stride (2, 1),
-    is the elementwise maximum of the even and the odd rows.
+    """``nn.MaxPool2d`` that, for a (2, 1) window with stride (2, 1) and outside traces and
+    exports, is the elementwise maximum of the even and the odd rows (the same values).
 
-    Inductor lowers max-pool's backward to a scalar scatter over the whole map; the maximum of
-    two strided views has a vectorised backward. The gradient only differs on exact ties
+    Inductor lowers max-pool's backward to a scalar scatter over the whole map, and eager
+    ``max_pool2d`` on these narrow maps is slower than the maximum of two strided views, whose
+    backward is vectorised too. The gradient only differs on exact ties
     between the two rows (shared equally instead of going to the first row); after the ReLU
     that precedes every pool in the CNN, ties are zeros, whose gradient the ReLU drops anyway.
     """
 
     def _rows_path(self) -> bool:
         return (
-            _compiling()
+            (_compiling() or _eager())
             and self.kernel_size == (2, 1)
             and self.stride == (2, 1)
             and self.padding == 0
@@ -213,14 +230,14 @@ def _fused_norm_relu(norm: nn.BatchNorm2d, x: Tensor, pool: bool) -> Tensor:
 
 
 class ConvStack(nn.Sequential):
-    """``nn.Sequential`` of the CNN's layers. Under ``torch.compile`` in training mode, each
-    ``BatchNorm2d, ReLU[, RowMaxPool2d]`` run is one fused C++ op
-    (:func:`poolwise.kernels.conv.bn_relu_pool`) where that is built: inductor's kernels
-    for it make several passes over the batch's maps; this one handles each channel whole,
-    so its second pass reads from cache. Anywhere else it is the plain sequence."""
+    """``nn.Sequential`` of the CNN's layers. In training mode, eagerly or under
+    ``torch.compile``, each ``BatchNorm2d, ReLU[, RowMaxPool2d]`` run is one fused C++ op
+    (:func:`poolwise.kernels.conv.bn_relu_pool`) where that is built: PyTorch's kernels for it
+    make several passes over the batch's maps; this one handles each channel whole, so its
+    second pass reads from cache. In evaluation, traces and exports it is the plain sequence."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (_compiling() and self.training):
+        if not ((_compiling() or _eager()) and self.training):
             return super().forward(x)
         layers, i = list(self), 0
         while i < len(layers):
