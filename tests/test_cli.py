@@ -66,16 +66,24 @@ def test_console_entry_point_runs():
 @pytest.mark.slow
 def test_demo_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--subjects", "5", "--epochs", "1", "--image-epochs", "1"]
+    args = ["demo", "--out", str(out), "--subjects", "5", "--epochs", "1", "--image-epochs", "1",
+            "--image-seeds", "2"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "lsfan [REFERENCE (leaky)]" in printed and "cnn_tap [clean]" in printed
+    # every comparison printed carries its uncertainty, and one line says what is noise
+    assert "| run | pooled macro F1 (95 % interval) |" in printed
+    assert "- the leak: lsfan's pooled macro F1 is " in printed
+    assert "top-1 accuracy (%): ggem − token = " in printed and "paired t-test" in printed
+    noise = [line for line in printed.splitlines()
+             if line.startswith(("within the noise (", "every difference above is larger"))]
+    assert len(noise) == 2  # one line for each half
     report = (out / "report.md").read_text()
     assert "Clean vs REFERENCE" in report and "poolwise demo --out" in report
     assert "image pools:" in printed and "| ggem | 2 |" in printed
     images = (out / "vision" / "compare.md").read_text()
     assert "| token | 2 |" in images and "## Verdict" in images
-    assert len(list((out / "vision").glob("*/result.json"))) == 10
+    assert len(list((out / "vision").glob("*/result.json"))) == 6  # 3 pools x 2 seeds
     for name in ("confusion_matrices.png", "per_subject.csv", "explain/gradcam.png",
                  "explain/attention.png", "explain/explanations.npz"):
         assert (out / name).stat().st_size > 0

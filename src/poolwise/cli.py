@@ -31,9 +31,7 @@ def _cmd_pools(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import json
-
-    from poolwise.demo import run_demo
+    from poolwise.demo import pain_summary, run_demo, vision_summary
 
     def on_fold(record: dict, resumed: bool) -> None:
         f1 = record["metrics"]["macro_f1"]
@@ -49,14 +47,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         on_stage=lambda text: print(f"== {text}", flush=True), on_fold=on_fold, on_cell=on_cell,
     )
     print(f"\nreport: {report}")
-    print("| run | pooled macro F1 | MCC | ROC-AUC | macro F1 per subject |\n|---|---|---|---|---|")
-    for s in json.loads((report.parent / "summary.json").read_text()):
-        p, per = s["pooled"], s["per_subject_summary"]["macro_f1"]
-        print(f"| {s['label']} | {p['macro_f1']:.3f} | {p['mcc']:.3f} | {p['roc_auc']:.3f} "
-              f"| {per['mean']:.3f} ± {per['std']:.3f} |")
-    text = images.read_text()
+    print("\n".join(pain_summary(report.parent)))
     print(f"\nimage pools: {images}")
-    print(text[text.index("| pool"): text.index("## Verdict")].strip())
+    print("\n".join(vision_summary(images.parent)))
     return 0
 
 
@@ -101,20 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the main job: a short end-to-end run on embedded data (about 5 minutes on a "
+        help="the main job: a short end-to-end run on embedded data (about 3 minutes on a "
         "2-core CPU)",
         description="Generate a synthetic EmoPain-like cohort, run a short leave-one-subject-"
         "out evaluation of L-SFAN and the CNN-TAP baseline (and L-SFAN under the authors' "
-        "leaky protocol), explain L-SFAN, compare the image pools (CLS, avg, max, GeM, GGeM) on "
-        "the embedded Fashion-MNIST subset, and write one report folder.",
+        "leaky protocol), explain L-SFAN, compare the image pools (CLS token, GeM, GGeM) on the "
+        "embedded Fashion-MNIST subset, and write one report folder; print every comparison "
+        "with its interval or paired verdict.",
     )
     demo.add_argument("--out", default="poolwise-demo", help="report folder")
     demo.add_argument("--subjects", type=positive_int, default=10, help="synthetic subjects")
     demo.add_argument("--epochs", type=positive_int, default=3, help="epochs per LOSO fold")
     demo.add_argument("--seed", type=int, default=0, help="seed of the cohort and of training")
-    demo.add_argument("--image-epochs", type=positive_int, default=4,
+    demo.add_argument("--image-epochs", type=positive_int, default=2,
                       help="epochs of each image pooling run")
-    demo.add_argument("--image-seeds", type=positive_int, default=2,
+    demo.add_argument("--image-seeds", type=positive_int, default=3,
                       help="seeds per image pool")
     demo.set_defaults(run=_cmd_demo)
 
