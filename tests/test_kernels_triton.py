@@ -268,13 +268,14 @@ def test_the_interpreter_block_names_what_it_needs():
         "environment before torch and Triton are imported" in done.stderr
 
 
-def test_tile_sizes_are_powers_of_two_within_4096_elements():
+@pytest.mark.parametrize("budget", [ggem_triton.FORWARD_TILE, ggem_triton.BACKWARD_TILE])
+def test_tile_sizes_are_powers_of_two_within_their_budget(budget):
     for channels in (1, 3, 16, 100, 128, 768, 4096):
         for positions in (1, 7, 49, 196, 1024, 5000):
-            block_n, block_c = ggem_triton.tile_sizes(channels, positions)
+            block_n, block_c = ggem_triton.tile_sizes(channels, positions, budget)
             assert block_n & (block_n - 1) == 0 and block_c & (block_c - 1) == 0
-            assert 16 <= block_c <= 128 and block_n >= 16 and block_n * block_c <= 4096
-            assert block_c >= min(channels, 128) and block_n >= min(positions, 4096 // block_c)
+            assert 16 <= block_c <= 128 and block_n >= 16 and block_n * block_c <= budget
+            assert block_c >= min(channels, 128) and block_n >= min(positions, budget // block_c)
 
 
 def _smoke(*args, env=None):
