@@ -114,13 +114,11 @@ FORWARD_TILE, BACKWARD_TILE, WARPS = 4096, 2048, 8
 def tile_sizes(channels: int, positions: int, elements: int = FORWARD_TILE) -> tuple[int, int]:
     """(positions, channels) per tile: up to 128 channels and ``elements`` elements, powers of
     two, at least 16 each."""
-    block_c = max(16, min(128, _next_power_of_2(channels)))
-    block_n = max(16, min(elements // block_c, _next_power_of_2(positions)))
+    from triton import next_power_of_2
+
+    block_c = max(16, min(128, next_power_of_2(channels)))
+    block_n = max(16, min(elements // block_c, next_power_of_2(positions)))
     return block_n, block_c
-
-
-def _next_power_of_2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
 
 
 @lru_cache(maxsize=1)
@@ -167,12 +165,14 @@ def _launch(kernel, grid, x: Tensor, *args, **meta) -> None:
 def forward(x: Tensor, p: Tensor, eps: float, cdim: int) -> Tensor:
     """y (B, C) float32 for x of float32 / float16 / bfloat16 and per-channel p (C,); every
     (b, c) is final (nothing is left to the caller, unlike the CPU kernel)."""
+    import triton
+
     v = _view4(x, cdim)
     batch, outer, channels, inner = v.shape
     y = torch.empty(batch, channels, dtype=torch.float32, device=x.device)
     block_n, block_c = tile_sizes(channels, outer * inner)
     kernel, _ = _compiled()
-    grid = (batch, _cdiv(channels, block_c))
+    grid = (batch, triton.cdiv(channels, block_c))
     _launch(kernel, grid, x, v, p.to(torch.float32).contiguous(), y, channels, inner,
             outer * inner, *v.stride(), float(eps), BLOCK_N=block_n, BLOCK_C=block_c)
     return y
@@ -184,6 +184,8 @@ def backward(
     """(grad_x, contiguous, in x's dtype; weighted (B, C) float32), where
     ``weighted[b, c] = sum_n [z e**z - (e**z - 1)]``, ``z = p ln(x / y)``, from which
     ``dL/dp = sum_b grad * y * weighted / (p**2 n)``."""
+    import triton
+
     v = _view4(x, cdim)
     batch, outer, channels, inner = v.shape
     grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -191,16 +193,12 @@ def backward(
     weighted = torch.empty(batch, channels, dtype=torch.float32, device=x.device)
     block_n, block_c = tile_sizes(channels, outer * inner, BACKWARD_TILE)
     _, kernel = _compiled()
-    grid = (batch, _cdiv(channels, block_c))
+    grid = (batch, triton.cdiv(channels, block_c))
     _launch(kernel, grid, x, v, y.to(torch.float32).contiguous(), grad.contiguous(),
             p.to(torch.float32).contiguous(), dv, weighted, channels, inner, outer * inner,
             *v.stride(), *dv.stride(), float(eps), _FLOAT32_TINY,
             BLOCK_N=block_n, BLOCK_C=block_c)
     return grad_x, weighted
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 # --- first use on a device -----------------------------------------------------------------
@@ -209,8 +207,7 @@ def _cdiv(a: int, b: int) -> int:
 def ready(device: torch.device) -> bool:
     """Whether the kernel passed its first-use check on ``device``; runs the check the first
     time a device is asked about and warns once, naming the reason, where it fails."""
-    key = str(device) if device.type != "cuda" or device.index is not None else \
-        f"cuda:{torch.cuda.current_device()}"
+    key = _device_key(device)
     with _lock:
         if key not in _checked:
             reason = _first_use_failure(torch.device(key))
@@ -229,7 +226,14 @@ def ready(device: torch.device) -> bool:
 def failure(device: torch.device) -> str | None:
     """Why the kernel does not serve ``device`` (its first-use check's finding), or None."""
     with _lock:
-        return _checked.get(str(device))
+        return _checked.get(_device_key(device))
+
+
+def _device_key(device: torch.device) -> str:
+    """``cuda`` without an index names the current CUDA device."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
 
 
 def forget_checks() -> None:

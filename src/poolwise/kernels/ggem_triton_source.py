@@ -95,7 +95,7 @@ def _ggem_backward(x_ptr, y_ptr, g_ptr, p_ptr, dx_ptr, w_ptr, channels, inner, p
         # z e**z - (e**z - 1) = sum_{k>=2} (k - 1) z**k / k!, by its series where |z| < 1/2
         series = z * z * (1.0 / 2 + z * (1.0 / 3 + z * (1.0 / 8 + z * (1.0 / 30 + z * (
             1.0 / 144 + z * (1.0 / 840 + z * (1.0 / 5760 + z * (1.0 / 45360))))))))
-        direct = tl.where(e > 0, z * e, 0.0) - (e - 1.0)
+        direct = z * e - (e - 1.0)  # z is finite: log_ratio never takes log(0)
         term = tl.where(tl.abs(z) < 0.5, series, direct)
         addend = tl.sum(tl.where(mask, term, 0.0), axis=1) - carry
         summed = weighted + addend

@@ -21,10 +21,11 @@ the layer, convolves with oneDNN and hands an NCHW map back, so the kernels arou
 the first convolution (one input channel) stays NCHW and computes its weight gradient as one
 matrix product over the nine shifted views of the input. docs/pain.md has the numbers.
 
-In traces, scripts and exports (ONNX, TorchScript, ``torch.export``), and with the kernels
-switched off (``POOLWISE_NATIVE=0``), :class:`LayoutConv2d` *is* ``nn.Conv2d`` and
-:class:`RowMaxPool2d` *is* ``nn.MaxPool2d``, so graphs keep the standard operators; the state-dict
-keys and the call are those of the plain layers everywhere.
+In traces, scripts and exports (ONNX, TorchScript, ``torch.export``) :class:`LayoutConv2d` *is*
+``nn.Conv2d``, :class:`RowMaxPool2d` *is* ``nn.MaxPool2d`` and :class:`ConvStack` the plain
+sequence, so graphs keep the standard operators; with the kernels switched off
+(``POOLWISE_NATIVE=0``) the convolutions and batch norms are the plain layers too. The
+state-dict keys and the call are those of the plain layers everywhere.
 """
 
 from __future__ import annotations
@@ -132,11 +133,11 @@ def _compiling() -> bool:
     return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
 
 
-def _eager() -> bool:
-    """Plain eager execution: not compiling, exporting, tracing or scripting (whose graphs keep
-    the standard operators)."""
+def _on_kernels() -> bool:
+    """Eager execution or ``torch.compile``: not a trace, script or export (ONNX, TorchScript,
+    ``torch.export``), whose graphs keep the standard operators."""
     return not (
-        torch.compiler.is_compiling()
+        torch.compiler.is_exporting()
         or torch.jit.is_tracing()
         or torch.jit.is_scripting()
         or torch.onnx.is_in_onnx_export()
@@ -155,7 +156,7 @@ class LayoutConv2d(nn.Conv2d):
 
     def _layout_path(self) -> bool:
         return (
-            (_compiling() or _eager())
+            _on_kernels()
             and self.bias is not None
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
@@ -188,7 +189,7 @@ class RowMaxPool2d(nn.MaxPool2d):
 
     def _rows_path(self) -> bool:
         return (
-            (_compiling() or _eager())
+            _on_kernels()
             and self.kernel_size == (2, 1)
             and self.stride == (2, 1)
             and self.padding == 0
@@ -237,7 +238,7 @@ class ConvStack(nn.Sequential):
     second pass reads from cache. In evaluation, traces and exports it is the plain sequence."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not ((_compiling() or _eager()) and self.training):
+        if not (_on_kernels() and self.training):
             return super().forward(x)
         layers, i = list(self), 0
         while i < len(layers):
