@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from poolwise.pain.models import LSFAN, count_parameters, create_model, list_models
+from poolwise.pooling import list_pools
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference"
 
@@ -175,3 +176,11 @@ def test_configurable_network():
         LSFAN(heads=7)
     with pytest.raises(ValueError, match="unknown pain model 'vit'"):
         create_model("vit")
+
+
+@pytest.mark.parametrize("name", list_pools())
+def test_every_pool_is_an_lsfan_oriented_pool(name):
+    torch.manual_seed(0)
+    model = LSFAN(pool=name)
+    logits = model(torch.randn(3, 30, 180))
+    assert logits.shape == (3, 2) and torch.isfinite(logits).all()

@@ -252,3 +252,17 @@ def test_pooled_model_is_a_full_timm_citizen(name, caplog):
     torch.manual_seed(1)
     checkpointed = torch.autograd.grad(model(x).sum(), model.pool.p)[0]
     torch.testing.assert_close(checkpointed, plain)
+
+
+@pytest.mark.parametrize("name", list_pools())
+def test_every_pool_heads_a_timm_vit_and_trains(name):
+    torch.manual_seed(0)
+    model = create_model("vit_tiny_patch16_224", pool=name, num_classes=3, img_size=28,
+                         patch_size=7, embed_dim=24, depth=1, num_heads=2, in_chans=1)
+    images = torch.randn(2, 1, 28, 28)
+    model(images).logsumexp(-1).sum().backward()
+    for key, param in model.pool.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), key
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), model(images), rtol=0, atol=0)

@@ -14,7 +14,16 @@ from poolwise.pooling.functional import (
     max_pool,
     token_pool,
 )
-from poolwise.pooling.modules import AvgMaxPool, AvgPool, GGeM, GlobalPool, MaxPool, TokenPool
+from poolwise.pooling.modules import (
+    AvgMaxPool,
+    AvgPool,
+    GGeM,
+    GlobalPool,
+    MaxPool,
+    TokenPool,
+    channel_groups,
+    learned_exponents,
+)
 from poolwise.pooling.registry import (
     PoolInfo,
     create_pool,
@@ -35,11 +44,13 @@ __all__ = [
     "TokenPool",
     "avg_pool",
     "avgmax_pool",
+    "channel_groups",
     "create_pool",
     "describe_pools",
     "gem",
     "ggem",
     "ggem_reference",
+    "learned_exponents",
     "list_pools",
     "max_pool",
     "pool_info",

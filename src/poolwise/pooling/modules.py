@@ -158,3 +158,14 @@ class GGeM(GlobalPool):
             f"p_min={self.p_min}, negative={self.negative!r}, layout={self.layout!r}, "
             + super().extra_repr()
         )
+
+
+def learned_exponents(pool: nn.Module) -> Tensor | None:
+    """The effective exponents p of a generalized-mean pool (GeM: one, GGeM: one per group,
+    CGeM: one per channel), None for a pool without them."""
+    return pool.effective_p() if isinstance(pool, GGeM) else None
+
+
+def channel_groups(pool: nn.Module) -> int | None:
+    """The number of channel groups of a generalized-mean pool, None for other pools."""
+    return pool.groups if isinstance(pool, GGeM) else None

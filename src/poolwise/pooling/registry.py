@@ -30,8 +30,10 @@ class PoolInfo:
     """What the registry knows of a pool.
 
     ``learnable`` names the pool's own parameters ("" for none); ``needs`` the keywords of
-    :func:`create_pool` it cannot do without; ``source`` the implementation (poolwise's own, or
-    the timm layer it wraps).
+    :func:`create_pool` it cannot do without (a model head gives ``groups`` its number of
+    attention heads); ``cls_token`` whether it reads a model's CLS token, so only models with
+    one can take it; ``source`` the implementation (poolwise's own, or the timm layer it
+    wraps).
     """
 
     name: str
@@ -42,6 +44,7 @@ class PoolInfo:
     needs: tuple[str, ...]
     source: str
     factory: PoolFactory
+    cls_token: bool = False
 
 
 _REGISTRY: dict[str, PoolInfo] = {}
@@ -49,7 +52,8 @@ _REGISTRY: dict[str, PoolInfo] = {}
 
 def register_pool(name: str, description: str, *, family: str, learnable: str = "",
                   layouts: tuple[str, ...] = LAYOUTS, needs: tuple[str, ...] = (),
-                  source: str = "poolwise") -> Callable[[PoolFactory], PoolFactory]:
+                  source: str = "poolwise", cls_token: bool = False,
+                  ) -> Callable[[PoolFactory], PoolFactory]:
     """Decorator that adds a factory ``f(num_channels, groups, **kwargs) -> nn.Module``."""
 
     def add(factory: PoolFactory) -> PoolFactory:
@@ -59,7 +63,7 @@ def register_pool(name: str, description: str, *, family: str, learnable: str = 
         if unknown:
             raise ValueError(f"pool {name!r}: unknown layouts {unknown}; known: {LAYOUTS}")
         _REGISTRY[name] = PoolInfo(name, description, family, learnable, tuple(layouts),
-                                   tuple(needs), source, factory)
+                                   tuple(needs), source, factory, cls_token)
         return factory
 
     return add
@@ -98,7 +102,7 @@ def create_pool(
     return pool_info(name).factory(num_channels, groups, **kwargs)
 
 
-@register_pool("token", "the CLS token (first position)", family="position")
+@register_pool("token", "the CLS token (first position)", family="position", cls_token=True)
 def _token(num_channels, groups, **kwargs):
     return TokenPool(**kwargs)
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from poolwise.pooling import create_pool
-from poolwise.pooling.modules import GGeM
+from poolwise.pooling import create_pool, pool_info
+from poolwise.pooling.modules import learned_exponents
 
 NORM_PLACEMENTS = ("tokens", "pooled")
 
@@ -77,10 +77,11 @@ class PooledModel(nn.Module):
         self.num_features = backbone.num_features
         self.num_prefix_tokens = getattr(backbone, "num_prefix_tokens", 0)
         self.num_heads = _num_heads(backbone)
-        if groups is None and pool == "ggem":
+        info = pool_info(pool)
+        if groups is None and "groups" in info.needs:
             if self.num_heads is None:
                 raise ValueError(
-                    f"pool 'ggem' on {type(backbone).__name__} needs groups=G: the model has no "
+                    f"pool {pool!r} on {type(backbone).__name__} needs groups=G: the model has no "
                     "attention heads to take the default from"
                 )
             groups = self.num_heads
@@ -113,8 +114,8 @@ class PooledModel(nn.Module):
             num_prefix_tokens=prefix,
             **(pool_kwargs or {}),
         )
-        if pool == "token" and not self.is_vit:
-            raise ValueError("pool 'token' needs a model with a CLS token (ViT family)")
+        if info.cls_token and not self.is_vit:
+            raise ValueError(f"pool {pool!r} needs a model with a CLS token (ViT family)")
         self.head_drop = getattr(backbone, "head_drop", None) or nn.Dropout(
             float(getattr(backbone, "drop_rate", 0.0))
         )
@@ -191,9 +192,8 @@ class PooledModel(nn.Module):
 
     def p_values(self) -> list[float] | None:
         """The pool's effective exponents (None for pools without p)."""
-        if isinstance(self.pool, GGeM):
-            return self.pool.effective_p().detach().cpu().tolist()
-        return None
+        p = learned_exponents(self.pool)
+        return None if p is None else p.detach().cpu().tolist()
 
 
 def _prefixed(spec, prefix: str):

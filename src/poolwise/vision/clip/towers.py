@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from poolwise.pooling import create_pool
+from poolwise.pooling import create_pool, pool_info
 from poolwise.vision.models import PooledModel
 
 
@@ -44,7 +44,7 @@ def use_pool(model: nn.Module, pool: str, *, groups: int | None = None,
             raise ValueError("this tower pools with attention (CoCa); use a plain ViT tower")
         width = visual.conv1.out_channels
         heads = visual.transformer.resblocks[-1].attn.num_heads
-        if groups is None and pool == "ggem":
+        if groups is None and "groups" in pool_info(pool).needs:
             groups = heads
         visual.poolwise_pool = create_pool(
             pool, num_channels=width, groups=groups, channel_dim=-1,
