@@ -6,6 +6,36 @@ import os
 # Triton; no test compiles Triton code for a GPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from pathlib import Path
+
+import pytest
 import torch
 
+TESTS = Path(__file__).resolve().parent
+
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node SLURM cluster on this machine (tests/_slurm.py), started once for the
+    session and stopped by pid at its end; skipped, with the reason, where SLURM is absent."""
+    import _slurm
+
+    reason = _slurm.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = _slurm.start(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(slurm, monkeypatch):
+    """The cluster's environment in this process (and in its jobs: sbatch exports it), with
+    tests/ importable for the grid functions of tests/_slurm_cells.py."""
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
+    return slurm

@@ -121,10 +121,14 @@ def check_settings(path: str | os.PathLike, wanted: Mapping, what: str, *,
 
 
 def append_jsonl(path: str | os.PathLike, obj: object) -> None:
-    """Appends one JSON line (a log, not a result: a crash may lose the last line)."""
+    """Appends one JSON line (a log, not a result: a crash may lose the last line, and the
+    next line starts on a line of its own)."""
     line = json.dumps(obj, sort_keys=True, allow_nan=False) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut by a crash: end it
+            line = "\n" + line
         os.write(fd, line.encode())
         os.fsync(fd)
     finally:
@@ -227,3 +231,23 @@ def lock_folder(folder: str | os.PathLike, *, wait: bool = False,
         yield folder
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def read_toml(path: str | os.PathLike, what: str = "TOML file") -> dict:
+    """A TOML file's table (``tomllib``; the ``tomli`` backport on Python 3.10).
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        ValueError: naming the file and position, for text that is not TOML.
+    """
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib as toml
+    else:
+        import tomli as toml
+    try:
+        with open(path, "rb") as f:
+            return toml.load(f)
+    except toml.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not a valid {what} ({error})") from None

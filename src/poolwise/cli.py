@@ -14,6 +14,7 @@ from poolwise import __version__
 from poolwise._argtypes import positive_int
 from poolwise._io import FolderBusyError
 from poolwise._logs import hide_cuda_home_notice
+from poolwise.runs.slurm import SlurmError, Submitted
 
 
 def _cmd_pools(args: argparse.Namespace) -> int:
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Errors that describe bad input or a full/read-only disk: their message is the whole story.
-_USER_ERRORS = (ValueError, OSError, FloatingPointError, FolderBusyError)
+_USER_ERRORS = (ValueError, OSError, FloatingPointError, FolderBusyError, SlurmError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,6 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.debug or os.environ.get("POOLWISE_DEBUG", "") not in ("", "0")
     try:
         return args.run(args)
+    except Submitted as queued:
+        _close_bars(args)
+        jobs = ", ".join(f"{name} {job}" for name, job in queued.jobs.items())
+        print(f"{queued}; SLURM jobs: {jobs}\nrun the same command again to collect them and "
+              "write the report")
+        return 0
     except KeyboardInterrupt:
         _close_bars(args)
         print("poolwise: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -23,6 +23,12 @@ def test_train_then_dependence(tmp_path, capsys):
     assert spec["model_kwargs"] == {"patch_size": 7, "embed_dim": 24, "depth": 1,
                                     "num_heads": 2, "mlp_ratio": 2.0, "img_size": 28}
     assert spec["p_lr_mult"] == 10.0
+    # the library resolves the same spec from the same options, defaults included
+    from poolwise.vision.recipe import resolve_spec
+
+    again = resolve_spec({"pool": "ggem", "epochs": 1, "batch_size": 128},
+                         model_kwargs={"embed_dim": 24, "depth": 1, "num_heads": 2})
+    assert again.to_json() == spec
 
     assert main(["vision", "dependence", str(tmp_path), "--out", str(tmp_path / "dep")]) == 0
     out = capsys.readouterr().out
@@ -32,6 +38,26 @@ def test_train_then_dependence(tmp_path, capsys):
 
     assert main(["vision", "train", "--epochs", "2", *TINY, "--out", str(run)]) == 2
     assert "other settings (epochs)" in capsys.readouterr().err
+
+
+def test_resolve_spec_precedence_and_refusals(tmp_path):
+    import pytest
+
+    from poolwise.vision.recipe import resolve_spec
+    from poolwise.vision.train import RunSpec
+
+    spec = resolve_spec({"lr": 0.01, "epochs": None}, recipe="tiny28_cpu",
+                        model_kwargs={"depth": 2}, defaults={"epochs": 99, "lr": 1.0})
+    assert spec.lr == 0.01  # options over the recipe over the command's defaults
+    assert spec.epochs == 3  # the recipe's, over the command's default (None is not given)
+    assert spec.model_kwargs["depth"] == 2 and spec.model_kwargs["patch_size"] == 7
+    assert spec.p_lr_mult == RunSpec.p_lr_mult == 10.0
+    with pytest.raises(ValueError, match="unknown run option.s. learning_rate"):
+        resolve_spec({"learning_rate": 1.0})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lr = 'fast'\n")
+    with pytest.raises(ValueError, match=f"{bad}: lr = 'fast' is not a valid value"):
+        resolve_spec({}, recipe=bad)
 
 
 def test_errors_are_clear(tmp_path, capsys):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from poolwise._argtypes import fraction, key_value, positive_float, positive_int
+from poolwise._launch_args import add_launcher_arguments, announce, launch_from_args
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -58,46 +59,50 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_loso(args: argparse.Namespace) -> int:
-    import torch
-
-    from poolwise.pain.data.readers import load_dataset
-    from poolwise.pain.loso import LosoConfig, fold_names, run_loso
-    from poolwise.pain.protocols import CHALLENGE_LABEL, REFERENCE_LABEL, read_split
+def _loso_config(args: argparse.Namespace, model: str, protocol: str, split: dict | None):
+    from poolwise.pain.loso import LosoConfig
     from poolwise.pain.train import TrainConfig
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if (args.protocol == "challenge") != (args.split is not None):
-        raise ValueError("--split FILE goes with --protocol challenge, and that protocol needs "
-                         "it")
-    dataset = load_dataset(args.data)
-    split = None if args.split is None else read_split(args.split, dataset.subjects)
-    config = LosoConfig(
-        model=args.model,
-        protocol=args.protocol,
-        train=TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            patience=args.patience,
-            min_steps=args.min_steps,
-            compile=args.compile,
-        ),
+    return LosoConfig(
+        model=model,
+        protocol=protocol,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          patience=args.patience, min_steps=args.min_steps,
+                          compile=args.compile),
         seed=args.seed,
         n_select_subjects=args.select_subjects,
         model_kwargs=dict(args.model_option),
         split=split,
     )
+
+
+def _cmd_loso(args: argparse.Namespace) -> int:
+    import torch
+
+    from poolwise.pain.data.readers import load_dataset
+    from poolwise.pain.loso import fold_names, run_loso
+    from poolwise.pain.protocols import protocol_type, read_split
+
+    launch = launch_from_args(args, jobs=args.jobs)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    protocol = protocol_type(args.protocol)
+    if protocol.takes_split != (args.split is not None):
+        raise ValueError("--split FILE goes with --protocol challenge, and that protocol needs "
+                         "it")
+    dataset = load_dataset(args.data)
+    split = None if args.split is None else read_split(args.split, dataset.subjects)
+    config = _loso_config(args, args.model, args.protocol, split)
     n_folds = len(fold_names(dataset, config, args.folds))
     print(
         f"{args.model}, {args.protocol} protocol: {n_folds} fold{'s' * (n_folds != 1)} of "
         f"{len(dataset.subjects)} "
         f"subjects, {len(dataset)} windows -> {args.out}"
     )
-    if args.protocol in ("reference", "challenge"):
-        print(f"NOTE: {REFERENCE_LABEL if args.protocol == 'reference' else CHALLENGE_LABEL}")
-    bars = _LosoBars(args, n_folds, show_windows=args.jobs == 1)
+    if protocol.note is not None:
+        print(f"NOTE: {protocol.note}")
+    announce(args, launch, args.out)
+    bars = _LosoBars(args, n_folds, show_windows=args.jobs == 1 and launch.launcher == "local")
 
     def on_fold(record: dict, resumed: bool) -> None:
         m = record["metrics"]
@@ -110,9 +115,11 @@ def _cmd_loso(args: argparse.Namespace) -> int:
                                    loss=f"{record['train_loss']:.3f}")
 
     records = run_loso(
-        dataset, args.out, config, folds=args.folds, jobs=args.jobs,
+        dataset, args.out, config, folds=args.folds, launch=launch,
         on_fold=on_fold, on_epoch=on_epoch, on_batch=lambda n: bars.windows().update(n),
         on_notice=lambda text: bars.write(f"  note: {text}"), wait=args.wait,
+        on_status=lambda counts: bars.folds().set_postfix(
+            pending=counts["pending"], running=counts["running"], failed=counts["failed"]),
     )
     bars.close()
     print(f"{len(records)} fold files in {args.out}; merge with: poolwise pain report {args.out}")
@@ -156,6 +163,59 @@ class _LosoBars:
             if bar is not None:
                 bar.close()
         self._folds = self._windows = None
+
+
+def model_names(text: str) -> list[str]:
+    """A comma-separated list of registered pain model names."""
+    from poolwise.pain.models import list_models
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in list_models()]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown model(s) {', '.join(unknown) or '(none named)'}; known: "
+            f"{', '.join(list_models())}")
+    return names
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    import torch
+
+    from poolwise.pain.compare import compare_runs, run_compare
+    from poolwise.pain.data.readers import load_dataset
+    from poolwise.pain.report import write_report
+
+    launch = launch_from_args(args, jobs=args.jobs)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = compare_runs(_loso_config(args, args.models[0], "clean", None), args.models,
+                        args.seeds, args.reference)
+    dataset = load_dataset(args.data)
+    print(f"{len(runs)} runs ({', '.join(runs)}) of {len(dataset.subjects)} subjects, "
+          f"{len(dataset)} windows -> {args.out}")
+    announce(args, launch, args.out)
+    bars = _LosoBars(args, len(dataset.subjects), show_windows=False)
+
+    def on_run(name: str, config) -> None:
+        bars.close()
+        print(f"{name}:", flush=True)
+
+    def on_fold(record: dict, resumed: bool) -> None:
+        m = record["metrics"]
+        f1 = "undefined" if m["macro_f1"] is None else f"{m['macro_f1']:.3f}"
+        status = "done earlier" if resumed else f"epoch {record['epoch_chosen']}"
+        bars.fold_done(f"  {record['test_subject']}: macro F1 {f1} ({status})")
+
+    paths = run_compare(dataset, args.out, runs, launch=launch, on_run=on_run, on_fold=on_fold,
+                        on_notice=lambda text: bars.write(f"  note: {text}"))
+    bars.close()
+    command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
+    path = write_report(paths, args.out, command=command)
+    print(f"report -> {path}")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -284,6 +344,38 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
     save_figure(fig, out / "stream.png", dpi=110)
 
 
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options of how each fold trains, shared by `pain loso` and `pain compare`."""
+    parser.add_argument("--epochs", type=positive_int, default=20, help="epochs per fold")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the training forward (needs a C++ compiler; faster on CPU)",
+    )
+    parser.add_argument("--model-option", type=key_value, action="append", default=[],
+                      metavar="KEY=VALUE",
+                      help="a constructor argument of the model, repeatable (e.g. n_segments=3 "
+                      "for banet on 6 channels, heads=2); channels, window and classes come "
+                      "from the data")
+    parser.add_argument("--batch-size", type=positive_int, default=40,
+                      help="windows per step")
+    parser.add_argument("--lr", type=positive_float, default=1e-3,
+                      help="Adam learning rate")
+    parser.add_argument("--patience", type=positive_int, default=None,
+                      help="early-stopping patience in epochs (default: off)")
+    parser.add_argument("--min-steps", type=int, default=0,
+                      help="train at least this many optimiser steps per fold, adding epochs "
+                      "beyond --epochs where a fold has few windows (0: the fixed epochs of "
+                      "the paper)")
+    parser.add_argument(
+        "--select-subjects", type=positive_int, default=3,
+        help="inner selection subjects drawn from the training subjects",
+    )
+    parser.add_argument("--seed", type=int, default=0,
+                      help="base seed; each fold's seed is derived from it and recorded")
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                      help="folds run in parallel local processes (--launcher local)")
+
+
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pain.constants import MAX_ABS_Z, STEP, WINDOW
@@ -360,7 +452,6 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     loso.add_argument("data", help="raw recording tree or a cached .npz window file")
     loso.add_argument("--model", default="lsfan", choices=list_models(),
                       help="a model of `poolwise pain models`")
-    loso.add_argument("--epochs", type=positive_int, default=20, help="epochs per fold")
     loso.add_argument("--out", required=True, help="run folder")
     loso.add_argument(
         "--folds",
@@ -374,38 +465,39 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     loso.add_argument("--split", default=None, metavar="FILE",
                       help='the challenge protocol\'s split: JSON {"train": [...], '
                       '"validation": [...], "test": [...]} of subject ids')
-    loso.add_argument("--model-option", type=key_value, action="append", default=[],
-                      metavar="KEY=VALUE",
-                      help="a constructor argument of the model, repeatable (e.g. n_segments=3 "
-                      "for banet on 6 channels, heads=2); channels, window and classes come "
-                      "from the data")
-    loso.add_argument("--batch-size", type=positive_int, default=40,
-                      help="windows per step")
-    loso.add_argument("--lr", type=positive_float, default=1e-3,
-                      help="Adam learning rate")
-    loso.add_argument("--patience", type=positive_int, default=None,
-                      help="early-stopping patience in epochs (default: off)")
-    loso.add_argument("--min-steps", type=int, default=0,
-                      help="train at least this many optimiser steps per fold, adding epochs "
-                      "beyond --epochs where a fold has few windows (0: the fixed epochs of "
-                      "the paper)")
-    loso.add_argument(
-        "--select-subjects", type=positive_int, default=3,
-        help="inner selection subjects drawn from the training subjects",
-    )
-    loso.add_argument("--seed", type=int, default=0,
-                      help="base seed; each fold's seed is derived from it and recorded")
-    loso.add_argument("--jobs", type=positive_int, default=1,
-                      help="folds run in parallel processes")
+    _add_training_options(loso)
     loso.add_argument("--wait", action="store_true",
                       help="if another run holds OUT, wait for it instead of refusing")
-    loso.add_argument(
-        "--compile", action="store_true",
-        help="torch.compile the training forward (needs a C++ compiler; faster on CPU)",
-    )
     loso.add_argument("--threads", type=positive_int, default=None,
-                      help="torch threads (one process)")
+                      help="torch threads (one process; with --launcher slurm, each job's)")
+    add_launcher_arguments(loso, gpus=0)
     loso.set_defaults(run=_cmd_loso)
+
+    compare = sub.add_parser(
+        "compare",
+        help="several models (x seeds) leave-one-subject-out, one report (resumable)",
+        description="Leave-one-subject-out evaluation of several models under the clean "
+        "protocol (each model x seed a normal `pain loso` run folder OUT/<model>-clean, "
+        "-clean-seed<k> with several seeds), optionally some under the authors' leaky "
+        "reference protocol too (OUT/<model>-reference), then one report in OUT with the "
+        "paired statistics between the runs. With --launcher slurm, every fold of every clean "
+        "run is submitted before any is waited for.",
+    )
+    compare.add_argument("data", help="raw recording tree or a cached .npz window file")
+    compare.add_argument("--models", type=model_names, required=True,
+                         help="comma-separated models of `poolwise pain models`")
+    compare.add_argument("--seeds", type=positive_int, default=1,
+                         help="seeds per model (--seed, --seed + 1, ...)")
+    compare.add_argument("--reference", type=model_names, default=[],
+                         help="comma-separated models also run under the reference (leaky) "
+                         "protocol, to show its optimism")
+    compare.add_argument("--out", required=True, help="comparison folder")
+    _add_training_options(compare)
+    compare.add_argument("--threads", type=positive_int, default=None,
+                         help="torch threads (one process; with --launcher slurm, each job's)")
+    compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    add_launcher_arguments(compare, gpus=0)
+    compare.set_defaults(run=_cmd_compare)
 
     report = sub.add_parser(
         "report",
@@ -429,7 +521,8 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
         "export",
         help="export a fold checkpoint (detector) to ONNX or TorchScript",
         description="Export a detector checkpoint (a LOSO fold_<subject>.safetensors) to ONNX "
-        "or TorchScript: raw windows in (dynamic batch axis), probability out; normalisation "
+        "or TorchScript: raw windows in (dynamic batch axis); out the probability, (batch,) "
+        "for a binary detector or (batch, K) for K classes, and valid (batch,); normalisation "
         "and softmax included; the config (channels, frame rate, window, hop, threshold) is "
         "written beside it as JSON.",
     )

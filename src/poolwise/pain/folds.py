@@ -16,42 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from poolwise import __version__
-from poolwise._io import read_json, save_safetensors, sha256_file, write_bytes, write_json
+from poolwise._io import save_safetensors, write_bytes
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
 from poolwise.pain.metrics import score
 from poolwise.pain.models import count_parameters, create_model, model_input_kwargs
-from poolwise.pain.protocols import (
-    CHALLENGE_LABEL,
-    REFERENCE_LABEL,
-    FoldData,
-    challenge_fold,
-    clean_fold,
-    reference_expansion,
-    reference_fold,
-)
+from poolwise.pain.protocols import FoldData, fold_seed
+from poolwise.pain.run_config import LosoConfig
 from poolwise.pain.train import TrainConfig, class_probabilities, fit
-
-if TYPE_CHECKING:
-    from poolwise.pain.loso import LosoConfig
-
-PROTOCOL_NOTES = {"reference": REFERENCE_LABEL, "challenge": CHALLENGE_LABEL}
-
-
-def fold_seed(seed: int, name: str) -> int:
-    """A per-fold seed that depends on the run seed and the fold's name (the held-out subject)
-    only."""
-    state = np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)
-    return int(state[0])
+from poolwise.runs import RunFolder
 
 
 def model_kwargs(config: LosoConfig, dataset: WindowDataset) -> dict:
@@ -61,8 +41,14 @@ def model_kwargs(config: LosoConfig, dataset: WindowDataset) -> dict:
             "n_classes": dataset.n_classes, **config.model_kwargs}
 
 
+def fold_folder(run_dir: Path) -> RunFolder:
+    """A LOSO run's folder: settings ``run.json``, one finished record ``fold_<name>.json``
+    per fold."""
+    return RunFolder(run_dir, what="LOSO run", records="fold_{name}.json", item="fold")
+
+
 def fold_path(run_dir: Path, name: str) -> Path:
-    return run_dir / f"fold_{name}.json"
+    return fold_folder(run_dir).record_path(name)
 
 
 def chain_path(run_dir: Path, subject: str) -> Path:
@@ -76,13 +62,9 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def fold_data(dataset: WindowDataset, config: LosoConfig, name: str, seed: int,
-              expanded: tuple | None = None) -> FoldData:
+              prepared: object = None) -> FoldData:
     """The windows of fold ``name`` under the run's protocol."""
-    if config.protocol == "clean":
-        return clean_fold(dataset, name, config.n_select_subjects, np.random.default_rng(seed))
-    if config.protocol == "challenge":
-        return challenge_fold(dataset, config.split)
-    return reference_fold(dataset, name, expanded or reference_expansion(dataset, config.seed))
+    return config.evaluation.fold(dataset, name, seed, prepared)
 
 
 def _chain_cnn(model: torch.nn.Module, dataset: WindowDataset, name: str,
@@ -106,7 +88,7 @@ def run_fold(
     config: LosoConfig,
     name: str,
     run_dir: Path,
-    expanded: tuple | None = None,
+    prepared: object = None,
     on_epoch: Callable[[dict], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
@@ -121,11 +103,9 @@ def run_fold(
     torch.manual_seed(seed)
     kwargs = model_kwargs(config, dataset)
     model = create_model(config.model, **kwargs)
-    chained_from = None
-    if config.protocol == "reference":
-        expanded = expanded or reference_expansion(dataset, config.seed)
-        chained_from = _chain_cnn(model, dataset, name, run_dir)
-    data = fold_data(dataset, config, name, seed, expanded)
+    protocol = config.evaluation
+    chained_from = _chain_cnn(model, dataset, name, run_dir) if protocol.shares_cnn else None
+    data = fold_data(dataset, config, name, seed, prepared)
     train_config = config.train
     if data.samples_per_epoch is not None:
         train_config = TrainConfig(**{**train_config.to_dict(),
@@ -169,8 +149,7 @@ def run_fold(
         # thread count and versions: float reductions, hence trajectories, depend on them
         "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "protocol": config.protocol,
-        **({"protocol_note": PROTOCOL_NOTES[config.protocol]}
-           if config.protocol in PROTOCOL_NOTES else {}),
+        **({"protocol_note": protocol.note} if protocol.note is not None else {}),
         "model": config.model,
         "model_kwargs": kwargs,
         "n_parameters": count_parameters(model),
@@ -203,18 +182,16 @@ def run_fold(
             {"value": None, "note": f"{dataset.n_classes} classes: the argmax is predicted"}),
         "metrics": score(labels, prob),
         "metrics_original_windows": score(labels[variant == 0], prob[variant == 0]),
-        "weights": {"file": weights_path.name, "sha256": hashlib.sha256(weights).hexdigest()},
     }
     write_bytes(weights_path, weights)
-    if config.protocol == "reference" and hasattr(model, "cnn"):
+    files = {"weights": (weights_path, hashlib.sha256(weights).hexdigest())}
+    if protocol.shares_cnn and hasattr(model, "cnn"):
         cnn_state = {k: v for k, v in result.final_state.items() if k.startswith("cnn.")}
         chain = chain_path(run_dir, name)
         save_safetensors(chain, cnn_state, {"model": config.model,
                                             "model_kwargs": json.dumps(kwargs)})
-        record["cnn_chain"] = {"file": str(chain.relative_to(run_dir)),
-                               "sha256": sha256_file(chain)}
-    write_json(fold_path(run_dir, name), record)  # last: it marks the fold as finished
-    return record
+        files["cnn_chain"] = chain
+    return fold_folder(run_dir).finish(name, record, files)  # last: the fold is finished
 
 
 def finished_fold(run_dir: Path, name: str) -> tuple[dict | None, str | None]:
@@ -223,22 +200,4 @@ def finished_fold(run_dir: Path, name: str) -> tuple[dict | None, str | None]:
     A fold is finished when its JSON parses and every file it records (the weights, and for
     the reference protocol the CNN chain) exists with the recorded sha256.
     """
-    path = fold_path(run_dir, name)
-    if not path.is_file():
-        return None, None
-    try:
-        record = read_json(path, "fold record")
-    except ValueError as error:
-        return None, str(error)
-    for key in ("weights", "cnn_chain"):
-        entry = record.get(key)
-        if entry is None:
-            if key == "weights":
-                return None, f"{path.name} records no weights checksum"
-            continue
-        file = run_dir / entry["file"]
-        if not file.is_file():
-            return None, f"{file} is missing"
-        if sha256_file(file) != entry["sha256"]:
-            return None, f"{file} does not match the sha256 in {path.name} (truncated or changed)"
-    return record, None
+    return fold_folder(Path(run_dir)).finished(name, required=("weights",))

@@ -30,37 +30,27 @@ loses at most the folds in flight and never reports a damaged fold as done.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from poolwise import __version__
-from poolwise._io import append_jsonl, check_settings, lock_folder, remove_stale_temps, write_json
-from poolwise._procs import process_pool
 from poolwise.pain.data.dataset import WindowDataset
-from poolwise.pain.folds import (
-    PROTOCOL_NOTES,
-    finished_fold,
-    fold_path,
-    fold_seed,
-    model_kwargs,
-    run_fold,
-)
-from poolwise.pain.models import create_model, list_models
+from poolwise.pain.folds import finished_fold, fold_folder, fold_path, model_kwargs, run_fold
+from poolwise.pain.models import create_model
 from poolwise.pain.protocols import (
-    CHALLENGE_FOLD,
     PROTOCOLS,
     REFERENCE_LABEL,
-    check_split,
     choose_select_subjects,
-    reference_expansion,
+    fold_seed,
+    resolve_folds,
 )
-from poolwise.pain.train import TrainConfig
+from poolwise.pain.run_config import LosoConfig
+from poolwise.runs import Cell, Grid, RunFolder
+from poolwise.runs.launch import Launch
 
 __all__ = [
     "PROTOCOLS",
@@ -76,69 +66,12 @@ __all__ = [
     "run_loso",
 ]
 
-@dataclass(frozen=True)
-class LosoConfig:
-    model: str
-    protocol: str = "clean"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    seed: int = 0
-    n_select_subjects: int = 3
-    model_kwargs: dict = field(default_factory=dict)
-    split: dict | None = None
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol {self.protocol!r} is not one of {PROTOCOLS}")
-        if self.n_select_subjects < 1:
-            raise ValueError("n_select_subjects must be at least 1")
-        if (self.protocol == "challenge") != (self.split is not None):
-            raise ValueError("the challenge protocol, and only it, takes a split of the "
-                             "subjects (a split file: --split FILE)")
-        if self.model not in list_models():
-            raise ValueError(f"unknown pain model {self.model!r}; known: "
-                             f"{', '.join(list_models())}")
-        # the model's arguments are checked against the data's shape by run_loso
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "protocol": self.protocol,
-            "train": self.train.to_dict(),
-            "seed": self.seed,
-            "n_select_subjects": self.n_select_subjects,
-            "model_kwargs": self.model_kwargs,
-            **({"split": self.split} if self.split is not None else {}),
-        }
-
 
 def data_fingerprint(dataset: WindowDataset) -> str:
     digest = hashlib.sha256()
     for array in (dataset.X, dataset.y, dataset.subject.astype(str)):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
-
-
-def resolve_folds(subjects: Sequence[str], folds: Sequence[str] | None) -> list[str]:
-    """Subjects for ``--folds`` items: subject ids, 0-based fold indices or ranges ``a-b``."""
-    if not folds:
-        return list(subjects)
-    chosen: list[str] = []
-    for item in folds:
-        if item in subjects:
-            chosen.append(item)
-        elif item.isdigit() and int(item) < len(subjects):
-            chosen.append(subjects[int(item)])
-        elif "-" in item and all(part.isdigit() for part in item.split("-", 1)):
-            lo, hi = map(int, item.split("-", 1))
-            if not lo <= hi < len(subjects):
-                raise ValueError(f"fold range {item!r} is outside 0-{len(subjects) - 1}")
-            chosen.extend(subjects[lo : hi + 1])
-        else:
-            raise ValueError(
-                f"fold {item!r} is neither a subject ({', '.join(subjects[:4])}, ...) nor an "
-                f"index 0-{len(subjects) - 1}"
-            )
-    return list(dict.fromkeys(chosen))
 
 
 def _prepare_run_dir(run_dir: Path, config: LosoConfig, dataset: WindowDataset) -> dict:
@@ -154,49 +87,25 @@ def _prepare_run_dir(run_dir: Path, config: LosoConfig, dataset: WindowDataset) 
             **({"class_names": list(dataset.class_names)} if dataset.n_classes > 2 else {}),
         },
     }
-    if config.protocol in PROTOCOL_NOTES:
-        header["protocol_note"] = PROTOCOL_NOTES[config.protocol]
-    path = run_dir / "run.json"
-    if not check_settings(path, header, "LOSO run", ignore=("poolwise_version",)):
-        write_json(path, header)
+    if config.evaluation.note is not None:
+        header["protocol_note"] = config.evaluation.note
+    fold_folder(run_dir).settings(header, ignore=("poolwise_version",))
     return header
 
 
-_WORKER: dict = {}
-
-
-def _init_worker(dataset: WindowDataset, config: LosoConfig, run_dir: Path) -> None:
-    torch.set_num_threads(1)
-    _WORKER.update(dataset=dataset, config=config, run_dir=run_dir)
-
-
-def _worker_fold(subject: str) -> tuple[dict, float]:
+def _fold_cell(shared: tuple, subject: str, on_epoch: Callable | None = None,
+               on_batch: Callable | None = None) -> tuple[dict, float]:
+    """One fold as a grid cell: (its record, its wall seconds)."""
+    dataset, config, run_dir, prepared = shared
     start = time.perf_counter()
-    record = run_fold(_WORKER["dataset"], _WORKER["config"], subject, _WORKER["run_dir"])
+    record = run_fold(dataset, config, subject, run_dir, prepared,
+                      on_epoch=on_epoch, on_batch=on_batch)
     return record, time.perf_counter() - start
-
-
-def _log_fold(run_dir: Path, record: dict, seconds: float) -> None:
-    append_jsonl(run_dir / "log.jsonl", {
-        "event": "fold", "subject": record["test_subject"], "seconds": round(seconds, 3),
-        "torch_threads": record["environment"]["torch_threads"], "time": time.time(),
-    })
 
 
 def fold_seconds(run_dir: Path) -> dict[str, float]:
     """Wall seconds of each fold's last run, from ``log.jsonl`` (empty if there is none)."""
-    path = Path(run_dir) / "log.jsonl"
-    if not path.is_file():
-        return {}
-    seconds = {}
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a log line cut by a crash
-            continue
-        if entry.get("event") == "fold":
-            seconds[entry["subject"]] = float(entry["seconds"])
-    return seconds
+    return {e["subject"]: float(e["seconds"]) for e in RunFolder(run_dir).events("fold")}
 
 
 def _check_data(dataset: WindowDataset, config: LosoConfig) -> None:
@@ -219,40 +128,24 @@ def _check_data(dataset: WindowDataset, config: LosoConfig) -> None:
             f"channels x {dataset.window} frames): {first}") from None
 
 
-def _check_folds(dataset: WindowDataset, config: LosoConfig, names: Sequence[str]) -> None:
-    """Raises ValueError, before any training, for a run that cannot go through: a fold whose
-    training windows lack a class, or (clean protocol) a fold with no usable choice of
-    selection subjects."""
-    every = set(range(dataset.n_classes))
-    for name in names:
-        if config.protocol == "challenge":
-            train = np.isin(dataset.subject, config.split["train"])
-            where = "the split's training subjects"
-        else:
-            train = dataset.subject != name
-            where = f"fold {name}: the other subjects"
-        lacking = sorted(every - set(np.unique(dataset.y[train]).tolist()))
-        if lacking:
-            raise ValueError(f"{where} have no window of class {lacking[0]} "
-                             f"({dataset.class_names[lacking[0]]!r}); a classifier of "
-                             f"{dataset.n_classes} classes cannot be fitted on them")
-        if config.protocol == "clean":
-            rng = np.random.default_rng(fold_seed(config.seed, name))  # as the fold draws it
-            try:
-                choose_select_subjects(dataset, [s for s in dataset.subjects if s != name],
-                                       config.n_select_subjects, rng)
-            except ValueError as error:
-                raise ValueError(f"fold {name}: {error}") from None
+def check_run(dataset: WindowDataset, config: LosoConfig,
+              folds: Sequence[str] | None = None) -> list[str]:
+    """Everything :func:`run_loso` checks before any work (the protocol's own checks, the
+    folds, classes and the model's needs against the data, every fold's training subjects);
+    returns the selected folds' names."""
+    protocol = config.evaluation
+    protocol.check(dataset)
+    subjects = fold_names(dataset, config, folds)
+    _check_data(dataset, config)
+    for name in subjects:
+        protocol.check_fold(dataset, name)
+    return subjects
 
 
 def fold_names(dataset: WindowDataset, config: LosoConfig,
                folds: Sequence[str] | None = None) -> list[str]:
     """The folds a run does: the selected held-out subjects, or the challenge's one fold."""
-    if config.protocol == "challenge":
-        if folds:
-            raise ValueError("the challenge protocol has one fold; --folds does not apply")
-        return [CHALLENGE_FOLD]
-    return resolve_folds(dataset.subjects, folds)
+    return config.evaluation.fold_names(dataset.subjects, folds)
 
 
 def run_loso(
@@ -266,12 +159,17 @@ def run_loso(
     on_batch: Callable[[int], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
     wait: bool = False,
+    launch: Launch | None = None,
+    on_status: Callable[[dict[str, int]], None] | None = None,
 ) -> list[dict]:
     """Runs (or resumes) the selected folds; returns every selected fold's record.
 
     ``on_fold(record, resumed)`` is called per fold, ``resumed`` True when it was finished
     before; ``on_notice(text)`` hears about removed temporary files and folds that are redone.
-    ``jobs > 1`` runs clean-protocol folds in that many processes of one thread each.
+    ``jobs > 1`` runs clean-protocol folds in that many processes of one thread each;
+    ``launch`` (instead of ``jobs``) chooses the executor, SLURM included
+    (:class:`poolwise.runs.launch.Launch`), and ``on_status`` hears a SLURM grid's counts of
+    pending / running / done / failed folds.
 
     Raises:
         FolderBusyError: when another run holds ``run_dir`` (and ``wait`` is False).
@@ -279,26 +177,28 @@ def run_loso(
             split that names an unknown subject or one subject twice, a class without
             windows in the data or in a fold's training subjects, or windows the model cannot
             take.
+        poolwise.runs.slurm.SlurmError: with SLURM, before submission when the cluster
+            cannot take the folds; after every fold has ended when some failed (``GridFailed``
+            names each with its job id, state and log).
+        poolwise.runs.slurm.Submitted: with SLURM and ``launch.wait`` False, once the folds
+            are queued (rerun to collect them).
     """
     run_dir = Path(run_dir)
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
-    if jobs > 1 and config.protocol == "reference":
-        raise ValueError("the reference protocol chains folds in order: use jobs=1")
-    if config.protocol == "challenge":
-        check_split(config.split, dataset.subjects)
-    elif len(dataset.subjects) < config.n_select_subjects + 2:
-        raise ValueError(
-            f"LOSO needs at least {config.n_select_subjects + 2} subjects, "
-            f"the data has {len(dataset.subjects)}"
-        )
-    subjects = fold_names(dataset, config, folds)
-    _check_data(dataset, config)
-    _check_folds(dataset, config, subjects)
+    if launch is not None and jobs != 1:
+        raise ValueError("give jobs or launch, not both")
+    launch = launch or Launch(jobs=jobs)
+    protocol = config.evaluation
+    if launch.jobs > 1 and not protocol.independent_folds:
+        raise ValueError(f"the {protocol.name} protocol chains folds in order: use jobs=1")
+    if launch.launcher != "local" and not protocol.independent_folds:
+        raise ValueError(f"the {protocol.name} protocol chains folds in order: run it with "
+                         "the local launcher")
+    subjects = check_run(dataset, config, folds)
     notice = on_notice or (lambda text: None)
-    with lock_folder(run_dir, wait=wait):
-        for path in remove_stale_temps(run_dir):
-            notice(f"removed {path}, left by a killed run")
+    folder = fold_folder(run_dir)
+    with folder.hold(wait=wait, on_notice=notice):
         _prepare_run_dir(run_dir, config, dataset)
         records: dict[str, dict] = {}
         todo = []
@@ -312,27 +212,26 @@ def run_loso(
                 if problem is not None:
                     notice(f"fold {subject} is redone: {problem}")
                 todo.append(subject)
-        if jobs > 1 and len(todo) > 1:
-            with process_pool(jobs, _init_worker, (dataset, config, run_dir)) as pool:
-                for record, seconds in pool.map(_worker_fold, todo):
-                    _log_fold(run_dir, record, seconds)
-                    records[record["test_subject"]] = record
-                    if on_fold is not None:
-                        on_fold(record, False)
-        else:
-            expanded = (
-                reference_expansion(dataset, config.seed)
-                if config.protocol == "reference" and todo else None
-            )
-            for subject in todo:
-                start = time.perf_counter()
-                record = run_fold(
-                    dataset, config, subject, run_dir, expanded,
-                    on_epoch=None if on_epoch is None else lambda r, s=subject: on_epoch(s, r),
-                    on_batch=on_batch,
-                )
-                _log_fold(run_dir, record, time.perf_counter() - start)
-                records[subject] = record
-                if on_fold is not None:
-                    on_fold(record, False)
+        prepared = protocol.prepare(dataset) if todo else None
+        grid = Grid(_fold_cell, (dataset, config, run_dir, prepared),
+                    [Cell(subject, (subject,)) for subject in todo])
+
+        def finished(cell: Cell, result: tuple[dict, float]) -> None:
+            record, seconds = result
+            folder.log({"event": "fold", "subject": record["test_subject"],
+                        "seconds": round(seconds, 3),
+                        "torch_threads": record["environment"]["torch_threads"],
+                        "time": time.time()})
+            records[record["test_subject"]] = record
+            if on_fold is not None:
+                on_fold(record, False)
+
+        def live(cell: Cell) -> dict:
+            return {"on_batch": on_batch,
+                    "on_epoch": None if on_epoch is None else
+                    (lambda r, s=cell.name: on_epoch(s, r))}
+
+        executor = launch.executor(run_dir, n_cells=len(todo), local_threads=1,
+                                   on_status=on_status)
+        executor.run(grid, on_result=finished, live=live)
     return [records[s] for s in subjects]

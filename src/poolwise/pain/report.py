@@ -27,6 +27,7 @@ from poolwise._tables import markdown_table, mean_std, number
 from poolwise.pain.data.dataset import BINARY_CLASSES
 from poolwise.pain.loso import fold_seconds
 from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
+from poolwise.pain.protocols import PROTOCOL_TYPES, Protocol, protocol_type
 from poolwise.stats import bootstrap_ci, paired_comparison, summarise
 
 METRIC_NAMES = {
@@ -38,8 +39,6 @@ METRIC_NAMES = {
     "roc_auc": "ROC-AUC",
     "pr_auc": "PR-AUC",
 }
-PROTOCOL_SUFFIX = {"clean": "clean", "reference": "REFERENCE (leaky)",
-                   "challenge": "challenge split"}
 
 
 @dataclass
@@ -47,6 +46,7 @@ class Run:
     path: Path
     config: dict
     folds: list[dict]
+    seed_in_label: bool = False  # set where one report holds several seeds of a run
 
     @property
     def model(self) -> str:
@@ -57,8 +57,13 @@ class Run:
         return self.config["protocol"]
 
     @property
+    def evaluation(self) -> type[Protocol]:
+        return protocol_type(self.protocol)
+
+    @property
     def label(self) -> str:
-        return f"{self.model} [{PROTOCOL_SUFFIX[self.protocol]}]"
+        seed = f" seed {self.config['seed']}" if self.seed_in_label else ""
+        return f"{self.model}{seed} [{self.evaluation.label}]"
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -66,9 +71,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        if self.protocol == "challenge":
-            return len(self.folds) == 1
-        return len(self.folds) == len(self.config["data"]["subjects"])
+        return len(self.folds) == self.evaluation.fold_total(self.config["data"]["subjects"])
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -182,7 +185,7 @@ def summarise_run(run: Run) -> dict:
         "path": str(run.path),
         "n_parameters": run.folds[0]["n_parameters"],
         "folds": len(run.folds),
-        "fold_total": 1 if run.protocol == "challenge" else len(run.config["data"]["subjects"]),
+        "fold_total": run.evaluation.fold_total(run.config["data"]["subjects"]),
         "test_subjects": len(per_subject),
         "subjects": len(run.config["data"]["subjects"]),
         "epochs": run.config["train"]["epochs"],
@@ -319,7 +322,10 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
     runs = [r for r in runs if r.folds]
     if not runs:
         raise ValueError("none of the runs has a finished fold yet")
-    runs.sort(key=lambda r: (r.model, r.protocol))
+    runs.sort(key=lambda r: (r.model, r.protocol, r.config.get("seed", 0)))
+    kinds = [(r.model, r.protocol) for r in runs]
+    for run in runs:
+        run.seed_in_label = kinds.count((run.model, run.protocol)) > 1
     class_sets = {r.class_names: r.path for r in runs}
     if len(class_sets) > 1:
         (a, path_a), (b, path_b) = list(class_sets.items())[:2]
@@ -348,20 +354,9 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
                   "most probable class; ROC-AUC and PR-AUC are one class against the rest, "
                   "averaged over the classes present; balanced accuracy is the mean recall "
                   "over the classes present.", ""]
-    if any(r.protocol == "challenge" for r in runs):
-        lines += ["Rows marked [challenge split] train once on the split's training subjects, "
-                  "choose the epoch on its validation subjects and score its test subjects "
-                  "once: their folds column is 1/1 and their per-subject values cover the test "
-                  "subjects only.", ""]
-    if any(r.protocol == "reference" for r in runs):
-        lines += [
-            "**Rows marked REFERENCE (leaky) reproduce the data leaks of the authors' code** "
-            "(normalisation and seven-fold augmentation before the split, the held-out subject "
-            "picks the epoch, one CNN shared by all folds; their test windows include the "
-            "augmented copies). They measure the optimism of that protocol; they are not "
-            "estimates of performance on new people.",
-            "",
-        ]
+    for kind in reversed(PROTOCOL_TYPES.values()):  # challenge's note, then reference's
+        if kind.report_note is not None and any(r.evaluation is kind for r in runs):
+            lines += [kind.report_note, ""]
     rows = []
     for s in summaries:
         p, ps = s["pooled"], s["per_subject_summary"]

@@ -9,9 +9,19 @@ import sys
 from pathlib import Path
 
 from poolwise._argtypes import pool_names, positive_float, positive_int
+from poolwise._launch_args import StatusBar, add_launcher_arguments, announce, launch_from_args
 
-ARCH_OPTIONS = (("img_size", int), ("patch_size", int), ("embed_dim", int), ("depth", int),
-                ("num_heads", int), ("mlp_ratio", float))
+# timm's architecture options, the same flags and checks on every command that builds a ViT
+ARCH_OPTIONS = (("img_size", positive_int), ("patch_size", positive_int),
+                ("embed_dim", positive_int), ("depth", positive_int), ("num_heads", positive_int),
+                ("mlp_ratio", positive_float))
+
+
+def _add_arch_options(p: argparse.ArgumentParser) -> None:
+    for name, kind in ARCH_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=f"timm's {name} (default: the model's own"
+                       + (", or the data's image size)" if name == "img_size" else ")"))
 
 
 def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
@@ -34,10 +44,7 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
                    help="resize a ViT: tiny28 = patch 7, width 96, depth 4, 6 heads, MLP x2 "
                    "(options you set win); only when asked for, never with --pretrained or "
                    "--checkpoint")
-    for name, kind in ARCH_OPTIONS:
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                       help=f"timm's {name} (default: the model's own"
-                       + (", or the data's image size)" if name == "img_size" else ")"))
+    _add_arch_options(p)
     p.add_argument("--groups", type=positive_int, default=None, help="GGeM groups (default: heads)")
     p.add_argument("--norm", choices=NORM_PLACEMENTS, default=None,
                    help="final LayerNorm before pooling (tokens) or after (pooled); default: "
@@ -72,7 +79,7 @@ def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the training forward")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads per process")
-    p.set_defaults(command_defaults={"epochs": epochs, "p_lr_mult": 10.0})
+    p.set_defaults(command_defaults={"epochs": epochs})
 
 
 def _json_object(text: str) -> dict:
@@ -129,42 +136,18 @@ SPEC_OPTIONS = (
 
 
 def _spec(args: argparse.Namespace, pool: str | None, seed: int | None):
-    """The RunSpec of a command: RunSpec's defaults < the command's < the recipe < options."""
+    """The RunSpec of a command (:func:`poolwise.vision.recipe.resolve_spec`)."""
     import dataclasses
 
-    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, VIT_PREFIXES, apply_preset
-    from poolwise.vision.recipe import check_recipe, read_recipe
+    from poolwise.vision.recipe import resolve_spec
     from poolwise.vision.train import RunSpec
 
-    values, preset = dict(args.command_defaults), args.preset
-    if args.recipe:
-        path, table = read_recipe(args.recipe)
-        recipe = check_recipe(table, RunSpec, str(path))
-        recipe_preset = recipe.pop("preset", None)
-        preset = preset or recipe_preset
-        values.update(recipe)
     names = {f.name for f in dataclasses.fields(RunSpec)}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    values.update(given)
-    if pool is not None:
-        values["pool"] = pool
-    if seed is not None:
-        values["seed"] = seed
-    kwargs = dict(values.pop("model_kwargs", {}))
-    kwargs.update({name: getattr(args, name) for name, _ in ARCH_OPTIONS
-                   if getattr(args, name) is not None})
-    model = values.get("model")
-    if model is None:
-        model, preset = DEFAULT_MODEL, preset or DEFAULT_PRESET
-    values["model"] = model
-    kwargs = apply_preset(preset, model, kwargs, pretrained=bool(values.get("pretrained")),
-                          checkpoint=values.get("checkpoint"))
-    data = values.setdefault("data", "embedded")
-    if model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
-        from poolwise.vision.data import load_images
-
-        kwargs["img_size"] = load_images(data)["train"].image_size
-    return RunSpec(model_kwargs=kwargs, **values)
+    options = {k: v for k, v in vars(args).items() if k in names}
+    options.update({k: v for k, v in (("pool", pool), ("seed", seed)) if v is not None})
+    return resolve_spec(options, recipe=args.recipe, preset=args.preset,
+                        model_kwargs={name: getattr(args, name) for name, _ in ARCH_OPTIONS},
+                        defaults=args.command_defaults)
 
 
 def _model_line(info: dict) -> str:
@@ -222,13 +205,19 @@ class _Bar:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from poolwise.vision.train import run_classification
+    from poolwise.vision.train import launch_classification, run_classification
 
+    launch = launch_from_args(args)
     _threads(args)
     spec = _spec(args, args.pool, args.seed)
-    result = run_classification(spec, args.out, on_epoch=_epoch_printer(), on_batch=_Bar(args),
-                                workers=args.workers,
-                                on_model=lambda info: print(_model_line(info), flush=True))
+    if launch.launcher == "local":
+        result = run_classification(
+            spec, args.out, on_epoch=_epoch_printer(), on_batch=_Bar(args),
+            workers=args.workers, on_model=lambda info: print(_model_line(info), flush=True))
+    else:
+        announce(args, launch, args.out)
+        result = launch_classification(spec, args.out, launch, workers=args.workers,
+                                       on_status=StatusBar(args, 1))
     if not result:  # a non-zero rank under torchrun
         return 0
     ret = result["retrieval"]
@@ -287,8 +276,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     def on_epoch(pool: str, seed: int, r: dict) -> None:
         _epoch_printer(f"    {pool}/{seed} ")(r)
 
-    results = run_compare(args.out, base, pools, seeds, protocol=args.protocol, jobs=args.jobs,
-                          on_cell=on_cell, on_epoch=on_epoch if args.jobs <= 1 else None)
+    launch = launch_from_args(args, jobs=args.jobs)
+    announce(args, launch, args.out)
+    in_process = args.jobs <= 1 and launch.launcher == "local"
+    results = run_compare(args.out, base, pools, seeds, protocol=args.protocol, launch=launch,
+                          on_cell=on_cell, on_epoch=on_epoch if in_process else None,
+                          on_status=StatusBar(args, len(pools) * len(seeds)))
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
     report = write_compare_report(args.out, results, command, protocol=args.protocol)
     print(f"\nreport: {report}")
@@ -437,8 +430,11 @@ def _cmd_clip_compare(args: argparse.Namespace) -> int:
         print(f"  {pool} seed {seed}: image->text R@1 {100 * r['image->text R@1']:.2f}%, "
               f"text->image R@1 {100 * r['text->image R@1']:.2f}%", flush=True)
 
+    launch = launch_from_args(args, jobs=args.jobs)
+    announce(args, launch, args.out)
     results = run_clip_compare(args.out, _clip_spec(args, pools[0], 0), pools,
-                               list(range(args.seeds)), jobs=args.jobs, on_cell=on_cell)
+                               list(range(args.seeds)), launch=launch, on_cell=on_cell,
+                               on_status=StatusBar(args, len(pools) * args.seeds))
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
     report = write_clip_report(args.out, results, command)
     text = report.read_text()
@@ -499,8 +495,11 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(f"  {cell['pool']} seed {cell['seed']}: top-1 {100 * record['accuracy']:.2f}%, "
               f"Recall@1 {100 * record['retrieval']['recall@1']:.2f}% ({status})", flush=True)
 
+    launch = launch_from_args(args)
+    announce(args, launch, args.out)
     meta, records = run_probe(spec, args.out, on_batch=lambda split, step, total: bar(
-        step, total), on_cell=on_cell)
+        step, total), on_cell=on_cell, launch=launch,
+        on_status=StatusBar(args, len(spec.pools) * spec.seeds))
     print(f"tokens: {meta['shapes']['train']} train, {meta['shapes']['test']} test "
           f"({spec.dtype}), computed once in {meta['seconds']:.1f} s; all heads "
           f"{time.perf_counter() - start:.1f} s in this call")
@@ -535,6 +534,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--workers", type=int, default=0,
                        help="DataLoader worker processes, for training and evaluation (0)")
     train.add_argument("--out", required=True, help="run folder (resumes if it exists)")
+    add_launcher_arguments(train, gpus=1, training=True)
     train.set_defaults(run=_cmd_train)
 
     retrieval = sub.add_parser("retrieval", help="class-disjoint retrieval: train on half of "
@@ -572,6 +572,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                          help="cells trained in parallel processes")
     compare.add_argument("--out", required=True, help="grid folder (resumes cell by cell)")
     compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    add_launcher_arguments(compare, gpus=1)
     compare.set_defaults(run=_cmd_compare)
 
     export = sub.add_parser("export", help="export a trained run to ONNX or TorchScript",
@@ -613,6 +614,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     clip_compare.add_argument("--jobs", type=positive_int, default=1,
                               help="runs trained in parallel processes")
     clip_compare.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    add_launcher_arguments(clip_compare, gpus=1)
     clip_compare.set_defaults(run=_cmd_clip_compare)
 
     recipe = sub.add_parser(
@@ -637,11 +639,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
         "several seeds and score k-NN retrieval on the pooled features: one table with the "
         "learned p. Resumable; the backbone never runs twice for the same configuration.")
     probe.add_argument("--model", required=True, help="a timm ViT name")
-    for name, kind in ARCH_OPTIONS:
-        probe.add_argument("--" + name.replace("_", "-"), type=positive_int if kind is int
-                           else positive_float, default=None,
-                           help=f"timm's {name} (default: the model's own"
-                           + (", or the data's image size)" if name == "img_size" else ")"))
+    _add_arch_options(probe)
     weights = probe.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", action="store_true",
                          help="timm's pretrained weights (needs the hub or timm's cache)")
@@ -664,6 +662,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     probe.add_argument("--threads", type=positive_int, default=None,
                        help="torch threads (default: torch's)")
     probe.add_argument("--out", required=True, help="probe folder (tokens, cells, report)")
+    add_launcher_arguments(probe, gpus=0)
     probe.set_defaults(run=_cmd_probe)
 
     gnd = sub.add_parser(

@@ -13,9 +13,7 @@ import csv
 import dataclasses
 import io
 import json
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +21,8 @@ import numpy as np
 
 from poolwise._figures import figure, save_figure
 from poolwise._io import write_json, write_text
-from poolwise._procs import process_pool
 from poolwise._tables import markdown_table, mean_std
+from poolwise.runs import Cell, Grid, Launch, ordered
 from poolwise.stats import paired_comparison, summarise
 
 if TYPE_CHECKING:
@@ -49,12 +47,9 @@ def cell_dir(out: Path, pool: str, seed: int) -> Path:
     return Path(out) / f"{pool}-seed{seed}"
 
 
-def _run_cell(runner: Callable, spec_type: type, spec_json: dict, run_dir: str,
-              threads: int) -> dict:
-    import torch
-
-    torch.set_num_threads(threads)
-    return runner(spec_type(**spec_json), run_dir)
+def _run_cell(runner: Callable[..., dict], spec: Any, run_dir: str,
+              on_epoch: Callable[[dict], None] | None = None) -> dict:
+    return runner(spec, run_dir, on_epoch=on_epoch)
 
 
 def run_grid(
@@ -65,39 +60,40 @@ def run_grid(
     runner: Callable[..., dict],
     *,
     jobs: int = 1,
+    launch: Launch | None = None,
     on_cell: Callable[[str, int, dict], None] | None = None,
     on_epoch: Callable[[str, int, dict], None] | None = None,
+    on_status: Callable[[dict[str, int]], None] | None = None,
 ) -> list[dict]:
     """Runs ``runner(spec, run_dir, on_epoch=...)`` for every (pool, seed) cell, ``jobs``
-    processes at a time (``runner`` must be a module-level function, the spec a dataclass with
-    ``to_json``), and returns the results in (pool, seed) order."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
+    processes at a time (:func:`poolwise.runs.local_executor`; ``runner`` must be a
+    module-level function, the spec a picklable dataclass), or as ``launch`` says (SLURM
+    included: ``on_status`` hears the counts of pending / running / done / failed cells), and
+    returns the results in (pool, seed) order."""
+    if launch is not None and jobs != 1:
+        raise ValueError("give jobs or launch, not both")
+    launch = launch or Launch(jobs=jobs)
     out = Path(out)
-    cells = [(pool, seed) for pool in pools for seed in seeds]
-    specs = {c: dataclasses.replace(base, pool=c[0], seed=c[1]) for c in cells}
-    results: dict[tuple[str, int], dict] = {}
-    if jobs <= 1:
-        for pool, seed in cells:
-            callback = None if on_epoch is None else (lambda r, p=pool, s=seed: on_epoch(p, s, r))
-            results[(pool, seed)] = runner(specs[(pool, seed)], cell_dir(out, pool, seed),
-                                           on_epoch=callback)
-            if on_cell is not None:
-                on_cell(pool, seed, results[(pool, seed)])
-    else:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with process_pool(jobs) as pool_exec:
-            futures = {
-                pool_exec.submit(_run_cell, runner, type(base), specs[c].to_json(),
-                                 str(cell_dir(out, *c)), threads): c
-                for c in cells
-            }
-            for future in as_completed(futures):
-                cell = futures[future]
-                results[cell] = future.result()
-                if on_cell is not None:
-                    on_cell(cell[0], cell[1], results[cell])
-    return [results[c] for c in cells]
+    cells = {}
+    for pool in pools:
+        for seed in seeds:
+            run_dir = cell_dir(out, pool, seed)
+            cells[run_dir.name] = (pool, seed)
+    grid = Grid(_run_cell, runner, [
+        Cell(name, (dataclasses.replace(base, pool=pool, seed=seed), str(out / name)))
+        for name, (pool, seed) in cells.items()])
+
+    def live(cell: Cell) -> dict:
+        pool, seed = cells[cell.name]
+        return {"on_epoch": None if on_epoch is None else
+                (lambda r, p=pool, s=seed: on_epoch(p, s, r))}
+
+    def finished(cell: Cell, result: dict) -> None:
+        if on_cell is not None:
+            on_cell(*cells[cell.name], result)
+
+    executor = launch.executor(out, on_status=on_status)
+    return ordered(grid, executor.run(grid, on_result=finished, live=live))
 
 
 def retrieval_record(result: dict) -> dict:

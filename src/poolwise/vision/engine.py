@@ -24,7 +24,7 @@ Classification (:mod:`poolwise.vision.train`) and CLIP-style learning
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -38,17 +38,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from poolwise._io import (
-    atomic_path,
-    check_settings,
-    lock_folder,
-    read_json,
-    remove_stale_temps,
-    save_safetensors,
-    write_json,
-    write_text,
-)
-from poolwise.vision.models import param_groups
+from poolwise._io import atomic_path, safetensors_bytes, write_bytes
+from poolwise.runs import RunFolder
+from poolwise.vision.models import P_LR_MULT, param_groups
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -92,40 +84,51 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 # --- the run folder --------------------------------------------------------------------------
 
 
+def run_folder(run_dir: Path) -> RunFolder:
+    """A training run's folder: settings ``run.json``, finished record ``result.json``."""
+    return RunFolder(run_dir, what="run", records="result.json", item="run result")
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """While a run trains, rank 0 holds its folder's lock (a second run on it refuses, see
-    :func:`poolwise._io.lock_folder`) after removing temporary files a killed run left."""
+    """While a run trains, rank 0 holds its folder (a second run on it refuses, see
+    :meth:`poolwise.runs.RunFolder.hold`); other ranks hold nothing."""
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
-    with lock_folder(run_dir):
-        remove_stale_temps(run_dir)
+    with run_folder(run_dir).hold():
         yield
 
 
 def open_run(run_dir: Path, spec: Any) -> tuple[int, int, bool, dict | None]:
     """Rank, world size, whether this call created the process group, and the finished result
-    (``{}`` on ranks other than 0) when ``result.json`` exists, else None. Rank 0 creates the
-    folder and refuses a spec other than the one recorded there."""
+    (``{}`` on ranks other than 0) when ``result.json`` is finished, else None. Rank 0 creates
+    the folder, refuses a spec other than the one recorded there, and removes a
+    ``result.json`` whose weights do not match it (the run then finishes again from its
+    checkpoint)."""
     rank, world, created = distributed()
+    folder = run_folder(run_dir)
+    finished = None
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        check_settings(run_dir / "run.json", spec.to_json(), "run")
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.check_settings(spec.to_json())
+        finished, problem = folder.finished()
+        if problem is not None:
+            folder.record_path().unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
-    if not (run_dir / "result.json").exists():
+    if not folder.record_path().exists():
         return rank, world, created, None
     if created:
         dist.destroy_process_group()
-    return rank, world, created, (
-        read_json(run_dir / "result.json", "run result") if rank == 0 else {})
+    return rank, world, created, finished if rank == 0 else {}
 
 
 def record_spec(run_dir: Path, spec: Any) -> None:
     """Writes ``run.json`` once the run is known to be valid (its model built); rank 0 only."""
-    if int(os.environ.get("RANK", "0")) == 0 and not (run_dir / "run.json").exists():
-        write_json(run_dir / "run.json", spec.to_json())
+    folder = run_folder(run_dir)
+    if int(os.environ.get("RANK", "0")) == 0 and not folder.settings_path.exists():
+        folder.write_settings(spec.to_json())
 
 
 # --- optimisation ----------------------------------------------------------------------------
@@ -141,7 +144,7 @@ class StepConfig:
     weight_decay: float = 0.05
     opt: str = "adamw"
     layer_decay: float | None = None
-    p_lr_mult: float = 1.0
+    p_lr_mult: float = P_LR_MULT
     sched: str = "cosine"
     warmup_epochs: float = 1.0
     warmup_lr: float = 0.0
@@ -295,13 +298,21 @@ def save_epoch(run_dir: Path, trainer: Trainer, epoch: int, history: list[dict])
     """The resumable state (``checkpoint.pt``) and ``log.jsonl``, both written atomically."""
     with atomic_path(run_dir / "checkpoint.pt") as tmp:
         torch.save({"trainer": trainer.state_dict(), "epoch": epoch, "history": history}, tmp)
-    write_text(run_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    run_folder(run_dir).rewrite_log(history)
 
 
-def save_final(run_dir: Path, trainer: Trainer, result: dict) -> None:
+def save_final(run_dir: Path, trainer: Trainer, result: dict) -> dict:
     """``model.safetensors`` (and ``model_ema.safetensors``) then ``result.json``, which is
-    written last: it marks a finished run."""
-    save_safetensors(run_dir / "model.safetensors", trainer.model.state_dict())
+    written last: it marks a finished run and records the weights' sha256 (``weights``,
+    ``weights_ema``). Returns the result as written."""
+    files = {"weights": _save_weights(run_dir / "model.safetensors", trainer.model)}
     if trainer.ema is not None:
-        save_safetensors(run_dir / "model_ema.safetensors", trainer.ema.module.state_dict())
-    write_json(run_dir / "result.json", result)
+        files["weights_ema"] = _save_weights(run_dir / "model_ema.safetensors",
+                                             trainer.ema.module)
+    return run_folder(run_dir).finish("", result, files)
+
+
+def _save_weights(path: Path, model: nn.Module) -> tuple[Path, str]:
+    data = safetensors_bytes(model.state_dict())
+    write_bytes(path, data)
+    return path, hashlib.sha256(data).hexdigest()

@@ -30,6 +30,10 @@ from poolwise.pooling import create_pool, pool_info
 from poolwise.pooling.modules import learned_exponents
 
 NORM_PLACEMENTS = ("tokens", "pooled")
+# The default lr multiplier of the pools' exponents p, for every run type and `param_groups`:
+# with Adam a step moves p by about lr, so at lr 1e-3 and p = 3 an unscaled p barely moves in a
+# short run.
+P_LR_MULT = 10.0
 
 
 def _is_identity(module: nn.Module | None) -> bool:
@@ -385,7 +389,7 @@ def describe_model(model: PooledModel) -> dict:
 
 
 def param_groups(
-    model: nn.Module, *, lr: float, weight_decay: float, p_lr_mult: float = 1.0,
+    model: nn.Module, *, lr: float, weight_decay: float, p_lr_mult: float = P_LR_MULT,
     layer_decay: float | None = None, with_lr: bool = True,
 ) -> list[dict]:
     """Optimizer groups from timm's own grouping, with the pools' exponents p apart.

@@ -31,19 +31,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from poolwise._io import (
-    atomic_path,
-    check_settings,
-    lock_folder,
-    read_json,
-    remove_stale_temps,
-    sha256_file,
-    write_json,
-)
-from poolwise.pooling import create_pool, list_pools
-from poolwise.pooling.modules import GGeM
+from poolwise._io import atomic_path, read_json, sha256_file, write_json
+from poolwise.pooling import create_pool, list_pools, pool_info
+from poolwise.pooling.modules import learned_exponents
 from poolwise.pooling.registry import COMPARED
+from poolwise.runs import Cell, Grid, Launch, RunFolder
 from poolwise.vision.dependence import group_dependence
+from poolwise.vision.models import P_LR_MULT
 from poolwise.vision.retrieval import retrieval_metrics
 
 DTYPES = ("float16", "float32")
@@ -67,7 +61,7 @@ class ProbeSpec:
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    p_lr_mult: float = 10.0
+    p_lr_mult: float = P_LR_MULT
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -261,12 +255,12 @@ def probe_cell(spec: ProbeSpec, out: Path, meta: dict, pool: str, seed: int) -> 
         "accuracy": float((logits.argmax(1) == test_y).float().mean()),
         "loss": float(nn.functional.cross_entropy(logits, test_y)),
         "retrieval": retrieval_metrics(embeddings, test_y),
-        "p": head.pool.effective_p().tolist() if isinstance(head.pool, GGeM) else None,
+        "p": None if (p := learned_exponents(head.pool)) is None else p.tolist(),
         "parameters": sum(q.numel() for q in head.parameters() if q.requires_grad),
         "train_seconds": train_seconds, "n": len(test_y),
     }
     heads = meta["num_heads"]
-    if heads and heads > 1 and pool != "token":
+    if heads and heads > 1 and not pool_info(pool).cls_token:
         with torch.inference_mode():
             pooled = head.pool(torch.from_numpy(np.asarray(test_x[:2048], dtype=np.float32)))
         result["dependence"] = group_dependence(pooled, heads)["mean"]
@@ -280,35 +274,53 @@ def run_probe(
     device: torch.device | None = None,
     on_batch: Callable[[str, int, int], None] | None = None,
     on_cell: Callable[[dict, bool], None] | None = None,
+    launch: Launch | None = None,
+    on_status: Callable[[dict[str, int]], None] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Caches the tokens (once), then probes every pool x seed (resumably).
+    """Caches the tokens (once, in this process), then probes every pool x seed (resumably),
+    one after the other here or as ``launch`` says (SLURM: one array element per cell,
+    ``on_status`` hears the counts of pending / running / done / failed cells).
 
     Returns:
         (the token cache's meta, every cell's record in (pool, seed) order).
     """
-    out = Path(out)
-    with lock_folder(out):
-        remove_stale_temps(out)
-        spec_path = out / "probe_spec.json"
-        check_settings(spec_path, spec.to_json(), "probe", ignore=("pools", "seeds"))
-        meta = cache_tokens(spec, out, device=device, on_batch=on_batch)
-        write_json(spec_path, spec.to_json())
-        records = []
-        threads = torch.get_num_threads()
+    folder = probe_folder(out)
+    with folder.hold():
+        folder.check_settings(spec.to_json(), ignore=("pools", "seeds"))
+        meta = cache_tokens(spec, folder.path, device=device, on_batch=on_batch)
+        folder.write_settings(spec.to_json())
+        cells, done = [], {}
         for pool in spec.pools:
             for seed in range(spec.seeds):
-                path = out / "cells" / f"{pool}-seed{seed}.json"
-                resumed = path.is_file()
-                if resumed:
-                    record = read_json(path, "probe cell")
+                name = f"{pool}-seed{seed}"
+                record, _ = folder.finished(name)
+                if record is None:
+                    cells.append(Cell(name, (pool, seed)))
                 else:
-                    record = probe_cell(spec, out, meta, pool, seed)
-                    record["torch_threads"] = threads
-                    write_json(path, record)
-                records.append(record)
-                if on_cell is not None:
-                    on_cell(record, resumed)
-    return meta, records
+                    done[name] = record
+                    if on_cell is not None:
+                        on_cell(record, True)
+        grid = Grid(_probe_cell, (spec, str(folder.path), meta), cells)
+        executor = (launch or Launch()).executor(folder.path, on_status=on_status)
+        done.update(executor.run(
+            grid, on_result=None if on_cell is None else lambda cell, r: on_cell(r, False)))
+    names = [f"{pool}-seed{seed}" for pool in spec.pools for seed in range(spec.seeds)]
+    return meta, [done[name] for name in names]
+
+
+def probe_folder(out: str | Path) -> RunFolder:
+    """A probe's folder: settings ``probe_spec.json``, one record ``cells/<pool>-seed<k>.json``
+    per cell."""
+    return RunFolder(out, what="probe", settings="probe_spec.json",
+                     records="cells/{name}.json", item="probe cell")
+
+
+def _probe_cell(shared: tuple, pool: str, seed: int) -> dict:
+    """One pool x seed as a grid cell: trains and scores the head, writes its record."""
+    spec, out, meta = shared
+    record = probe_cell(spec, Path(out), meta, pool, seed)
+    record["torch_threads"] = torch.get_num_threads()
+    return probe_folder(out).finish(f"{pool}-seed{seed}", record)
 
 
 PROBE_METRICS = (

@@ -15,10 +15,13 @@ Recipes shipped with poolwise are named by file stem (``poolwise vision recipes`
 from __future__ import annotations
 
 import dataclasses
-import sys
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from poolwise._io import read_toml
 
 SHIPPED = Path(__file__).parent / "recipes"
 
@@ -26,16 +29,6 @@ SHIPPED = Path(__file__).parent / "recipes"
 def shipped_recipes() -> dict[str, Path]:
     """Name -> file of the recipes shipped inside the package."""
     return {p.stem: p for p in sorted(SHIPPED.glob("*.toml"))}
-
-
-def _toml():
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return tomllib
-    import tomli
-
-    return tomli
 
 
 def read_recipe(name_or_path: str | Path) -> tuple[Path, dict]:
@@ -52,12 +45,7 @@ def read_recipe(name_or_path: str | Path) -> tuple[Path, dict]:
             raise FileNotFoundError(f"recipe {name_or_path}: no such file and no shipped recipe "
                                     f"of that name (shipped: {', '.join(shipped)})")
         path = shipped[str(name_or_path)]
-    toml = _toml()
-    try:
-        with open(path, "rb") as f:
-            return path, toml.load(f)
-    except toml.TOMLDecodeError as error:
-        raise ValueError(f"{path}: not a valid TOML recipe ({error})") from None
+    return path, read_toml(path, "TOML recipe")
 
 
 def _accepts(annotation, value) -> bool:
@@ -109,3 +97,49 @@ def check_recipe(table: dict, spec_type: type, source: str) -> dict:
             raise ValueError(f"{source}: {key} = {value!r} is not a valid value for {key} "
                              f"(expected {hints[key]})")
     return table if preset is None else {**table, "preset": preset}
+
+
+def resolve_spec(options: Mapping[str, Any], *, recipe: str | Path | None = None,
+                 preset: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
+                 defaults: Mapping[str, Any] | None = None) -> Any:
+    """The :class:`~poolwise.vision.train.RunSpec` of a run, from lowest to highest
+    precedence: RunSpec's defaults, ``defaults`` (a command's own, e.g. its epochs), the
+    recipe file (a path or a shipped recipe's name), ``options`` (RunSpec fields given by the
+    user; None values are ignored), with ``model_kwargs`` (architecture options) over the
+    recipe's ``[model_kwargs]``. Without a model: the default small ViT and its preset. The
+    preset (``preset`` over the recipe's) resizes a ViT where asked; a ViT's ``img_size``
+    defaults to the data's image size. ``vision train``, ``retrieval`` and ``compare`` call
+    exactly this, so a Python caller reproduces a command's run.
+
+    Raises:
+        FileNotFoundError, ValueError: naming the recipe file and key at fault.
+    """
+    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, VIT_PREFIXES, apply_preset
+    from poolwise.vision.train import RunSpec
+
+    values = dict(defaults or {})
+    if recipe is not None:
+        path, table = read_recipe(recipe)
+        table = check_recipe(table, RunSpec, str(path))
+        preset = preset or table.pop("preset", None)
+        values.update(table)
+    names = {f.name for f in dataclasses.fields(RunSpec)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ValueError(f"unknown run option(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(names))}")
+    values.update({k: v for k, v in options.items() if v is not None})
+    kwargs = dict(values.pop("model_kwargs", {}))
+    kwargs.update({k: v for k, v in (model_kwargs or {}).items() if v is not None})
+    model = values.get("model")
+    if model is None:
+        model, preset = DEFAULT_MODEL, preset or DEFAULT_PRESET
+    values["model"] = model
+    kwargs = apply_preset(preset, model, kwargs, pretrained=bool(values.get("pretrained")),
+                          checkpoint=values.get("checkpoint"))
+    data = values.setdefault("data", "embedded")
+    if model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
+        from poolwise.vision.data import load_images
+
+        kwargs["img_size"] = load_images(data)["train"].image_size
+    return RunSpec(model_kwargs=kwargs, **values)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from poolwise._io import read_json, write_json
+from poolwise.runs import Cell, Grid, Launch
 from poolwise.vision import engine
 from poolwise.vision.data import (
     ArrayImages,
@@ -38,7 +39,7 @@ from poolwise.vision.data import (
     random_crop_flip,
 )
 from poolwise.vision.dependence import group_dependence
-from poolwise.vision.models import PooledModel, create_model, describe_model
+from poolwise.vision.models import P_LR_MULT, PooledModel, create_model, describe_model
 from poolwise.vision.retrieval import retrieval_metrics
 
 
@@ -81,7 +82,7 @@ class RunSpec:
     lr: float = 1e-3
     weight_decay: float = 0.05
     layer_decay: float | None = None
-    p_lr_mult: float = 1.0
+    p_lr_mult: float = P_LR_MULT
     sched: str = "cosine"
     warmup_epochs: float = 1.0
     warmup_lr: float = 0.0
@@ -288,6 +289,24 @@ def run_classification(
                                    on_batch=on_batch, workers=workers, on_model=on_model)
 
 
+def launch_classification(spec: RunSpec, run_dir: str | Path, launch: Launch, *,
+                          workers: int = 0,
+                          on_status: Callable[[dict[str, int]], None] | None = None) -> dict:
+    """:func:`run_classification` as ``launch`` says: here, or as one SLURM job of
+    ``nodes x tasks_per_node`` tasks (DistributedDataParallel across them, rendezvous from
+    SLURM's environment; the run folder is the job's checkpoint, so a job that SLURM's warning
+    signal requeues resumes from its last epoch). Returns rank 0's result."""
+    if launch.launcher == "local":
+        return run_classification(spec, run_dir, workers=workers)
+    grid = Grid(_classification_cell, (spec, str(run_dir), workers), [Cell("train")])
+    return launch.executor(run_dir, on_status=on_status).run(grid)["train"]
+
+
+def _classification_cell(shared: tuple) -> dict:
+    spec, run_dir, workers = shared
+    return run_classification(spec, run_dir, workers=workers)
+
+
 def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_batch,
                         workers, on_model) -> dict:
     rank, world, created, finished = engine.open_run(run_dir, spec)
@@ -399,8 +418,7 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
         "train_seconds": float(np.sum([h["seconds"] for h in history])),
         "classes": list(train.classes), "history": history,
     })
-    engine.save_final(run_dir, trainer, result)
-    return result
+    return engine.save_final(run_dir, trainer, result)
 
 
 def load_trained(

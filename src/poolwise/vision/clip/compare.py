@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from poolwise._io import write_json, write_text
 from poolwise.vision.clip.train import ClipSpec, run_clip
@@ -18,9 +19,10 @@ HEADLINE = ("image->text R@1", "text->image R@1", "zero-shot accuracy")
 
 
 def run_clip_compare(out: str | Path, base: ClipSpec, pools: Sequence[str],
-                     seeds: Sequence[int], *, jobs: int = 1,
-                     on_cell: Callable[[str, int, dict], None] | None = None) -> list[dict]:
-    return run_grid(out, base, pools, seeds, run_clip, jobs=jobs, on_cell=on_cell)
+                     seeds: Sequence[int], **kwargs: Any) -> list[dict]:
+    """The pools x seeds grid of CLIP runs (:func:`poolwise.vision.compare.run_grid`, whose
+    keywords it takes: ``jobs`` or ``launch``, ``on_cell``, ``on_status``)."""
+    return run_grid(out, base, pools, seeds, run_clip, **kwargs)
 
 
 def write_clip_report(out: str | Path, results: Sequence[dict], command: str) -> Path:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from poolwise._io import write_json
+from poolwise.pooling import channel_groups, learned_exponents
 from poolwise.vision import engine
 from poolwise.vision.clip.data import (
     FASHION_MNIST_NAMES,
@@ -34,6 +35,7 @@ from poolwise.vision.clip.data import (
 from poolwise.vision.clip.metrics import image_text_recall, zero_shot_accuracy
 from poolwise.vision.clip.towers import create_clip, pool_of
 from poolwise.vision.data import random_crop_flip
+from poolwise.vision.models import P_LR_MULT
 
 MAX_LOGIT_SCALE = math.log(100.0)
 # a CPU-sized dual encoder for 28x28 images: ViT 7x7 patches, width 96, 4 blocks of 6 heads;
@@ -59,7 +61,7 @@ class ClipSpec:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
-    p_lr_mult: float = 10.0
+    p_lr_mult: float = P_LR_MULT
     warmup_epochs: float = 1.0
     augment: bool = True
     seed: int = 0
@@ -176,7 +178,7 @@ def describe_clip(model: nn.Module, spec: ClipSpec) -> dict:
         "image_parameters": sum(p.numel() for p in visual.parameters()),
         "patch_grid": list(getattr(visual, "grid_size", ()) or ()) or None,
         "pool": spec.pool,
-        "groups": getattr(pool, "groups", None) if spec.pool in ("ggem", "gem", "cgem") else None,
+        "groups": channel_groups(pool),
         "embed_dim": int(model.text_projection.shape[1]) if hasattr(model, "text_projection")
         else None,
     }
@@ -280,10 +282,9 @@ def _run_clip(spec: ClipSpec, run_dir: Path, *, device, on_epoch, on_batch, on_m
                    "train_seconds": float(np.sum([h["seconds"] for h in history])),
                    "test_images": len(test.images), "test_captions": len(test.captions),
                    "processes": world})
-    engine.save_final(run_dir, trainer, result)
-    return result
+    return engine.save_final(run_dir, trainer, result)
 
 
 def _p(model) -> list[float] | None:
-    pool = pool_of(model)
-    return pool.effective_p().detach().tolist() if hasattr(pool, "effective_p") else None
+    p = learned_exponents(pool_of(model))
+    return None if p is None else p.detach().tolist()
