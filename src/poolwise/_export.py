@@ -20,10 +20,58 @@ from torch import nn
 from poolwise._io import atomic_path
 from poolwise.kernels import use_native
 
+EXPORT_FOLDER = "export"
+MARKER = "poolwise_export"  # key of every export's sidecar JSON
+
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 DEPRECATED = {"torchscript": "TorchScript is in maintenance mode in PyTorch; export to ONNX "
                              "(--format onnx) for new deployments"}
+
+
+def sidecar(out: Path) -> Path:
+    """The JSON file beside an exported graph: ``<out>.json``."""
+    return out.with_name(out.name + ".json")
+
+
+def export_target(out: str | Path | None, source: Path, fmt: str) -> Path:
+    """Where an export of ``source`` (a run's weights file) goes, checked before any work.
+
+    Default: ``<source's folder>/export/<source's stem><suffix>``, a folder no reader of the
+    run looks into. A given ``out`` must be a file name whose file and sidecar are absent or
+    an earlier poolwise export (replaced); never a folder, the source, or another file.
+
+    Raises:
+        ValueError: naming ``out`` and what to do instead.
+    """
+    check_format(fmt)
+    source = Path(source)
+    if out is None:
+        return source.parent / EXPORT_FOLDER / (source.stem + SUFFIXES[fmt])
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name, e.g. "
+                         f"{out / (source.stem + SUFFIXES[fmt])}")
+    for path in (out, sidecar(out)):
+        if path.exists() and path.resolve() == source.resolve():
+            raise ValueError(f"--out {out} would overwrite the weights being exported; give "
+                             "another file name")
+    if out.exists() or sidecar(out).exists():
+        earlier = _is_export(sidecar(out))
+        if not earlier:
+            taken = out if out.exists() else sidecar(out)
+            raise ValueError(f"--out {out}: {taken} exists and is not a poolwise export; give "
+                             "another file name (nothing was written)")
+    return out
+
+
+def _is_export(path: Path) -> bool:
+    import json
+
+    try:
+        return MARKER in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def check_format(fmt: str) -> None:

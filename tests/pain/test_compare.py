@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _cohorts import small_cohort
 
 from poolwise.cli import main
 from poolwise.pain.compare import compare_runs
-from poolwise.pain.data.readers import load_dataset
-from poolwise.pain.data.synth import write_synthetic_cohort
 from poolwise.pain.run_config import LosoConfig
 
 OPTIONS = ["--epochs", "1", "--batch-size", "16", "--select-subjects", "2", "--threads", "1"]
@@ -21,13 +19,8 @@ OPTIONS = ["--epochs", "1", "--batch-size", "16", "--select-subjects", "2", "--t
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("compare")
-    write_synthetic_cohort(root / "cohort", n_subjects=4, seed=3, n_healthy=2)
-    dataset = load_dataset(root / "cohort")
-    keep = np.zeros(len(dataset), bool)
-    for s in dataset.subjects:
-        for label, n in ((1, 6), (0, 10)):
-            keep[np.flatnonzero((dataset.subject == s) & (dataset.y == label))[:n]] = True
-    return dataset.subset(keep).save(root / "small.npz")
+    dataset = small_cohort(root / "cohort", n_subjects=4, seed=3, per_class=(10, 6))
+    return dataset.save(root / "small.npz")
 
 
 def files(folder: Path) -> dict[str, bytes]:

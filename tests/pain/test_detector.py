@@ -112,6 +112,10 @@ def test_export_cli(tmp_path, capsys):
     path, _ = make_detector(tmp_path, "cnn_tap")
     with pytest.warns(FutureWarning, match="TorchScript"):
         assert main(["pain", "export", str(path), "--format", "torchscript"]) == 0
-    assert (tmp_path / "cnn_tap.pt").is_file() and "wrote" in capsys.readouterr().out
+    assert (tmp_path / "export" / "cnn_tap.pt").is_file() and "wrote" in capsys.readouterr().out
+    with pytest.warns(FutureWarning, match="TorchScript"):  # an earlier export is replaced
+        assert main(["pain", "export", str(path), "--format", "torchscript"]) == 0
+    assert main(["pain", "export", str(path), "--out", str(path)]) == 2
+    assert "would overwrite the weights being exported" in capsys.readouterr().err
     assert main(["pain", "export", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors does not exist" in capsys.readouterr().err

@@ -10,14 +10,13 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _cohorts import small_cohort
 from _proc import children, survivors_of_sigkill
 
 from poolwise._io import FolderBusyError, lock_folder
 from poolwise.cli import main
 from poolwise.pain.data.readers import load_dataset
-from poolwise.pain.data.synth import write_synthetic_cohort
 from poolwise.pain.explain import explain_run
 from poolwise.pain.loso import LosoConfig, run_loso
 from poolwise.pain.train import TrainConfig
@@ -48,13 +47,8 @@ KILLER = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
-    write_synthetic_cohort(root / "cohort", n_subjects=5, seed=11, n_healthy=2)
-    dataset = load_dataset(root / "cohort")
-    keep = np.zeros(len(dataset), bool)
-    for s in dataset.subjects:  # 8 protective and 12 other windows per subject at most
-        for label, n in ((1, 8), (0, 12)):
-            keep[np.flatnonzero((dataset.subject == s) & (dataset.y == label))[:n]] = True
-    return dataset.subset(keep).save(root / "small.npz")
+    dataset = small_cohort(root / "cohort", n_subjects=5, seed=11, per_class=(12, 8))
+    return dataset.save(root / "small.npz")
 
 
 def loso_args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from _cohorts import small_cohort
 
 from poolwise.pain import folds as folds_module
 from poolwise.pain import loso as loso_module
-from poolwise.pain.data.readers import load_dataset
-from poolwise.pain.data.synth import write_synthetic_cohort
 from poolwise.pain.detector import Detector
 from poolwise.pain.loso import (
     LosoConfig,
@@ -22,13 +21,8 @@ from poolwise.pain.train import TrainConfig, class_weights
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cohort")
-    write_synthetic_cohort(root, n_subjects=6, seed=3, n_healthy=2)
-    dataset = load_dataset(root)
-    keep = np.zeros(len(dataset), bool)
-    for s in dataset.subjects:  # 24 windows per subject keep the folds fast
-        keep[np.flatnonzero(dataset.subject == s)[:24]] = True
-    return dataset.subset(keep)
+    return small_cohort(tmp_path_factory.mktemp("cohort"), n_subjects=6, seed=3,
+                        per_subject=24)
 
 
 def _config(**kw):

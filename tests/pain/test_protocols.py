@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from _cohorts import small_cohort
 
 from poolwise.pain.augment import apply_zscore, fit_zscore
-from poolwise.pain.data.readers import load_dataset
-from poolwise.pain.data.synth import write_synthetic_cohort
 from poolwise.pain.protocols import (
     CHALLENGE_FOLD,
     PROTOCOLS,
@@ -22,13 +21,8 @@ from poolwise.pain.protocols import (
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cohort")
-    write_synthetic_cohort(root, n_subjects=6, seed=3, n_healthy=2)
-    dataset = load_dataset(root)
-    keep = np.zeros(len(dataset), bool)
-    for s in dataset.subjects:
-        keep[np.flatnonzero(dataset.subject == s)[:24]] = True
-    return dataset.subset(keep)
+    return small_cohort(tmp_path_factory.mktemp("cohort"), n_subjects=6, seed=3,
+                        per_subject=24)
 
 
 def test_fold_seed_depends_on_seed_and_subject_only():
@@ -137,3 +131,16 @@ def test_a_fold_whose_training_windows_lack_a_class_is_refused(cohort):
     split = {"train": ["C01", "C02"], "validation": ["P01"], "test": ["P02"]}
     with pytest.raises(ValueError, match="the split's training subjects have no window"):
         Challenge(split=split).check_fold(only_p01, CHALLENGE_FOLD)
+
+
+def test_a_runs_fold_records_are_its_own_folds_only(tmp_path):
+    from poolwise.pain.folds import fold_records
+
+    config = {"protocol": "clean", "data": {"subjects": ["C01", "P01", "P02"]}}
+    for name in ("fold_P01.json", "fold_C01.json", "fold_C01.onnx.json", "fold_X9.json"):
+        (tmp_path / name).write_text("{}")
+    assert fold_records(tmp_path, config) == [tmp_path / "fold_C01.json",
+                                              tmp_path / "fold_P01.json"]
+    (tmp_path / "fold_challenge.json").write_text("{}")
+    assert fold_records(tmp_path, {**config, "protocol": "challenge"}) == [
+        tmp_path / "fold_challenge.json"]

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+from _cohorts import small_cohort
 
 from poolwise.cli import main
 from poolwise.pain.data.readers import load_dataset
-from poolwise.pain.data.synth import write_synthetic_cohort
 
 SLURM = ["--launcher", "slurm", "--slurm-cpus", "1", "--slurm-time", "10"]
 
@@ -27,13 +26,8 @@ def files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
-    write_synthetic_cohort(root / "cohort", n_subjects=4, seed=5, n_healthy=2)
-    dataset = load_dataset(root / "cohort")
-    keep = np.zeros(len(dataset), bool)
-    for s in dataset.subjects:
-        for label, n in ((1, 6), (0, 10)):
-            keep[np.flatnonzero((dataset.subject == s) & (dataset.y == label))[:n]] = True
-    return dataset.subset(keep).save(root / "small.npz")
+    dataset = small_cohort(root / "cohort", n_subjects=4, seed=5, per_class=(10, 6))
+    return dataset.save(root / "small.npz")
 
 
 def loso(data: Path, out: Path, *extra: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from poolwise.cli import main
 
 TINY = ["--embed-dim", "24", "--depth", "1", "--num-heads", "2", "--batch-size", "128",
@@ -52,7 +54,7 @@ def test_resolve_spec_precedence_and_refusals(tmp_path):
     assert spec.epochs == 3  # the recipe's, over the command's default (None is not given)
     assert spec.model_kwargs["depth"] == 2 and spec.model_kwargs["patch_size"] == 7
     assert spec.p_lr_mult == RunSpec.p_lr_mult == 10.0
-    with pytest.raises(ValueError, match="unknown run option.s. learning_rate"):
+    with pytest.raises(ValueError, match=r"unknown run option\(s\) learning_rate"):
         resolve_spec({"learning_rate": 1.0})
     bad = tmp_path / "bad.toml"
     bad.write_text("lr = 'fast'\n")
@@ -94,17 +96,26 @@ def test_export_ggem_vit_matches_pytorch(tmp_path, capsys):
     with torch.no_grad():
         expected = torch.softmax(model(images), -1).numpy()
         embedding = model.forward_head(model.forward_features(images), pre_logits=True).numpy()
-    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
-    script = torch.jit.load(str(run / "model.pt"))
+    export = run / "export"  # beside the run's own files, never over them
+    session = ort.InferenceSession(str(export / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    script = torch.jit.load(str(export / "model.pt"))
     for batch in (1, 64):
         got = session.run(None, {"images": images[:batch].numpy()})[0]
         np.testing.assert_allclose(got, expected[:batch], atol=1e-5)
         np.testing.assert_allclose(script(images[:batch]).detach().numpy(), embedding[:batch],
                                    atol=1e-5)
-    graph = onnx.load(str(run / "model.onnx")).graph
+    graph = onnx.load(str(export / "model.onnx")).graph
     assert {node.domain for node in graph.node} <= {"", "ai.onnx"}  # standard ops only
     assert "Pow" in {node.op_type for node in graph.node}  # GGeM, as plain ops
-    assert json.loads((run / "model.onnx.json").read_text())["input"] == ["batch", 1, 28, 28]
+    assert json.loads((export / "model.onnx.json").read_text())["input"] == ["batch", 1, 28, 28]
+    assert main(["vision", "export", str(run)]) == 0  # an earlier export is replaced
+    for out, named in ((run / "result.json", "exists and is not a poolwise export"),
+                       (run / "model", "exists and is not a poolwise export"),  # model.json
+                       (run / "model.safetensors", "would overwrite the weights"),
+                       (run, "is a folder")):
+        assert main(["vision", "export", str(run), "--out", str(out)]) == 2
+        assert named in capsys.readouterr().err
 
 
 def test_a_named_model_is_never_resized_silently(tmp_path, capsys):
@@ -147,3 +158,24 @@ def test_every_spec_field_is_reachable_from_the_cli(tmp_path):
     arch = {"img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"}
     missing = {f.name for f in dataclasses.fields(RunSpec)} - dests - {"model_kwargs"}
     assert not missing and arch <= dests
+
+
+@pytest.mark.parametrize(("recipe", "named"), [
+    ("lr = -1", "lr = -1: must be a finite number > 0"),
+    ("lr = nan", "lr = nan: must be a finite number > 0"),
+    ("epochs = 0", "epochs = 0: must be a whole number >= 1"),
+    ("mixup_prob = 1.5", "mixup_prob = 1.5: must be a finite number >= 0 and <= 1"),
+    ("accum_steps = 0", "accum_steps = 0: must be a whole number >= 1"),
+    ("warmup_epochs = -3.0", "warmup_epochs = -3.0: must be a finite number >= 0"),
+    ("ema_decay = 1.0", "ema_decay = 1.0: must be a finite number > 0 and < 1"),
+    ('[model_kwargs]\nimg_size = "28"', "model_kwargs.img_size = '28': must be a whole number"),
+    ("[model_kwargs]\nfoo = 1", "timm's vit_tiny_patch16_224 takes no argument foo"),
+])
+def test_a_bad_recipe_value_is_named_and_leaves_no_folder(tmp_path, capsys, recipe, named):
+    path = tmp_path / "recipe.toml"
+    path.write_text(recipe + "\n")
+    out = tmp_path / "run"
+    assert main(["vision", "train", "--recipe", str(path), *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "bug in poolwise" not in err
+    assert not out.exists()  # the fixed recipe can use the same --out

@@ -243,12 +243,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from poolwise.pain.export import export_detector
 
-    checkpoint = Path(args.checkpoint)
-    from poolwise._export import SUFFIXES
-
-    suffix = SUFFIXES[args.format]
-    out = Path(args.out) if args.out else checkpoint.with_suffix(suffix)
-    path = export_detector(checkpoint, out, args.format, max_abs_z=args.max_z)
+    path = export_detector(args.checkpoint, args.out, args.format, max_abs_z=args.max_z)
     print(f"wrote {path} and {path.name}.json (input: raw windows (batch, channels, window); "
           "outputs: protective-behaviour probability, and valid: False where the window is "
           "out of range or the probability is not finite)")
@@ -530,7 +525,8 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=FORMATS, default="onnx",
                         help="onnx: torch's maintained exporter (needs poolwise[onnx]); "
                         "torchscript: deprecated (PyTorch no longer develops TorchScript)")
-    export.add_argument("--out", help="output file (default: the checkpoint's name, .onnx/.pt)")
+    export.add_argument("--out", help="output file, not one of the run's own (default: "
+                        "RUN/export/<checkpoint's name>.onnx or .pt)")
     export.add_argument("--max-z", type=positive_float, default=MAX_ABS_Z,
                         help="largest |z-score| the graph marks valid (%(default)g)")
     export.set_defaults(run=_cmd_export)

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from poolwise._io import read_json
 from poolwise.pain.augment import apply_zscore
 from poolwise.pain.data.dataset import BINARY_CLASSES, WindowDataset
+from poolwise.pain.folds import fold_records
 from poolwise.pain.loso import data_fingerprint, finished_fold
 from poolwise.pain.models import create_model
 
@@ -101,10 +102,10 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
     run_dir = Path(run_dir)
     from safetensors.torch import load_file
 
-    folds = sorted(run_dir.glob("fold_*.json"))
-    if not folds:
-        raise FileNotFoundError(f"{run_dir}: no fold_*.json files (run poolwise pain loso first)")
     config = read_json(run_dir / "run.json", "LOSO run")
+    folds = fold_records(run_dir, config)
+    if not folds:
+        raise FileNotFoundError(f"{run_dir}: no finished fold (run poolwise pain loso first)")
     if config["data"]["fingerprint"] != data_fingerprint(dataset):
         raise ValueError(f"{run_dir}: the run was trained on other windows (fingerprint "
                          f"{config['data']['fingerprint']}, the given data's is "

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from poolwise._export import check_format, export_graph
+from poolwise import __version__
+from poolwise._export import MARKER, export_graph, export_target, sidecar
 from poolwise._io import write_text
 from poolwise.pain.constants import MAX_ABS_Z
 from poolwise.pain.detector import Detector, ProbabilityNet
@@ -50,32 +51,32 @@ class _CheckedNet(torch.nn.Module):
         return self.net.forward_checked(x)
 
 
-def export_detector(checkpoint: str | Path, out: str | Path, fmt: str = "onnx", *,
-                    max_abs_z: float = MAX_ABS_Z) -> Path:
-    """Writes ``out`` (.onnx or .pt) and ``out.json``; returns ``out``.
+def export_detector(checkpoint: str | Path, out: str | Path | None = None, fmt: str = "onnx",
+                    *, max_abs_z: float = MAX_ABS_Z) -> Path:
+    """Writes ``out`` (.onnx or .pt; default ``<run>/export/<checkpoint's stem>.onnx``, see
+    :func:`poolwise._export.export_target`) and ``out.json``; returns ``out``.
 
     Raises:
         ValueError: for a checkpoint that :func:`~poolwise.pain.detector.read_detector`
             refuses, or an unknown format; nothing is written then.
     """
-    check_format(fmt)
+    out = export_target(out, Path(checkpoint), fmt)
     detector = Detector.load(checkpoint, max_abs_z=max_abs_z)
     wrapper = _CheckedNet(detector.net).eval()
     config = detector.config
     example = torch.zeros(2, len(config.channel_names), config.window)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with _no_fastpath():
-        export_graph(wrapper, example, Path(out), fmt, input_name="windows",
+        export_graph(wrapper, example, out, fmt, input_name="windows",
                      output_names=["probability", "valid"],
                      metadata={"poolwise_detector": config.to_json()})
-    out = Path(out)
-    sidecar = {**json.loads(config.to_json()), "max_abs_z": max_abs_z,
-               "outputs": {"probability": (
-                   "P(protective) per window, (batch,)" if config.n_classes == 2 else
-                   f"P(class) per window and class, (batch, {config.n_classes}), columns in "
-                   f"the order of class_names"),
-                           "valid": "False: do not use that probability (|z| > max_abs_z, "
-                                    "NaN/inf input or a non-finite output)"}}
-    write_text(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=1,
-                                                             sort_keys=True) + "\n")
+    info = {MARKER: __version__, **json.loads(config.to_json()), "max_abs_z": max_abs_z,
+            "outputs": {"probability": (
+                "P(protective) per window, (batch,)" if config.n_classes == 2 else
+                f"P(class) per window and class, (batch, {config.n_classes}), columns in "
+                f"the order of class_names"),
+                "valid": "False: do not use that probability (|z| > max_abs_z, "
+                         "NaN/inf input or a non-finite output)"}}
+    write_text(sidecar(out), json.dumps(info, indent=1, sort_keys=True) + "\n")
     return out
 

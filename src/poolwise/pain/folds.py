@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
 from poolwise.pain.metrics import score
 from poolwise.pain.models import count_parameters, create_model, model_input_kwargs
-from poolwise.pain.protocols import FoldData, fold_seed
+from poolwise.pain.protocols import FoldData, fold_seed, protocol_type
 from poolwise.pain.run_config import LosoConfig
 from poolwise.pain.train import TrainConfig, class_probabilities, fit
 from poolwise.runs import RunFolder
@@ -49,6 +49,15 @@ def fold_folder(run_dir: Path) -> RunFolder:
 
 def fold_path(run_dir: Path, name: str) -> Path:
     return fold_folder(run_dir).record_path(name)
+
+
+def fold_records(run_dir: Path, config: Mapping) -> list[Path]:
+    """The record files present of the run's own folds (``fold_<name>.json`` for each fold of
+    its protocol on its subjects), in fold order; other files in the folder, such as an
+    exported ``fold_C01.onnx.json``, are never read as folds."""
+    kind = protocol_type(config["protocol"])
+    paths = [fold_path(run_dir, name) for name in kind.every_fold(config["data"]["subjects"])]
+    return [p for p in paths if p.is_file()]
 
 
 def chain_path(run_dir: Path, subject: str) -> Path:

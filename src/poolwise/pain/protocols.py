@@ -272,7 +272,12 @@ class Protocol:
     @classmethod
     def fold_total(cls, subjects: Sequence[str]) -> int:
         """How many folds a complete run has."""
-        return len(subjects)
+        return len(cls.every_fold(subjects))
+
+    @classmethod
+    def every_fold(cls, subjects: Sequence[str]) -> list[str]:
+        """The names of every fold of a complete run on ``subjects``."""
+        return list(subjects)
 
     def check(self, dataset: WindowDataset) -> None:
         """Raises ValueError, before any work, for data the protocol cannot split."""
@@ -387,8 +392,8 @@ class Challenge(Protocol):
         return [CHALLENGE_FOLD]
 
     @classmethod
-    def fold_total(cls, subjects: Sequence[str]) -> int:
-        return 1
+    def every_fold(cls, subjects: Sequence[str]) -> list[str]:
+        return [CHALLENGE_FOLD]
 
     def check(self, dataset: WindowDataset) -> None:
         check_split(self.split, dataset.subjects)

@@ -25,6 +25,7 @@ from poolwise._figures import figure, save_figure
 from poolwise._io import read_json, write_json, write_text
 from poolwise._tables import markdown_table, mean_std, number
 from poolwise.pain.data.dataset import BINARY_CLASSES
+from poolwise.pain.folds import fold_records
 from poolwise.pain.loso import fold_seconds
 from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
 from poolwise.pain.protocols import PROTOCOL_TYPES, Protocol, protocol_type
@@ -90,7 +91,7 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     config = read_json(path / "run.json", "run configuration")
     folds = []
-    for file in sorted(path.glob("fold_*.json")):
+    for file in fold_records(path, config):
         record = read_json(file, "fold record")
         for key in ("test_subject", "test", "metrics"):
             if key not in record:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from poolwise._io import (
+    LOCK_NAME,
     append_jsonl,
     check_settings,
     lock_folder,
@@ -83,14 +84,25 @@ class RunFolder:
         """Holds the folder's lock for the block, after removing stale temporary files (each
         removal is told to ``on_notice``).
 
+        A folder this call created is removed again when the block raises before anything
+        but the lock was written in it, so a refused run leaves no trace.
+
         Raises:
             FolderBusyError: when another process holds the lock and ``wait`` is False.
         """
-        with lock_folder(self.path, wait=wait):
-            for removed in remove_stale_temps(self.path):
-                if on_notice is not None:
-                    on_notice(f"removed {removed}, left by a killed run")
-            yield self
+        created = not self.path.exists()
+        try:
+            with lock_folder(self.path, wait=wait):
+                for removed in remove_stale_temps(self.path):
+                    if on_notice is not None:
+                        on_notice(f"removed {removed}, left by a killed run")
+                yield self
+        except BaseException:
+            if created and self.path.is_dir() and \
+                    {p.name for p in self.path.iterdir()} <= {LOCK_NAME}:
+                (self.path / LOCK_NAME).unlink(missing_ok=True)
+                self.path.rmdir()
+            raise
 
     # --- settings -----------------------------------------------------------------------------
 

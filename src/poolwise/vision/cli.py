@@ -320,12 +320,9 @@ def _cmd_dependence(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from poolwise._export import SUFFIXES
     from poolwise.vision.export import export_run
 
-    suffix = SUFFIXES[args.format]
-    out = Path(args.out) if args.out else Path(args.run_dir) / f"model{suffix}"
-    path = export_run(args.run_dir, out, args.format, embedding=args.embedding)
+    path = export_run(args.run_dir, args.out, args.format, embedding=args.embedding)
     print(f"wrote {path} and {path.name}.json")
     return 0
 
@@ -584,7 +581,8 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                         help="onnx: torch's maintained exporter (needs poolwise[onnx]); "
                         "torchscript: deprecated (PyTorch no longer develops TorchScript)")
     export.add_argument("--embedding", action="store_true", help="output the pooled embedding")
-    export.add_argument("--out", help="output file (default: RUN/model.onnx or .pt)")
+    export.add_argument("--out", help="output file, not one of the run's own (default: "
+                        "RUN/export/model.onnx or .pt)")
     export.set_defaults(run=_cmd_export)
 
     from poolwise.pooling import list_pools

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from poolwise._export import check_format, export_graph
+from poolwise import __version__
+from poolwise._export import MARKER, export_graph, export_target, sidecar
 from poolwise._io import read_json, write_text
 from poolwise.vision.train import load_splits, load_trained
 
@@ -32,10 +33,12 @@ class _Probabilities(nn.Module):
         return torch.softmax(self.model.forward_head(features), dim=-1)
 
 
-def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", *,
+def export_run(run_dir: str | Path, out: str | Path | None = None, fmt: str = "onnx", *,
                embedding: bool = False) -> Path:
-    """Writes ``out`` and ``out.json`` (the run's spec, input shape and class names)."""
-    check_format(fmt)
+    """Writes ``out`` (default ``<run>/export/model.onnx``; see
+    :func:`poolwise._export.export_target`) and ``out.json`` (the run's spec, input shape and
+    class names); returns ``out``."""
+    out = export_target(out, Path(run_dir) / "model.safetensors", fmt)
     model, spec = load_trained(run_dir)
     result = read_json(Path(run_dir) / "result.json", "run result")
     train, _ = load_splits(spec)
@@ -43,9 +46,10 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", *,
     example = torch.zeros(2, channels, size, size)
     wrapper = _Probabilities(model, embedding).eval()
     name = "embedding" if embedding else "probabilities"
-    out = export_graph(wrapper, example, Path(out), fmt, input_name="images", output_names=[name])
-    info = {"spec": spec.to_json(), "input": ["batch", channels, size, size],
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out = export_graph(wrapper, example, out, fmt, input_name="images", output_names=[name])
+    info = {MARKER: __version__, "spec": spec.to_json(), "input": ["batch", channels, size, size],
             "output": "embedding" if embedding else "probabilities",
             "classes": result.get("classes"), "p": model.p_values()}
-    write_text(out.with_name(out.name + ".json"), json.dumps(info, indent=1) + "\n")
+    write_text(sidecar(out), json.dumps(info, indent=1) + "\n")
     return out

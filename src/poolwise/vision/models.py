@@ -340,7 +340,15 @@ def create_model(
         raise ValueError("pass pool=<name> instead of timm's global_pool")
     if not timm.is_model(name):
         raise ValueError(f"unknown timm model {name!r} (see timm.list_models())")
-    backbone = timm.create_model(name, pretrained=pretrained, **timm_kwargs)
+    try:
+        backbone = timm.create_model(name, pretrained=pretrained, **timm_kwargs)
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        known = sorted(k for k in timm_kwargs if f"'{k}'" in str(error))
+        raise ValueError(f"timm's {name} takes no argument {', '.join(known) or str(error)} "
+                         "(from a recipe's [model_kwargs] or the model_kwargs given); "
+                         "see the model's constructor in timm") from None
     _check_patch_grid(name, backbone)
     model = PooledModel(
         backbone, pool, groups=groups, norm=norm, include_prefix_tokens=include_prefix_tokens,

@@ -142,4 +142,6 @@ def resolve_spec(options: Mapping[str, Any], *, recipe: str | Path | None = None
         from poolwise.vision.data import load_images
 
         kwargs["img_size"] = load_images(data)["train"].image_size
-    return RunSpec(model_kwargs=kwargs, **values)
+    spec = RunSpec(model_kwargs=kwargs, **values)
+    spec.check()
+    return spec

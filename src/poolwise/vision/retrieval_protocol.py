@@ -44,6 +44,7 @@ def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False
     ``training`` repeats the training run's size, learned p and time (``TRAINING_KEYS``).
     """
     run_dir = Path(run_dir)
+    spec.check()
     splits = load_images(spec.data, image_size=spec.model_kwargs.get("img_size"))
     layout = ("query-gallery" if "query" in splits else
               "disjoint-classes" if "retrieval" in splits else "half-split")

@@ -41,6 +41,7 @@ from poolwise.vision.data import (
 from poolwise.vision.dependence import group_dependence
 from poolwise.vision.models import P_LR_MULT, PooledModel, create_model, describe_model
 from poolwise.vision.retrieval import retrieval_metrics
+from poolwise.vision.spec_checks import check_run_spec
 
 
 @dataclass
@@ -103,6 +104,11 @@ class RunSpec:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check(self) -> None:
+        """Raises ValueError naming every value no run can use
+        (:func:`poolwise.vision.spec_checks.check_run_spec`)."""
+        check_run_spec(self)
 
     def step_config(self, steps_per_epoch: int) -> engine.StepConfig:
         """The optimisation half of the spec (every StepConfig field the spec has)."""
@@ -284,6 +290,7 @@ def run_classification(
     ``model.json`` and passed to ``on_model`` before training starts.
     """
     run_dir = Path(run_dir)
+    spec.check()
     with engine.run_lock(run_dir):
         return _run_classification(spec, run_dir, device=device, on_epoch=on_epoch,
                                    on_batch=on_batch, workers=workers, on_model=on_model)
