@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _cohorts import small_cohort
-from _proc import children, survivors_of_sigkill
+from _proc import children, still_alive_after, survivors_of_sigkill
 
 from poolwise._io import FolderBusyError, lock_folder
 from poolwise.cli import main
@@ -148,3 +148,31 @@ def test_sigkill_of_a_two_job_run_leaves_no_orphan(data, tmp_path):
         assert survivors_of_sigkill(parent, spawned) == set()
     finally:
         parent.kill()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
+def test_ctrl_c_stops_a_two_job_run_at_once_with_one_line(data, tmp_path):
+    """Ctrl-C reaches the whole process group: the workers ignore it, the parent stops them
+    without waiting for the folds in flight (minutes long here) and prints one line."""
+    args = loso_args(data, tmp_path / "run", "--jobs", "2")
+    args[args.index("--epochs") + 1] = "200"
+    parent = subprocess.Popen([sys.executable, "-m", "poolwise", *args], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(children(parent.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)  # two workers and the resource tracker
+        spawned = children(parent.pid)
+        assert len(spawned) >= 3
+        time.sleep(3.0)  # the workers are training
+        os.killpg(parent.pid, signal.SIGINT)
+        _, err = parent.communicate(timeout=30)  # a fold at 200 epochs takes minutes
+    finally:
+        parent.kill()
+    assert parent.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert err.strip().splitlines()[-1] == \
+        "poolwise: interrupted; rerun the same command to resume"
+    assert still_alive_after(spawned, 10.0) == set()
+    assert not list((tmp_path / "run").glob("fold_*.json"))

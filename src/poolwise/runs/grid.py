@@ -9,7 +9,8 @@ cell in this process, in a worker process, or elsewhere:
   callbacks (progress of epochs and batches) to the function.
 - :class:`LocalPool` runs them in spawned worker processes that exit when this process dies
   (:func:`poolwise._procs.process_pool`), each with a fixed number of torch threads; ``shared``
-  is sent once per worker, not once per cell.
+  is sent once per worker, not once per cell. On Ctrl-C the workers are stopped at once (cells
+  in flight are redone by the next run); on a cell's error the cells in flight finish first.
 
 :func:`local_executor` picks one of the two from a number of jobs. Results arrive as cells
 finish (``on_result``); :meth:`Executor.run` returns them by cell name. A cell that raises
@@ -23,7 +24,7 @@ from concurrent.futures import FIRST_EXCEPTION, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from poolwise._procs import process_pool
+from poolwise._procs import process_pool, sigint_blocked, stop_workers
 
 
 @dataclass(frozen=True)
@@ -105,20 +106,24 @@ class LocalPool:
     def run(self, grid: Grid, *, on_result: Callable[[Cell, Any], None] | None = None,
             live: Callable[[Cell], Mapping[str, Any]] | None = None) -> dict[str, Any]:
         results = {}
-        with process_pool(self.jobs, _init_worker, (self.threads, grid.shared)) as pool:
-            pending = {pool.submit(_call, grid.fn, cell.args): cell for cell in grid.cells}
-            try:
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                    for future in done:
-                        cell = pending.pop(future)
-                        results[cell.name] = future.result()
-                        if on_result is not None:
-                            on_result(cell, results[cell.name])
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+        pool = process_pool(self.jobs, _init_worker, (self.threads, grid.shared))
+        try:
+            with sigint_blocked():  # the workers start here and never see Ctrl-C
+                pending = {pool.submit(_call, grid.fn, cell.args): cell for cell in grid.cells}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    cell = pending.pop(future)
+                    results[cell.name] = future.result()
+                    if on_result is not None:
+                        on_result(cell, results[cell.name])
+        except KeyboardInterrupt:  # Ctrl-C: stop now, do not wait for the cells in flight
+            stop_workers(pool)
+            raise
+        except BaseException:  # a cell's error: the cells in flight finish and keep their files
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown()
         return results
 
 
