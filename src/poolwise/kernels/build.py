@@ -25,6 +25,7 @@ library off without a warning.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -36,6 +37,7 @@ import stat
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,6 +219,20 @@ def _compile(compiler: str, flags: list[str], output: Path) -> list[str]:
     return _compile(compiler, plain, output)
 
 
+@contextlib.contextmanager
+def _building(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<folder>/.build.lock`` for the block: processes that start
+    together (test workers, DDP ranks) build the library once, not over each other."""
+    import fcntl
+
+    fd = os.open(folder / ".build.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _build(compiler: str, flags: list[str], target: Path, record: Path, abi: int) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
@@ -282,7 +298,9 @@ def library() -> ctypes.CDLL | None:
         target = folder / f"{_PREFIX}{key}.so"
         record = folder / f"{_PREFIX}{key}.json"
         if not _verified(target, record, abi):
-            _build(compiler, flags, target, record, abi)
+            with _building(folder):  # one builder at a time; the others then find its library
+                if not _verified(target, record, abi):
+                    _build(compiler, flags, target, record, abi)
             if not _verified(target, record, abi):
                 raise OSError(f"{target} does not match the hash recorded when it was built")
         lib = ctypes.CDLL(str(target))
