@@ -1,5 +1,6 @@
-"""The launcher options every grid command shares (``--launcher``, ``--slurm-*``, ``--no-wait``),
-turned into a :class:`poolwise.runs.Launch`; and the progress bar of a SLURM grid."""
+"""The options every command that trains shares: the launcher (``--launcher``, ``--slurm-*``,
+``--no-wait``, turned into a :class:`poolwise.runs.Launch`) and the log sinks
+(``--log-to``); and the progress bar of a SLURM grid."""
 
 from __future__ import annotations
 
@@ -26,6 +27,23 @@ _SLURM_FLAGS = (
     ("--slurm-array-parallelism", "array_parallelism", positive_int,
      "most array elements running at once"),
 )
+
+
+def _sink_names(text: str) -> tuple[str, ...]:
+    from poolwise.runs.sinks import check_sinks
+
+    try:
+        return check_sinks(name.strip() for name in text.split(",") if name.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    """``--log-to``: where each epoch's record goes besides ``log.jsonl``."""
+    parser.add_argument("--log-to", type=_sink_names, default=(), metavar="SINKS",
+                        help="also log every epoch to: tensorboard (event files in "
+                        "OUT/tensorboard/, one subfolder per LOSO fold; pip install "
+                        "'poolwise[tensorboard]')")
 
 
 def _sbatch_option(text: str) -> tuple[str, str]:

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from poolwise._argtypes import fraction, key_value, positive_float, positive_int
-from poolwise._launch_args import add_launcher_arguments, announce, launch_from_args
+from poolwise._launch_args import (
+    add_launcher_arguments,
+    add_log_argument,
+    announce,
+    launch_from_args,
+)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -118,6 +123,7 @@ def _cmd_loso(args: argparse.Namespace) -> int:
         dataset, args.out, config, folds=args.folds, launch=launch,
         on_fold=on_fold, on_epoch=on_epoch, on_batch=lambda n: bars.windows().update(n),
         on_notice=lambda text: bars.write(f"  note: {text}"), wait=args.wait,
+        log_to=args.log_to,
         on_status=lambda counts: bars.folds().set_postfix(
             pending=counts["pending"], running=counts["running"], failed=counts["failed"]),
     )
@@ -210,6 +216,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         bars.fold_done(f"  {record['test_subject']}: macro F1 {f1} ({status})")
 
     paths = run_compare(dataset, args.out, runs, launch=launch, on_run=on_run, on_fold=on_fold,
+                        log_to=args.log_to,
                         on_notice=lambda text: bars.write(f"  note: {text}"))
     bars.close()
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
@@ -341,6 +348,7 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     """The options of how each fold trains, shared by `pain loso` and `pain compare`."""
+    add_log_argument(parser)
     parser.add_argument("--epochs", type=positive_int, default=20, help="epochs per fold")
     parser.add_argument(
         "--compile", action="store_true",

@@ -73,7 +73,8 @@ def run_compare(
     finished = 0
     if launch.launcher != "local":
         early = dataclasses.replace(launch, wait=False)
-        quiet = {k: v for k, v in loso_kwargs.items() if k in ("folds", "on_notice", "wait")}
+        quiet = {k: v for k, v in loso_kwargs.items()
+                 if k in ("folds", "on_notice", "wait", "log_to")}
         for name, config in runs.items():
             if config.evaluation.independent_folds:
                 try:

@@ -51,6 +51,7 @@ from poolwise.pain.protocols import (
 from poolwise.pain.run_config import LosoConfig
 from poolwise.runs import Cell, Grid, RunFolder
 from poolwise.runs.launch import Launch
+from poolwise.runs.sinks import check_sinks, epoch_sinks
 
 __all__ = [
     "PROTOCOLS",
@@ -96,10 +97,11 @@ def _prepare_run_dir(run_dir: Path, config: LosoConfig, dataset: WindowDataset) 
 def _fold_cell(shared: tuple, subject: str, on_epoch: Callable | None = None,
                on_batch: Callable | None = None) -> tuple[dict, float]:
     """One fold as a grid cell: (its record, its wall seconds)."""
-    dataset, config, run_dir, prepared = shared
+    dataset, config, run_dir, prepared, log_to = shared
     start = time.perf_counter()
-    record = run_fold(dataset, config, subject, run_dir, prepared,
-                      on_epoch=on_epoch, on_batch=on_batch)
+    with epoch_sinks(log_to, run_dir, on_epoch, name=subject) as on_epoch:
+        record = run_fold(dataset, config, subject, run_dir, prepared,
+                          on_epoch=on_epoch, on_batch=on_batch)
     return record, time.perf_counter() - start
 
 
@@ -161,6 +163,7 @@ def run_loso(
     wait: bool = False,
     launch: Launch | None = None,
     on_status: Callable[[dict[str, int]], None] | None = None,
+    log_to: Sequence[str] = (),
 ) -> list[dict]:
     """Runs (or resumes) the selected folds; returns every selected fold's record.
 
@@ -169,7 +172,8 @@ def run_loso(
     ``jobs > 1`` runs clean-protocol folds in that many processes of one thread each;
     ``launch`` (instead of ``jobs``) chooses the executor, SLURM included
     (:class:`poolwise.runs.launch.Launch`), and ``on_status`` hears a SLURM grid's counts of
-    pending / running / done / failed folds.
+    pending / running / done / failed folds. ``log_to``: sinks of each fold's epochs besides
+    the fold record (:mod:`poolwise.runs.sinks`; TensorBoard: one subfolder per fold).
 
     Raises:
         FolderBusyError: when another run holds ``run_dir`` (and ``wait`` is False).
@@ -196,6 +200,7 @@ def run_loso(
         raise ValueError(f"the {protocol.name} protocol chains folds in order: run it with "
                          "the local launcher")
     subjects = check_run(dataset, config, folds)
+    log_to = check_sinks(log_to)
     notice = on_notice or (lambda text: None)
     folder = fold_folder(run_dir)
     with folder.hold(wait=wait, on_notice=notice):
@@ -213,7 +218,7 @@ def run_loso(
                     notice(f"fold {subject} is redone: {problem}")
                 todo.append(subject)
         prepared = protocol.prepare(dataset) if todo else None
-        grid = Grid(_fold_cell, (dataset, config, run_dir, prepared),
+        grid = Grid(_fold_cell, (dataset, config, run_dir, prepared, log_to),
                     [Cell(subject, (subject,)) for subject in todo])
 
         def finished(cell: Cell, result: tuple[dict, float]) -> None:

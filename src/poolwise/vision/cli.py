@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 from poolwise._argtypes import pool_names, positive_float, positive_int
-from poolwise._launch_args import StatusBar, add_launcher_arguments, announce, launch_from_args
+from poolwise._launch_args import (
+    StatusBar,
+    add_launcher_arguments,
+    add_log_argument,
+    announce,
+    launch_from_args,
+)
 
 # timm's architecture options, the same flags and checks on every command that builds a ViT
 ARCH_OPTIONS = (("img_size", positive_int), ("patch_size", positive_int),
@@ -25,6 +31,7 @@ def _add_arch_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
+    add_log_argument(p)
     from poolwise.vision.engine import AMP_DTYPES
     from poolwise.vision.metric_losses import LOSSES
     from poolwise.vision.models import NORM_PLACEMENTS
@@ -213,11 +220,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if launch.launcher == "local":
         result = run_classification(
             spec, args.out, on_epoch=_epoch_printer(), on_batch=_Bar(args),
-            workers=args.workers, on_model=lambda info: print(_model_line(info), flush=True))
+            workers=args.workers, on_model=lambda info: print(_model_line(info), flush=True),
+            log_to=args.log_to)
     else:
         announce(args, launch, args.out)
         result = launch_classification(spec, args.out, launch, workers=args.workers,
-                                       on_status=StatusBar(args, 1))
+                                       log_to=args.log_to, on_status=StatusBar(args, 1))
     if not result:  # a non-zero rank under torchrun
         return 0
     ret = result["retrieval"]
@@ -242,7 +250,7 @@ def _cmd_retrieval(args: argparse.Namespace) -> int:
     _threads(args)
     result = run_retrieval(_spec(args, args.pool, args.seed), args.out,
                            whitening=args.whitening, on_epoch=_epoch_printer(),
-                           on_batch=_Bar(args))
+                           on_batch=_Bar(args), log_to=args.log_to)
     print("| test classes | Recall@1 | Recall@2 | Recall@4 | Recall@8 | R-precision | mAP@R |")
     print("|---|---|---|---|---|---|---|")
     for name in [n for n in ("unseen", "unseen_whitened", "seen", "seen_whitened")
@@ -281,7 +289,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     in_process = args.jobs <= 1 and launch.launcher == "local"
     results = run_compare(args.out, base, pools, seeds, protocol=args.protocol, launch=launch,
                           on_cell=on_cell, on_epoch=on_epoch if in_process else None,
-                          on_status=StatusBar(args, len(pools) * len(seeds)))
+                          on_status=StatusBar(args, len(pools) * len(seeds)),
+                          log_to=args.log_to)
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
     report = write_compare_report(args.out, results, command, protocol=args.protocol)
     print(f"\nreport: {report}")
@@ -363,6 +372,7 @@ def _cmd_revisited(args: argparse.Namespace) -> int:
 
 
 def _add_clip_options(p: argparse.ArgumentParser) -> None:
+    add_log_argument(p)
     p.add_argument("--data", default="embedded",
                    help="'embedded' or 'fashion-mnist' (built-in captions), or TRAIN.csv,TEST.csv "
                    "(tab-separated 'filepath' and 'title' columns, as open_clip reads them)")
@@ -413,7 +423,7 @@ def _cmd_clip_train(args: argparse.Namespace) -> int:
               flush=True)
 
     _print_clip(run_clip(_clip_spec(args, args.pool, args.seed), args.out, on_epoch=show,
-                         on_batch=_Bar(args), on_model=model_line))
+                         on_batch=_Bar(args), on_model=model_line, log_to=args.log_to))
     return 0
 
 
@@ -431,7 +441,8 @@ def _cmd_clip_compare(args: argparse.Namespace) -> int:
     announce(args, launch, args.out)
     results = run_clip_compare(args.out, _clip_spec(args, pools[0], 0), pools,
                                list(range(args.seeds)), launch=launch, on_cell=on_cell,
-                               on_status=StatusBar(args, len(pools) * args.seeds))
+                               on_status=StatusBar(args, len(pools) * args.seeds),
+                               log_to=args.log_to)
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
     report = write_clip_report(args.out, results, command)
     text = report.read_text()

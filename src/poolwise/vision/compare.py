@@ -47,9 +47,10 @@ def cell_dir(out: Path, pool: str, seed: int) -> Path:
     return Path(out) / f"{pool}-seed{seed}"
 
 
-def _run_cell(runner: Callable[..., dict], spec: Any, run_dir: str,
+def _run_cell(shared: tuple, spec: Any, run_dir: str,
               on_epoch: Callable[[dict], None] | None = None) -> dict:
-    return runner(spec, run_dir, on_epoch=on_epoch)
+    runner, log_to = shared
+    return runner(spec, run_dir, on_epoch=on_epoch, log_to=log_to)
 
 
 def run_grid(
@@ -64,9 +65,10 @@ def run_grid(
     on_cell: Callable[[str, int, dict], None] | None = None,
     on_epoch: Callable[[str, int, dict], None] | None = None,
     on_status: Callable[[dict[str, int]], None] | None = None,
+    log_to: Sequence[str] = (),
 ) -> list[dict]:
-    """Runs ``runner(spec, run_dir, on_epoch=...)`` for every (pool, seed) cell, ``jobs``
-    processes at a time (:func:`poolwise.runs.local_executor`; ``runner`` must be a
+    """Runs ``runner(spec, run_dir, on_epoch=..., log_to=...)`` for every (pool, seed) cell,
+    ``jobs`` processes at a time (:func:`poolwise.runs.local_executor`; ``runner`` must be a
     module-level function, the spec a picklable dataclass), or as ``launch`` says (SLURM
     included: ``on_status`` hears the counts of pending / running / done / failed cells), and
     returns the results in (pool, seed) order."""
@@ -79,7 +81,7 @@ def run_grid(
         for seed in seeds:
             run_dir = cell_dir(out, pool, seed)
             cells[run_dir.name] = (pool, seed)
-    grid = Grid(_run_cell, runner, [
+    grid = Grid(_run_cell, (runner, tuple(log_to)), [
         Cell(name, (dataclasses.replace(base, pool=pool, seed=seed), str(out / name)))
         for name, (pool, seed) in cells.items()])
 

@@ -19,7 +19,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 
 from poolwise._io import read_json, write_json
 from poolwise.runs import Cell, Grid, Launch
+from poolwise.runs.sinks import epoch_sinks
 from poolwise.vision import engine
 from poolwise.vision.data import (
     ArrayImages,
@@ -283,35 +284,38 @@ def run_classification(
     on_batch: Callable[[int, int], None] | None = None,
     workers: int = 0,
     on_model: Callable[[dict], None] | None = None,
+    log_to: Sequence[str] = (),
 ) -> dict:
     """Trains (or resumes, or returns the finished result of) the run in ``run_dir``.
 
     The resolved model (:func:`~poolwise.vision.models.describe_model`) is written to
-    ``model.json`` and passed to ``on_model`` before training starts.
+    ``model.json`` and passed to ``on_model`` before training starts. ``log_to``: sinks of
+    each epoch's record besides ``log.jsonl`` (:mod:`poolwise.runs.sinks`).
     """
     run_dir = Path(run_dir)
     spec.check()
-    with engine.run_lock(run_dir):
+    with engine.run_lock(run_dir), epoch_sinks(log_to, run_dir, on_epoch) as on_epoch:
         return _run_classification(spec, run_dir, device=device, on_epoch=on_epoch,
                                    on_batch=on_batch, workers=workers, on_model=on_model)
 
 
 def launch_classification(spec: RunSpec, run_dir: str | Path, launch: Launch, *,
-                          workers: int = 0,
+                          workers: int = 0, log_to: Sequence[str] = (),
                           on_status: Callable[[dict[str, int]], None] | None = None) -> dict:
     """:func:`run_classification` as ``launch`` says: here, or as one SLURM job of
     ``nodes x tasks_per_node`` tasks (DistributedDataParallel across them, rendezvous from
     SLURM's environment; the run folder is the job's checkpoint, so a job that SLURM's warning
     signal requeues resumes from its last epoch). Returns rank 0's result."""
     if launch.launcher == "local":
-        return run_classification(spec, run_dir, workers=workers)
-    grid = Grid(_classification_cell, (spec, str(run_dir), workers), [Cell("train")])
+        return run_classification(spec, run_dir, workers=workers, log_to=log_to)
+    grid = Grid(_classification_cell, (spec, str(run_dir), workers, tuple(log_to)),
+                [Cell("train")])
     return launch.executor(run_dir, on_status=on_status).run(grid)["train"]
 
 
 def _classification_cell(shared: tuple) -> dict:
-    spec, run_dir, workers = shared
-    return run_classification(spec, run_dir, workers=workers)
+    spec, run_dir, workers, log_to = shared
+    return run_classification(spec, run_dir, workers=workers, log_to=log_to)
 
 
 def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_batch,

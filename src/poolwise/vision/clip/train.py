@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from poolwise._io import write_json
 from poolwise.pooling import channel_groups, learned_exponents
+from poolwise.runs.sinks import epoch_sinks
 from poolwise.vision import engine
 from poolwise.vision.clip.data import (
     FASHION_MNIST_NAMES,
@@ -188,7 +189,8 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
              device: torch.device | None = None,
              on_epoch: Callable[[dict], None] | None = None,
              on_batch: Callable[[int, int], None] | None = None,
-             on_model: Callable[[dict], None] | None = None) -> dict:
+             on_model: Callable[[dict], None] | None = None,
+             log_to: Sequence[str] = ()) -> dict:
     """Trains (or resumes, or returns the finished result of) the CLIP run in ``run_dir``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model runs data-parallel (DDP): every rank draws
@@ -198,7 +200,7 @@ def run_clip(spec: ClipSpec, run_dir: str | Path, *,
     writes the run folder (a shared filesystem) and evaluates.
     """
     run_dir = Path(run_dir)
-    with engine.run_lock(run_dir):
+    with engine.run_lock(run_dir), epoch_sinks(log_to, run_dir, on_epoch) as on_epoch:
         return _run_clip(spec, run_dir, device=device, on_epoch=on_epoch, on_batch=on_batch,
                          on_model=on_model)
 
