@@ -133,18 +133,25 @@ def test_a_second_run_on_the_same_folder_refuses(data, tmp_path, capsys):
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
+def two_job_run(data: Path, out: Path, **popen) -> tuple[subprocess.Popen, set[int]]:
+    """A `pain loso --jobs 2` run whose folds last minutes (200 epochs), once its two workers
+    (and the resource tracker) have been training for two seconds."""
+    args = loso_args(data, out, "--jobs", "2")
+    args[args.index("--epochs") + 1] = "200"
+    parent = subprocess.Popen([sys.executable, "-m", "poolwise", *args], **popen)
+    deadline = time.monotonic() + 120
+    while len(children(parent.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    spawned = children(parent.pid)
+    time.sleep(2.0)
+    return parent, spawned
+
+
 def test_sigkill_of_a_two_job_run_leaves_no_orphan(data, tmp_path):
-    args = loso_args(data, tmp_path / "run", "--jobs", "2")
-    args[args.index("--epochs") + 1] = "200"  # long enough to be killed mid-fold
-    parent = subprocess.Popen([sys.executable, "-m", "poolwise", *args],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent, spawned = two_job_run(data, tmp_path / "run", stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while len(children(parent.pid)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)  # two workers and the resource tracker
-        spawned = children(parent.pid)
         assert len(spawned) >= 3
-        time.sleep(2.0)
         assert survivors_of_sigkill(parent, spawned) == set()
     finally:
         parent.kill()
@@ -154,19 +161,11 @@ def test_sigkill_of_a_two_job_run_leaves_no_orphan(data, tmp_path):
 def test_ctrl_c_stops_a_two_job_run_at_once_with_one_line(data, tmp_path):
     """Ctrl-C reaches the whole process group: the workers ignore it, the parent stops them
     without waiting for the folds in flight (minutes long here) and prints one line."""
-    args = loso_args(data, tmp_path / "run", "--jobs", "2")
-    args[args.index("--epochs") + 1] = "200"
-    parent = subprocess.Popen([sys.executable, "-m", "poolwise", *args], text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              start_new_session=True)
+    parent, spawned = two_job_run(data, tmp_path / "run", text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while len(children(parent.pid)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)  # two workers and the resource tracker
-        spawned = children(parent.pid)
         assert len(spawned) >= 3
-        time.sleep(3.0)  # the workers are training
-        os.killpg(parent.pid, signal.SIGINT)
+        os.killpg(parent.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
         _, err = parent.communicate(timeout=30)  # a fold at 200 epochs takes minutes
     finally:
         parent.kill()
