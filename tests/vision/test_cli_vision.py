@@ -179,3 +179,13 @@ def test_a_bad_recipe_value_is_named_and_leaves_no_folder(tmp_path, capsys, reci
     err = capsys.readouterr().err
     assert named in err and "bug in poolwise" not in err
     assert not out.exists()  # the fixed recipe can use the same --out
+
+
+def test_a_run_whose_only_step_is_at_the_warm_up_lr_0_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["vision", "train", "--epochs", "1", "--embed-dim", "24", "--depth", "1",
+                 "--num-heads", "2", "--batch-size", "5000", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the run has 1 optimiser step(s) (1 epoch(s) of 1), taken at the warm-up's " \
+           "starting lr 0" in err
+    assert not out.exists()

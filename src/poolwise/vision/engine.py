@@ -163,6 +163,13 @@ class StepConfig:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"clip_grad must be > 0, got {self.clip_grad}")
+        total = self.epochs * self.steps_per_epoch
+        if self.warmup_lr == 0 and self.warmup_epochs > 0 and total <= 1:
+            raise ValueError(
+                f"the run has {total} optimiser step(s) ({self.epochs} epoch(s) of "
+                f"{self.steps_per_epoch}), taken at the warm-up's starting lr 0: nothing would "
+                "be learned; train more steps (more epochs or a smaller batch_size), or set "
+                "warmup_epochs = 0 or warmup_lr > 0")
 
 
 @dataclass

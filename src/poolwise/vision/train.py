@@ -334,6 +334,10 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
     in_memory = isinstance(getattr(train.dataset, "dataset", train.dataset), ArrayImages)
     if not in_memory:
         use_timm_transforms(spec, model, train, test)
+    batches_per_epoch = math.ceil(len(train) / (spec.batch_size * world))
+    if metric:
+        batches_per_epoch = max(1, len(train) // spec.batch_size)
+    steps = spec.step_config(math.ceil(batches_per_epoch / spec.accum_steps))  # checks them
     engine.record_spec(run_dir, spec)
     if rank == 0:
         info = describe_model(model)
@@ -342,16 +346,13 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
             on_model(info)
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
-    batches_per_epoch = math.ceil(len(train) / (spec.batch_size * world))
     if metric:
         from poolwise.vision.metric_losses import create_metric_loss
 
         criterion = create_metric_loss(spec.loss, num_classes=len(train.classes),
                                        embedding_size=model.num_features).to(device)
-        batches_per_epoch = max(1, len(train) // spec.batch_size)
-    trainer = engine.Trainer(model, spec.step_config(
-        math.ceil(batches_per_epoch / spec.accum_steps)), device, criterion=criterion,
-        criterion_lr_mult=spec.proxy_lr_mult)
+    trainer = engine.Trainer(model, steps, device, criterion=criterion,
+                             criterion_lr_mult=spec.proxy_lr_mult)
     history, start = engine.resume(run_dir, trainer)
     net = engine.data_parallel(model, device, world)
     forward = torch.compile(net) if spec.compile else net
