@@ -108,6 +108,14 @@ def test_multiclass_natively_with_any_labels():
     assert (model.predict(X) == labels).mean() > 0.6  # chance: 1/3
 
 
+def test_labels_of_mixed_kinds_are_refused_naming_them():
+    X = np.zeros((6, 3, 32), np.float32)
+    y = np.array([1, "1", 0, "a", 1, 0], dtype=object)  # 1 and "1" print alike
+    with pytest.raises(ValueError, match=r"y mixes kinds of labels \(number 1, text '1'\); "
+                                         r"give every label as one kind"):
+        PainClassifier(model="cnn_tap").fit(X, y)
+
+
 def test_validation_split_keeps_subjects_whole():
     _, y, groups = cohort()
     est = PainClassifier(validation_fraction=0.34)

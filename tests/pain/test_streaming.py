@@ -119,6 +119,10 @@ def test_csv_reader_names_the_missing_column_and_bad_cell():
     text = _csv(recording(3)).replace("\n0.016667,", "\n0.016667,abc,", 1)
     with pytest.raises(ValueError, match="row 3"):
         list(iter_csv_frames(io.StringIO(text), CHANNEL_NAMES))
+    backwards = _csv(recording(4)).replace("\n0.050000,", "\n0.010000,", 1)  # row 5 at 0.01 s
+    with pytest.raises(ValueError, match=r"x\.csv: row 5 has time 0\.01, not after row 4's "
+                                         r"0\.033333; the time column must increase"):
+        list(iter_csv_frames(io.StringIO(backwards), CHANNEL_NAMES, name="x.csv", chunk=1))
 
 
 def test_stream_cli_on_csv_stdin_and_mat(checkpoint, tmp_path, capsys):

@@ -18,6 +18,7 @@ configuration of each model that the tests (sklearn's estimator checks included)
 
 from __future__ import annotations
 
+import numbers
 from typing import ClassVar
 
 import numpy as np
@@ -119,6 +120,22 @@ def _as_3d(X: np.ndarray) -> np.ndarray:
     return X
 
 
+
+def _check_label_kinds(y: np.ndarray) -> None:
+    """Raises ValueError when ``y`` mixes text and number labels (``1`` and ``"1"`` print
+    alike but would be two classes, and they cannot be sorted)."""
+    if y.dtype != object:
+        return
+    kinds: dict[str, object] = {}
+    for value in y.ravel():
+        kind = "text" if isinstance(value, str) else "number" if isinstance(
+            value, numbers.Number) else type(value).__name__
+        kinds.setdefault(kind, value)
+    if len(kinds) > 1:
+        examples = ", ".join(f"{kind} {value!r}" for kind, value in kinds.items())
+        raise ValueError(f"y mixes kinds of labels ({examples}); give every label as one "
+                         "kind, e.g. all as text")
+
 class PainClassifier(ClassifierMixin, BaseEstimator):
     """A poolwise pain model (``model``: any name of ``poolwise pain models``) as a classifier
     of two or more classes, in the order of ``classes_`` (sorted labels). With two classes the
@@ -205,6 +222,7 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
                           self.length_policy)
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32)
         X = self._to_length(_as_3d(X))
+        _check_label_kinds(y)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:

@@ -61,6 +61,7 @@ def iter_csv_frames(
     time_col = header.index("time") if "time" in header else None
     frames: list[list[float]] = []
     times: list[float] = []
+    last: tuple[int, float] | None = None  # (row, time) of the previous row with a time
     for row_number, row in rows:
         if not row:
             continue
@@ -69,7 +70,13 @@ def iter_csv_frames(
                              f"{len(header)}")
         frames.append([_cell(row, c, header, name, row_number) for c in columns])
         if time_col is not None:
-            times.append(_cell(row, time_col, header, name, row_number))
+            t = _cell(row, time_col, header, name, row_number)
+            if last is not None and not t > last[1]:
+                raise ValueError(f"{name}: row {row_number} has time {t:g}, not after row "
+                                 f"{last[0]}'s {last[1]:g}; the time column must increase "
+                                 "(sort the rows, or drop the column to use the frame rate)")
+            last = (row_number, t)
+            times.append(t)
         if len(frames) == chunk:
             yield np.asarray(frames, np.float32), np.asarray(times) if times else None
             frames, times = [], []
