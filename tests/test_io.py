@@ -150,3 +150,29 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder.wait()
     with lock_folder(tmp_path):  # the kernel released it with the process
         assert (tmp_path / ".poolwise.lock").read_text().strip() == str(os.getpid())
+
+
+def test_weights_files_that_are_not_whole_or_not_ours_are_named(tmp_path):
+    import pickle
+
+    import pytest
+    import torch
+    from torch import nn
+
+    from poolwise._io import load_weights_into, read_safetensors, save_safetensors
+
+    path = tmp_path / "w.safetensors"
+    save_safetensors(path, nn.Linear(3, 2).state_dict())
+    whole = path.read_bytes()
+    assert set(read_safetensors(path)) == {"weight", "bias"}
+    for damaged in (whole[:-5], pickle.dumps({"weight": 1})):  # truncated; a renamed pickle
+        path.write_bytes(damaged)
+        with pytest.raises(ValueError, match=f"{path}: not a whole safetensors file"):
+            read_safetensors(path)
+    path.write_bytes(whole)
+    with pytest.raises(ValueError, match=f"{path}: holds the weights of another model .*size"):
+        load_weights_into(nn.Linear(4, 2), path)
+    load_weights_into(model := nn.Linear(3, 2), path)
+    assert torch.equal(model.weight, read_safetensors(path)["weight"])
+    with pytest.raises(FileNotFoundError, match=r"missing\.safetensors does not exist"):
+        read_safetensors(tmp_path / "missing.safetensors")

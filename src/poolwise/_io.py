@@ -154,6 +154,38 @@ def safetensors_bytes(tensors: Mapping, metadata: Mapping[str, str] | None = Non
     return data[:8] + stable + b" " * (n - len(stable)) + data[8 + n:]
 
 
+def read_safetensors(path: str | os.PathLike) -> dict:
+    """The tensors of a safetensors file.
+
+    Raises:
+        FileNotFoundError: naming the file, when it does not exist.
+        ValueError: naming the file, when it is not a whole safetensors file (truncated,
+            damaged, or another format such as a pickle renamed).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path}: not a whole safetensors file ({error}); it is truncated, "
+                         "damaged or of another format") from None
+
+
+def load_weights_into(model: object, path: str | os.PathLike, what: str = "model") -> None:
+    """``model.load_state_dict`` of a safetensors file (:func:`read_safetensors`), with a
+    ValueError naming the file when its tensors are another model's."""
+    state = read_safetensors(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        detail = ("; ".join(line.strip() for line in first[1:3]) or first[0])[:300]
+        raise ValueError(f"{path}: holds the weights of another {what} ({detail})") from None
+
+
 def save_safetensors(path: str | os.PathLike, tensors: Mapping,
                      metadata: Mapping[str, str] | None = None) -> Path:
     return write_bytes(path, safetensors_bytes(tensors, metadata))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from poolwise._io import read_json
+from poolwise._io import load_weights_into, read_json
 from poolwise.pain.augment import apply_zscore
 from poolwise.pain.data.dataset import BINARY_CLASSES, WindowDataset
 from poolwise.pain.folds import fold_records
@@ -100,8 +100,6 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
     and ``frame_rate``.
     """
     run_dir = Path(run_dir)
-    from safetensors.torch import load_file
-
     config = read_json(run_dir / "run.json", "LOSO run")
     folds = fold_records(run_dir, config)
     if not folds:
@@ -119,7 +117,7 @@ def explain_run(run_dir: str | Path, dataset: WindowDataset, batch_size: int = 2
         weights = path.with_suffix(".safetensors")
         model = create_model(record["model"], **record["model_kwargs"])
         _check_explainable(model)
-        model.load_state_dict(load_file(str(weights)))
+        load_weights_into(model, weights, "fold model")
         norm = record["normalisation"]
         if norm["channels"] != list(dataset.channel_names):
             raise ValueError(f"{path}: trained on other channels than the given data")

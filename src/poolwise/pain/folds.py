@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from poolwise import __version__
-from poolwise._io import save_safetensors, write_bytes
+from poolwise._io import read_safetensors, save_safetensors, write_bytes
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
 from poolwise.pain.metrics import score
@@ -65,9 +65,7 @@ def chain_path(run_dir: Path, subject: str) -> Path:
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
+    return read_safetensors(path)
 
 
 def fold_data(dataset: WindowDataset, config: LosoConfig, name: str, seed: int,

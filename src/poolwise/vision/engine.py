@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import math
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -296,9 +297,15 @@ def resume(run_dir: Path, trainer: Trainer) -> tuple[list[dict], int]:
     path = run_dir / "checkpoint.pt"
     if not path.exists():
         return [], 0
-    state = torch.load(path, map_location=trainer.device, weights_only=True)
-    trainer.load_state_dict(state["trainer"])
-    return list(state["history"]), int(state["epoch"]) + 1
+    try:
+        state = torch.load(path, map_location=trainer.device, weights_only=True)
+        trainer.load_state_dict(state["trainer"])
+        return list(state["history"]), int(state["epoch"]) + 1
+    except (RuntimeError, KeyError, TypeError, ValueError, EOFError,
+            pickle.UnpicklingError) as error:
+        raise ValueError(f"{path}: a damaged or foreign checkpoint ({type(error).__name__}: "
+                         f"{str(error).strip().splitlines()[0][:200]}); delete it to train this "
+                         "run from its first epoch") from None
 
 
 def save_epoch(run_dir: Path, trainer: Trainer, epoch: int, history: list[dict]) -> None:

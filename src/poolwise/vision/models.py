@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from poolwise._io import read_safetensors
 from poolwise.pooling import create_pool, pool_info
 from poolwise.pooling.modules import learned_exponents
 
@@ -238,9 +239,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
-from poolwise._io import read_json, write_json
+from poolwise._io import load_weights_into, read_json, write_json
 from poolwise.runs import Cell, Grid, Launch
 from poolwise.runs.sinks import epoch_sinks
 from poolwise.vision import engine
@@ -438,8 +438,6 @@ def load_trained(
 ) -> tuple[PooledModel, RunSpec]:
     """The model of a finished run (``model.safetensors``, or with ``ema`` its EMA weights)
     and its spec."""
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
     spec = RunSpec(**read_json(run_dir / "run.json", "run configuration"))
     weights = run_dir / ("model_ema.safetensors" if ema else "model.safetensors")
@@ -448,7 +446,7 @@ def load_trained(
                                 + (" or trained without EMA" if ema else ""))
     train, _ = load_splits(spec)
     model = build_model(spec, train)
-    model.load_state_dict(load_file(str(weights)))
+    load_weights_into(model, weights, "run's model")
     return model.to(device).eval(), spec
 
 
