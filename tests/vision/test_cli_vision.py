@@ -189,3 +189,27 @@ def test_a_run_whose_only_step_is_at_the_warm_up_lr_0_is_refused(tmp_path, capsy
     assert "the run has 1 optimiser step(s) (1 epoch(s) of 1), taken at the warm-up's " \
            "starting lr 0" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("per_class", "named"), [
+    (5, "no test images to score the run"),
+    (12, "no test class has two images, so retrieval of the test images is undefined"),
+])
+def test_a_retrieval_tree_too_small_to_score_is_refused_before_training(tmp_path, capsys,
+                                                                        per_class, named):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, classes in (("train", "abcd"), ("test", "efgh")):
+        for c in classes:
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
+                    tmp_path / "tree" / split / c / f"{i}.png")
+    out = tmp_path / "runs" / "r"
+    assert main(["vision", "retrieval", "--data", str(tmp_path / "tree"), *TINY,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "every 10th training image of each class" in err
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing left

@@ -84,13 +84,15 @@ class RunFolder:
         """Holds the folder's lock for the block, after removing stale temporary files (each
         removal is told to ``on_notice``).
 
-        A folder this call created is removed again when the block raises before anything
-        but the lock was written in it, so a refused run leaves no trace.
+        A folder this call created (with the parents it created) is removed again when the
+        block raises before anything but the lock was written in it, so a refused run leaves
+        no trace.
 
         Raises:
             FolderBusyError: when another process holds the lock and ``wait`` is False.
         """
-        created = not self.path.exists()
+        missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        created = bool(missing)
         try:
             with lock_folder(self.path, wait=wait):
                 for removed in remove_stale_temps(self.path):
@@ -101,7 +103,9 @@ class RunFolder:
             if created and self.path.is_dir() and \
                     {p.name for p in self.path.iterdir()} <= {LOCK_NAME}:
                 (self.path / LOCK_NAME).unlink(missing_ok=True)
-                self.path.rmdir()
+                for folder in missing:  # the run folder, then the parents this call made
+                    if folder.is_dir() and not any(folder.iterdir()):
+                        folder.rmdir()
             raise
 
     # --- settings -----------------------------------------------------------------------------

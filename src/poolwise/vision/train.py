@@ -318,6 +318,20 @@ def _classification_cell(shared: tuple) -> dict:
     return run_classification(spec, run_dir, workers=workers, log_to=log_to)
 
 
+def _check_test_split(spec: RunSpec, test: ImageSplit) -> None:
+    """Raises ValueError, before any training, when the test images cannot score the run: none
+    at all, or no class with two of them (retrieval needs a second image of a query's class).
+    A class-disjoint tree's test images are every 10th training image of each class."""
+    counts = np.bincount(np.asarray(test.labels, dtype=np.int64), minlength=1)
+    held = (" (a class-disjoint tree's test images are every 10th training image of each "
+            "class: give its classes 10 images or more, 20 or more for two)")
+    if len(test) == 0:
+        raise ValueError(f"data {spec.data!r}: no test images to score the run{held}")
+    if counts.max() < 2:
+        raise ValueError(f"data {spec.data!r}: no test class has two images, so retrieval of "
+                         f"the test images is undefined{held}")
+
+
 def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_batch,
                         workers, on_model) -> dict:
     rank, world, created, finished = engine.open_run(run_dir, spec)
@@ -325,6 +339,7 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
         return finished
     device = device or engine.default_device()
     train, test = load_splits(spec)
+    _check_test_split(spec, test)
     model = build_model(spec, train)
     mixup, criterion = _loss(spec, len(train.classes))
     metric = criterion is None
