@@ -213,3 +213,22 @@ def test_a_retrieval_tree_too_small_to_score_is_refused_before_training(tmp_path
     err = capsys.readouterr().err
     assert named in err and "every 10th training image of each class" in err
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing left
+
+
+def test_an_image_that_cannot_be_decoded_is_named(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in "ab":
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
+                    tmp_path / "tree" / split / c / f"{i}.png")
+    bad = tmp_path / "tree" / "train" / "b" / "2.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # truncated
+    assert main(["vision", "train", "--data", str(tmp_path / "tree"), "--epochs", "1", *TINY,
+                 "--batch-size", "4", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: cannot be read as an image" in err and "bug in poolwise" not in err

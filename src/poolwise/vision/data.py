@@ -223,12 +223,27 @@ def load_embedded() -> dict[str, ImageSplit]:
 HOLDOUT_EVERY = 10  # retrieval layouts: every 10th training image of a class scores accuracy
 
 
+def read_image(path: str) -> Any:
+    """An image file as an RGB PIL image; a file PIL cannot decode (truncated, not an image,
+    over PIL's pixel limit) is a ValueError naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{path}: cannot be read as an image ({type(error).__name__}: "
+                         f"{error}); replace or remove the file") from None
+
+
 def _folder(path: Path, transform, classes: list[str], source: str,
             image_size: int) -> ImageSplit:
     """An ImageFolder split with labels indexing ``classes`` (a shared class list)."""
     from torchvision import datasets
 
-    ds = datasets.ImageFolder(str(path), transform=transform)  # picklable: spawn
+    # picklable (spawned workers); every file read through read_image
+    ds = datasets.ImageFolder(str(path), transform=transform, loader=read_image)
     mapping = {i: classes.index(name) for i, name in enumerate(ds.classes)}
     labels = np.array([mapping[t] for t in ds.targets], dtype=np.int64)
     dataset = ds if all(i == j for i, j in mapping.items()) else _Relabel(ds, mapping)
