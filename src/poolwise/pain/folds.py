@@ -64,10 +64,6 @@ def chain_path(run_dir: Path, subject: str) -> Path:
     return run_dir / "reference_cnn_chain" / f"after_{subject}.safetensors"
 
 
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    return read_safetensors(path)
-
-
 def fold_data(dataset: WindowDataset, config: LosoConfig, name: str, seed: int,
               prepared: object = None) -> FoldData:
     """The windows of fold ``name`` under the run's protocol."""
@@ -86,7 +82,7 @@ def _chain_cnn(model: torch.nn.Module, dataset: WindowDataset, name: str,
         raise ValueError(
             f"the reference protocol shares the CNN across folds in order: fold {name} needs "
             f"{previous}, written by fold {previous_subject}; run that first")
-    model.cnn.load_state_dict({k[len("cnn."):]: v for k, v in _load_weights(previous).items()})
+    model.cnn.load_state_dict({k[len("cnn."):]: v for k, v in read_safetensors(previous).items()})
     return previous_subject
 
 

@@ -188,11 +188,7 @@ def run_loso(
             are queued (rerun to collect them).
     """
     run_dir = Path(run_dir)
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive number of processes, got {jobs!r}")
-    if launch is not None and jobs != 1:
-        raise ValueError("give jobs or launch, not both")
-    launch = launch or Launch(jobs=jobs)
+    launch = Launch.of(launch, jobs)
     protocol = config.evaluation
     if launch.jobs > 1 and not protocol.independent_folds:
         raise ValueError(f"the {protocol.name} protocol chains folds in order: use jobs=1")

@@ -47,6 +47,16 @@ class Launch:
             raise ValueError("--jobs is for the local launcher; with --launcher slurm every cell "
                              "is its own job (see --slurm-array-parallelism)")
 
+    @classmethod
+    def of(cls, launch: Launch | None, jobs: int = 1) -> Launch:
+        """``launch``, or the local launch of ``jobs`` processes (a library call gives one of
+        the two)."""
+        if launch is None:
+            return cls(jobs=jobs)
+        if jobs != 1:
+            raise ValueError("give jobs or launch, not both")
+        return launch
+
     def check(self, run_dir: str | os.PathLike) -> list[str]:
         """Checks that need no submission (SLURM present, partition known); returns warnings."""
         if self.launcher != "slurm":

@@ -478,16 +478,13 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     import time
 
-    from poolwise.vision.presets import VIT_PREFIXES
     from poolwise.vision.probe import ProbeSpec, run_probe, write_probe_report
+    from poolwise.vision.recipe import with_data_image_size
 
     _threads(args)
     kwargs = {name: getattr(args, name) for name, _ in ARCH_OPTIONS
               if getattr(args, name) is not None}
-    if args.model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
-        from poolwise.vision.data import load_images
-
-        kwargs["img_size"] = load_images(args.data)["train"].image_size
+    kwargs = with_data_image_size(args.model, kwargs, args.data)
     spec = ProbeSpec(model=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint,
                      model_kwargs=kwargs, data=args.data, dtype=args.dtype,
                      pools=args.pools,

@@ -72,9 +72,7 @@ def run_grid(
     module-level function, the spec a picklable dataclass), or as ``launch`` says (SLURM
     included: ``on_status`` hears the counts of pending / running / done / failed cells), and
     returns the results in (pool, seed) order."""
-    if launch is not None and jobs != 1:
-        raise ValueError("give jobs or launch, not both")
-    launch = launch or Launch(jobs=jobs)
+    launch = Launch.of(launch, jobs)
     out = Path(out)
     cells = {}
     for pool in pools:

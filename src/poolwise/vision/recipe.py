@@ -99,6 +99,18 @@ def check_recipe(table: dict, spec_type: type, source: str) -> dict:
     return table if preset is None else {**table, "preset": preset}
 
 
+def with_data_image_size(model: str, model_kwargs: Mapping[str, Any], data: str) -> dict:
+    """``model_kwargs`` with a ViT's ``img_size`` defaulting to the data's image size."""
+    from poolwise.vision.presets import VIT_PREFIXES
+
+    kwargs = dict(model_kwargs)
+    if model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
+        from poolwise.vision.data import load_images
+
+        kwargs["img_size"] = load_images(data)["train"].image_size
+    return kwargs
+
+
 def resolve_spec(options: Mapping[str, Any], *, recipe: str | Path | None = None,
                  preset: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
                  defaults: Mapping[str, Any] | None = None) -> Any:
@@ -114,7 +126,7 @@ def resolve_spec(options: Mapping[str, Any], *, recipe: str | Path | None = None
     Raises:
         FileNotFoundError, ValueError: naming the recipe file and key at fault.
     """
-    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, VIT_PREFIXES, apply_preset
+    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, apply_preset
     from poolwise.vision.train import RunSpec
 
     values = dict(defaults or {})
@@ -137,11 +149,7 @@ def resolve_spec(options: Mapping[str, Any], *, recipe: str | Path | None = None
     values["model"] = model
     kwargs = apply_preset(preset, model, kwargs, pretrained=bool(values.get("pretrained")),
                           checkpoint=values.get("checkpoint"))
-    data = values.setdefault("data", "embedded")
-    if model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
-        from poolwise.vision.data import load_images
-
-        kwargs["img_size"] = load_images(data)["train"].image_size
+    kwargs = with_data_image_size(model, kwargs, values.setdefault("data", "embedded"))
     spec = RunSpec(model_kwargs=kwargs, **values)
     spec.check()
     return spec
