@@ -81,16 +81,16 @@ class Cluster:
             else:
                 os.kill(pid, signal.SIGKILL)
 
-    def warn_and_restart(self, job_id: str) -> None:
+    def warn(self, job_id: str) -> None:
         """Sends a running job SLURM's warning signal (USR2, what submitit asks for before the
-        time limit), then lifts the delay of about two minutes SLURM puts on a requeued job's
-        start."""
+        time limit) and waits until the job is back in the queue; SLURM starts it again once
+        its old credential expired (``cred_expire``, short on this cluster; 120 s by
+        default)."""
         self.run("scancel", "--signal=USR2", job_id)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             state = self.run("squeue", "-h", "-o", "%T", "-j", job_id, check=False).stdout
             if state.strip() == "PENDING":
-                self.run("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
                 return
             time.sleep(0.2)
         raise AssertionError(f"job {job_id} was not requeued within 60 s")
@@ -98,6 +98,11 @@ class Cluster:
     def log(self, name: str) -> str:
         path = self.root / "log" / f"{name}.log"
         return path.read_text()[-3000:] if path.is_file() else ""
+
+
+# how long a requeued job waits before it starts again (slurmd refuses to start it while the
+# old incarnation's credential is still valid: 'Job credential revoked')
+CRED_EXPIRE_S = 5
 
 
 def start(root: Path, cpus: int | None = None) -> Cluster:
@@ -119,7 +124,8 @@ def start(root: Path, cpus: int | None = None) -> Cluster:
         f"SlurmctldHost={host}(127.0.0.1)",
         "SlurmUser=root", "SlurmdUser=root",
         f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-        "AuthType=auth/munge", "CredType=cred/munge", f"AuthInfo=socket={socket_path}",
+        "AuthType=auth/munge", "CredType=cred/munge",
+        f"AuthInfo=socket={socket_path},cred_expire={CRED_EXPIRE_S}",
         f"StateSaveLocation={root / 'state'}", f"SlurmdSpoolDir={root / 'spool'}",
         f"SlurmctldPidFile={root / 'slurmctld.pid'}", f"SlurmdPidFile={root / 'slurmd.pid'}",
         f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}",

@@ -88,7 +88,7 @@ def test_the_warning_signal_requeues_a_cell_that_then_finishes(cluster, tmp_path
     while not (tmp_path / "b.started").exists():
         time.sleep(0.2)
     time.sleep(1.0)  # submitit's signal handler is installed before the function starts
-    cluster.warn_and_restart(job)
+    cluster.warn(job)
     executor.wait = True
     assert executor.run(grid) == {"b": {"name": "b", "attempts": 2}}
     assert json.loads((tmp_path / "jobs" / "cells.json").read_text()) == {"b": job}

@@ -223,7 +223,7 @@ def test_a_training_job_warned_by_slurm_requeues_and_ends_with_the_uninterrupted
     history = tmp_path / "slurm" / "log.jsonl"
     while not (history.is_file() and history.read_text().count("\n") >= 1):
         time.sleep(0.1)  # the first epoch is checkpointed
-    cluster.warn_and_restart(job)
+    cluster.warn(job)
     capsys.readouterr()
     assert main(slurm) == 0
     assert "test accuracy" in capsys.readouterr().out
