@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from poolwise.pain.models import native
+from poolwise.kernels import conv as native
 
 BATCH = 40
 # (input channels, output channels, input height) of L-SFAN's convolutions; width 30, padding (0, 1)

@@ -11,14 +11,17 @@ Warnings of either exporter are left visible.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from poolwise._io import atomic_path
-from poolwise.kernels import use_native
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 EXPORT_FOLDER = "export"
 MARKER = "poolwise_export"  # key of every export's sidecar JSON
@@ -90,15 +93,38 @@ def export_graph(module: nn.Module, example: torch.Tensor, out: Path, fmt: str, 
     module = module.eval()
     out = Path(out)
     # the graph holds standard operators only: poolwise's native kernels are switched off
+    import torch
+
+    from poolwise.kernels import use_native
+
     with torch.no_grad(), use_native(False), atomic_path(out) as tmp:
         if fmt == "onnx":
             _onnx(module, example, tmp, input_name, output_names, metadata or {})
         else:
             warnings.warn(DEPRECATED[fmt], FutureWarning, stacklevel=3)
-            traced = torch.jit.trace(module, example)
-            extra = {f"{k}.json": v for k, v in (metadata or {}).items()}
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
+            with _torch_notices_hidden():
+                traced = torch.jit.trace(module, example)
+                extra = {f"{k}.json": v for k, v in (metadata or {}).items()}
+                torch.jit.save(traced, str(tmp), _extra_files=extra)
     return out
+
+
+@contextlib.contextmanager
+def _torch_notices_hidden() -> Iterator[None]:
+    """Hides what torch says while exporting that is no news to the caller: its deprecation of
+    TorchScript (poolwise's own FutureWarning above says it once), its tracer's note on every
+    shape check it reads as a constant (the graph has a fixed channel count and window, and
+    a free batch axis; tests run exports at batches 1 and 64 against the module), and the
+    exporter's notices about its own internals (``_check_is_size``, RNN weight attributes)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", r"_check_is_size will be removed", FutureWarning)
+        warnings.filterwarnings("ignore", r"The tensor attributes .*_flat_weights",
+                                UserWarning)
+        yield
 
 
 def _onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
@@ -108,11 +134,14 @@ def _onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
     except ImportError as error:
         raise OSError("ONNX export needs onnxscript and onnx: pip install 'poolwise[onnx]'"
                       ) from error
+    import torch
+
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    program = torch.onnx.export(
-        module, (example,), input_names=[input_name], output_names=output_names,
-        dynamic_shapes=({0: batch},), dynamo=True, optimize=True, verbose=False,
-    )
+    with _torch_notices_hidden():
+        program = torch.onnx.export(
+            module, (example,), input_names=[input_name], output_names=output_names,
+            dynamic_shapes=({0: batch},), dynamo=True, optimize=True, verbose=False,
+        )
     for key, value in metadata.items():
         program.model.metadata_props[key] = value
     program.save(str(path))

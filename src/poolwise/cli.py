@@ -6,6 +6,7 @@ Library modules never parse argv or print; this module does both.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -76,7 +77,20 @@ def subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]
     return found
 
 
-def build_parser() -> argparse.ArgumentParser:
+# the command groups; each is imported only when its commands are needed
+_GROUPS = {"pain": "poolwise.pain.cli:add_pain_commands",
+           "vision": "poolwise.vision.cli:add_vision_commands"}
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The top-level command ``argv`` names (its first word that is not an option)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the top-level ``command`` a run names, the parser of that
+    command only, so that ``poolwise pain ...`` never imports the vision side (and vice
+    versa). Help and errors about the top-level command use the whole parser."""
     parser = argparse.ArgumentParser(
         prog="poolwise", formatter_class=HelpFormatter,
         description="Structure-aware pooling: GGeM heads for ViTs and L-SFAN pain detection.",
@@ -113,12 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seeds per image pool")
     demo.set_defaults(run=_cmd_demo)
 
-    from poolwise.pain.cli import add_pain_commands
-
-    add_pain_commands(commands)
-    from poolwise.vision.cli import add_vision_commands
-
-    add_vision_commands(commands)
+    for group, where in _GROUPS.items():
+        if command in (None, group) or command not in (*_GROUPS, "pools", "demo"):
+            module, _, function = where.partition(":")
+            getattr(importlib.import_module(module), function)(commands)
     for sub in subparsers(parser):
         sub.formatter_class = HelpFormatter
     return parser
@@ -131,7 +143,8 @@ _USER_ERRORS = (ValueError, OSError, FloatingPointError, FolderBusyError, SlurmE
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; an error prints as one line on stderr (exit 2), after any progress
     bar the command opened is closed; ``--debug`` or ``POOLWISE_DEBUG=1`` re-raises it."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_named(argv)).parse_args(argv)
     hide_cuda_home_notice()
     debug = args.debug or os.environ.get("POOLWISE_DEBUG", "") not in ("", "0")
     try:

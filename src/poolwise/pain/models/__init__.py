@@ -1,29 +1,55 @@
-"""Pain-behaviour models and the registry of their names."""
+"""Pain-behaviour models and the registry of their names.
+
+The registry is the single source of model names. Each entry names the class that builds the
+model (``module:Class``) and the keywords that make it that model; the class's module is
+imported only when a model is built, so listing names (the CLI's parser, ``--help``) does not
+load the CNN's kernels or any optional dependency.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from poolwise.pain.models.lsfan import LSFAN, map_reference_state_dict
-from poolwise.pain.models.recurrent import BANet, RecurrentNet
 
-_MODELS: dict[str, tuple[Callable[..., nn.Module], str]] = {
-    "lsfan": (LSFAN, "L-SFAN as published: CNN, temporal avg pool, one encoder layer"),
-    "lsfan_ggem": (
-        lambda **kw: LSFAN(pool="ggem", **kw),
-        "L-SFAN with a temporal GGeM (one learnable p per CNN channel)",
-    ),
-    "cnn_tap": (lambda **kw: LSFAN(attention=False, **kw), "ablation 2D-CNN-TAP: no attention"),
-    "cnn_sap": (
-        lambda **kw: LSFAN(attention=False, pool_axis="sensor", **kw),
-        "ablation 2D-CNN-SAP: pools the sensor axis, no attention",
-    ),
-    "banet": (BANet, "BANet (Wang et al. 2019): per-segment LSTM, temporal + bodily attention"),
-    "gru": (lambda **kw: RecurrentNet(cell="gru", **kw), "2-layer GRU over the 30 columns"),
-    "lstm": (lambda **kw: RecurrentNet(cell="lstm", **kw), "2-layer LSTM over the 30 columns"),
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model: ``factory`` is ``"module:attribute"``, called with ``fixed``
+    keywords and then the caller's; ``windowed`` models need the window length."""
+
+    factory: str
+    description: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+    windowed: bool = False
+
+    def load(self) -> Any:
+        module, _, attribute = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+_LSFAN = "poolwise.pain.models.lsfan:LSFAN"
+_RNN = "poolwise.pain.models.recurrent:RecurrentNet"
+
+_MODELS: dict[str, ModelEntry] = {
+    "lsfan": ModelEntry(
+        _LSFAN, "L-SFAN as published: CNN, temporal avg pool, one encoder layer", windowed=True),
+    "lsfan_ggem": ModelEntry(
+        _LSFAN, "L-SFAN with a temporal GGeM (one learnable p per CNN channel)",
+        {"pool": "ggem"}, windowed=True),
+    "cnn_tap": ModelEntry(
+        _LSFAN, "ablation 2D-CNN-TAP: no attention", {"attention": False}, windowed=True),
+    "cnn_sap": ModelEntry(
+        _LSFAN, "ablation 2D-CNN-SAP: pools the sensor axis, no attention",
+        {"attention": False, "pool_axis": "sensor"}, windowed=True),
+    "banet": ModelEntry(
+        "poolwise.pain.models.recurrent:BANet",
+        "BANet (Wang et al. 2019): per-segment LSTM, temporal + bodily attention"),
+    "gru": ModelEntry(_RNN, "2-layer GRU over the 30 columns", {"cell": "gru"}),
+    "lstm": ModelEntry(_RNN, "2-layer LSTM over the 30 columns", {"cell": "lstm"}),
 }
 
 
@@ -32,26 +58,25 @@ def list_models() -> list[str]:
 
 
 def describe_models() -> dict[str, str]:
-    return {name: _MODELS[name][1] for name in list_models()}
+    return {name: _MODELS[name].description for name in list_models()}
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in _MODELS:
+        raise ValueError(f"unknown pain model {name!r}; known: {', '.join(list_models())}")
+    return _MODELS[name]
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Builds a fresh, newly initialised pain model by name."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown pain model {name!r}; known: {', '.join(list_models())}")
-    return _MODELS[name][0](**kwargs)
-
-
-# models built on the 2D CNN need the window length; the recurrent ones take any length
-_WINDOWED = {"lsfan", "lsfan_ggem", "cnn_tap", "cnn_sap"}
+    entry = _entry(name)
+    return entry.load()(**entry.fixed, **kwargs)
 
 
 def model_input_kwargs(name: str, n_channels: int, window: int) -> dict:
     """The constructor arguments that fit a model to inputs ``(n, n_channels, window)``."""
-    if name not in _MODELS:
-        raise ValueError(f"unknown pain model {name!r}; known: {', '.join(list_models())}")
-    kwargs = {"n_channels": n_channels}
-    if name in _WINDOWED:
+    kwargs: dict[str, Any] = {"n_channels": n_channels}
+    if _entry(name).windowed:
         kwargs["window"] = window
     return kwargs
 
@@ -60,9 +85,25 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+_CLASSES = {
+    "LSFAN": "poolwise.pain.models.lsfan",
+    "BANet": "poolwise.pain.models.recurrent",
+    "RecurrentNet": "poolwise.pain.models.recurrent",
+    "map_reference_state_dict": "poolwise.pain.models.lsfan",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The model classes, imported on first use (PEP 562)."""
+    if name in _CLASSES:
+        return getattr(importlib.import_module(_CLASSES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "LSFAN",
     "BANet",
+    "ModelEntry",
     "RecurrentNet",
     "count_parameters",
     "create_model",
