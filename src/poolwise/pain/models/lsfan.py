@@ -184,9 +184,12 @@ class LSFAN(nn.Module):
         is dropped. Any other missing or unexpected key raises ``ValueError``.
         """
         import pickle
+        import warnings
 
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a protocol note on a file refused or read anyway
+                warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ValueError(
