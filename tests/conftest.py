@@ -13,7 +13,14 @@ import torch
 
 TESTS = Path(__file__).resolve().parent
 
-torch.set_num_threads(2)
+# The suite runs in pytest-xdist workers (pyproject.toml): they share the machine's cores, so each
+# worker, and each process a test starts (OMP_NUM_THREADS is inherited), gets one torch thread;
+# with two threads each, their OpenMP threads would spin against each other. A run without
+# workers (-n 0) keeps two threads.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1 if WORKERS > 1 else 2)
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +46,9 @@ def cluster(slurm, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
     return slurm
+
+
+def pytest_collection_modifyitems(items):
+    """The few slow tests first (each a minute or more): the two workers start on them and
+    share out the short ones afterwards, instead of one worker ending alone on a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
