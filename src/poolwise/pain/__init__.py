@@ -6,8 +6,7 @@ parser stay light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from poolwise._lazy import lazy_exports
 
 _EXPORTS = {
     "Detector": "poolwise.pain.detector",
@@ -19,12 +18,7 @@ _EXPORTS = {
     "Decision": "poolwise.pain.streaming",
     "StreamingDetector": "poolwise.pain.streaming",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

@@ -12,6 +12,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from poolwise._lazy import lazy_exports
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -91,13 +93,7 @@ _CLASSES = {
     "RecurrentNet": "poolwise.pain.models.recurrent",
     "map_reference_state_dict": "poolwise.pain.models.lsfan",
 }
-
-
-def __getattr__(name: str) -> Any:
-    """The model classes, imported on first use (PEP 562)."""
-    if name in _CLASSES:
-        return getattr(importlib.import_module(_CLASSES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _CLASSES)  # the model classes, imported on first use
 
 
 __all__ = [
