@@ -17,6 +17,7 @@ from poolwise._io import (
     read_json,
     remove_stale_temps,
     safetensors_bytes,
+    write_bytes,
     write_json,
     write_text,
 )
@@ -176,3 +177,38 @@ def test_weights_files_that_are_not_whole_or_not_ours_are_named(tmp_path):
     assert torch.equal(model.weight, read_safetensors(path)["weight"])
     with pytest.raises(FileNotFoundError, match=r"missing\.safetensors does not exist"):
         read_safetensors(tmp_path / "missing.safetensors")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB file system (tmpfs), mounted for the test and unmounted after; needs
+    root (CI runs as root), skipped otherwise."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_names_the_file_and_keeps_what_was_there(small_disk):
+    target = small_disk / "weights.bin"
+    write_bytes(target, b"a" * 100_000)
+    with pytest.raises(OSError, match=r"no space left to write .*weights\.bin \(400,000 bytes"):
+        write_bytes(target, b"b" * 400_000)
+    assert target.read_bytes() == b"a" * 100_000
+    assert sorted(p.name for p in small_disk.iterdir()) == ["weights.bin"]  # no temporary
+
+
+def test_a_training_run_on_a_full_disk_says_so(small_disk, capsys):
+    from poolwise.cli import main
+
+    out = small_disk / "run"
+    args = ["vision", "train", "--epochs", "1", "--out", str(out)]  # a 5 MB checkpoint
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no space left to write" in err and "checkpoint.pt" in err and "bug" not in err

@@ -11,6 +11,7 @@ A killed process can leave a temporary file behind; :func:`remove_stale_temps` d
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -61,8 +62,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    """Writes ``data`` to ``path`` atomically (:func:`atomic_path`).
+
+    Raises:
+        OSError: for a full disk or quota, naming ``path`` and the size (what was there
+            before is kept).
+    """
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(error.errno, f"no space left to write {path} ({len(data):,} bytes; the "
+                      "file it replaces is kept): free space on that disk or write the run "
+                      "elsewhere") from None
     return Path(path)
 
 

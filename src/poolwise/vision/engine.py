@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -39,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from poolwise._io import atomic_path, safetensors_bytes, write_bytes
+from poolwise._io import safetensors_bytes, write_bytes
 from poolwise.runs import RunFolder
 from poolwise.vision.models import P_LR_MULT, param_groups
 
@@ -310,8 +311,9 @@ def resume(run_dir: Path, trainer: Trainer) -> tuple[list[dict], int]:
 
 def save_epoch(run_dir: Path, trainer: Trainer, epoch: int, history: list[dict]) -> None:
     """The resumable state (``checkpoint.pt``) and ``log.jsonl``, both written atomically."""
-    with atomic_path(run_dir / "checkpoint.pt") as tmp:
-        torch.save({"trainer": trainer.state_dict(), "epoch": epoch, "history": history}, tmp)
+    buffer = io.BytesIO()  # serialised first, so a full disk is an OSError naming the file
+    torch.save({"trainer": trainer.state_dict(), "epoch": epoch, "history": history}, buffer)
+    write_bytes(run_dir / "checkpoint.pt", buffer.getvalue())
     run_folder(run_dir).rewrite_log(history)
 
 
