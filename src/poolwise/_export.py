@@ -97,15 +97,15 @@ def export_graph(module: nn.Module, example: torch.Tensor, out: Path, fmt: str, 
 
     from poolwise.kernels import use_native
 
-    with torch.no_grad(), use_native(False), atomic_path(out) as tmp:
+    if fmt in DEPRECATED:
+        warnings.warn(DEPRECATED[fmt], FutureWarning, stacklevel=3)
+    with torch.no_grad(), use_native(False), atomic_path(out) as tmp, _torch_notices_hidden():
         if fmt == "onnx":
             _onnx(module, example, tmp, input_name, output_names, metadata or {})
         else:
-            warnings.warn(DEPRECATED[fmt], FutureWarning, stacklevel=3)
-            with _torch_notices_hidden():
-                traced = torch.jit.trace(module, example)
-                extra = {f"{k}.json": v for k, v in (metadata or {}).items()}
-                torch.jit.save(traced, str(tmp), _extra_files=extra)
+            traced = torch.jit.trace(module, example)
+            extra = {f"{k}.json": v for k, v in (metadata or {}).items()}
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
     return out
 
 
@@ -137,11 +137,10 @@ def _onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    with _torch_notices_hidden():
-        program = torch.onnx.export(
-            module, (example,), input_names=[input_name], output_names=output_names,
-            dynamic_shapes=({0: batch},), dynamo=True, optimize=True, verbose=False,
-        )
+    program = torch.onnx.export(
+        module, (example,), input_names=[input_name], output_names=output_names,
+        dynamic_shapes=({0: batch},), dynamo=True, optimize=True, verbose=False,
+    )
     for key, value in metadata.items():
         program.model.metadata_props[key] = value
     program.save(str(path))

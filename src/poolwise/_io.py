@@ -61,7 +61,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Path:
     """Writes ``data`` to ``path`` atomically (:func:`atomic_path`).
 
     Raises:

@@ -127,8 +127,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                       help="seeds per image pool")
     demo.set_defaults(run=_cmd_demo)
 
+    named_elsewhere = command in commands.choices  # pools, demo
     for group, where in _GROUPS.items():
-        if command in (None, group) or command not in (*_GROUPS, "pools", "demo"):
+        if command == group or (not named_elsewhere and command not in _GROUPS):
             module, _, function = where.partition(":")
             getattr(importlib.import_module(module), function)(commands)
     for sub in subparsers(parser):

@@ -20,7 +20,7 @@ CHANNELS = tuple(f"col{i}" for i in range(30))
 
 def make_detector(tmp_path, name="lsfan", threshold=0.4, window=180):
     torch.manual_seed(0)
-    kwargs = {} if window == 180 else model_input_kwargs(name, 30, window)
+    kwargs = model_input_kwargs(name, 30, window)
     model = create_model(name, **kwargs)
     config = DetectorConfig(
         model=name, model_kwargs=kwargs, channel_names=CHANNELS, frame_rate=60.0, window=window,
@@ -89,8 +89,8 @@ def test_files_that_are_not_detectors(tmp_path):
 @pytest.mark.parametrize("name", list_models())
 def test_onnx_and_torchscript_match_pytorch(tmp_path, name):
     ort = pytest.importorskip("onnxruntime")
-    # one-second windows: the exporters unroll the recurrent nets over time, 180 frames take
-    # half a minute per net, and the graph is the same at any length
+    # one-second windows: the exporters unroll the recurrent nets over time (180 frames take
+    # half a minute per net); the operators checked are the same at any window length
     path, _ = make_detector(tmp_path, name, window=60)
     reference = Detector.load(path).predict_proba(windows(64, seed=1, window=60))
     onnx_path = export_detector(path, tmp_path / f"{name}.onnx", "onnx")

@@ -313,7 +313,7 @@ def save_epoch(run_dir: Path, trainer: Trainer, epoch: int, history: list[dict])
     """The resumable state (``checkpoint.pt``) and ``log.jsonl``, both written atomically."""
     buffer = io.BytesIO()  # serialised first, so a full disk is an OSError naming the file
     torch.save({"trainer": trainer.state_dict(), "epoch": epoch, "history": history}, buffer)
-    write_bytes(run_dir / "checkpoint.pt", buffer.getvalue())
+    write_bytes(run_dir / "checkpoint.pt", buffer.getbuffer())
     run_folder(run_dir).rewrite_log(history)
 
 
