@@ -7,8 +7,18 @@ import pytest
 import torch
 from torch import nn
 
-from poolwise.pain.models import LSFAN, count_parameters, create_model, list_models
+from poolwise.pain.models import (
+    LSFAN,
+    count_parameters,
+    create_model,
+    list_models,
+    model_entry,
+    model_input_kwargs,
+)
 from poolwise.pooling import list_pools
+
+NETWORKS = [n for n in list_models() if not model_entry(n).closed_form]
+CLOSED_FORM = [n for n in list_models() if model_entry(n).closed_form]
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference"
 
@@ -107,16 +117,32 @@ def test_reference_checkpoint_with_wrong_keys_is_refused(tmp_path):
         LSFAN.from_reference_checkpoint(path)
 
 
+def ready(name: str, n_channels: int = 30, window: int = 180, n_classes: int = 2,
+          **kwargs) -> nn.Module:
+    """A model able to score windows: a new network, or a closed-form model fitted on noise."""
+    model = create_model(name, **model_input_kwargs(name, n_channels, window),
+                         n_classes=n_classes, **kwargs)
+    if model_entry(name).closed_form:
+        rng = np.random.default_rng(0)
+        y = np.arange(24) % n_classes
+        model.fit_windows(rng.normal(size=(24, n_channels, window)).astype(np.float32), y,
+                          np.ones(24), seed=0)
+    return model
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_model_contract(name):
     torch.manual_seed(0)
-    model = create_model(name)
+    model = ready(name)
     x = torch.randn(4, 30, 180)
     out = model(x)
     assert out.shape == (4, 2)
-    out.sum().backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, pname
+    if name in NETWORKS:
+        out.sum().backward()
+        for pname, p in model.named_parameters():
+            assert p.grad is not None, pname
+    else:
+        assert not list(model.parameters()) and count_parameters(model) > 0
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x), rtol=0, atol=0)
@@ -149,7 +175,7 @@ def test_lsfan_heads_default_to_the_largest_divisor_up_to_five(channels, heads):
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_takes_any_channel_count_and_class_count(name):
     kwargs = {"n_segments": 3} if name == "banet" else {}
-    model = create_model(name, n_channels=6, n_classes=4, **kwargs)
+    model = ready(name, n_channels=6, n_classes=4, **kwargs)
     assert model(torch.randn(3, 6, 180)).shape == (3, 4)
 
 

@@ -172,6 +172,9 @@ def add_pain_commands(commands: argparse._SubParsersAction) -> None:
                          help="comma-separated models also run under the reference (leaky) "
                          "protocol, to show its optimism")
     compare.add_argument("--out", required=True, help="comparison folder")
+    compare.add_argument("--report", default=None, metavar="DIR",
+                         help="folder of the report (default: OUT), e.g. to publish it apart "
+                         "from the run folders")
     _add_training_options(compare)
     compare.add_argument("--threads", type=positive_int, default=None,
                          help="torch threads (one process; with --launcher slurm, each job's)")

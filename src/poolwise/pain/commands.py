@@ -52,11 +52,15 @@ def windows(args: argparse.Namespace) -> int:
 
 
 def models(args: argparse.Namespace) -> int:
-    from poolwise.pain.models import count_parameters, create_model, describe_models
+    from poolwise.pain.models import count_parameters, create_model, describe_models, model_entry
 
-    print("| model | trainable parameters | description |\n|---|---|---|")
+    print("| model | trainable parameters | export | description |\n|---|---|---|---|")
     for name, text in describe_models().items():
-        print(f"| {name} | {count_parameters(create_model(name)):,} | {text} |")
+        entry = model_entry(name)
+        size = ("fitted per fold" if entry.closed_form else
+                f"{count_parameters(create_model(name)):,}")
+        export = "no (not a torch graph)" if entry.closed_form else "ONNX, TorchScript"
+        print(f"| {name} | {size} | {export} | {text} |")
     return 0
 
 
@@ -203,7 +207,7 @@ def compare(args: argparse.Namespace) -> int:
                         on_notice=lambda text: bars.write(f"  note: {text}"))
     bars.close()
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
-    path = write_report(paths, args.out, command=command)
+    path = write_report(paths, args.report or args.out, command=command)
     print(f"report -> {path}")
     return 0
 

@@ -12,7 +12,8 @@ holds NaN/inf, or the probability is not finite. A consumer must not use a proba
 names and order, frame rate, window, hop, threshold) is written beside it as ``<file>.json``
 and into the model's metadata (ONNX ``metadata_props["poolwise_detector"]``, TorchScript extra
 file ``poolwise_detector.json``). PyTorch's fused transformer fast path is switched
-off while exporting (it has no ONNX form); GGeM exports as plain ops.
+off while exporting (it has no ONNX form); GGeM exports as plain ops. The ROCKET family's
+detectors are refused: their transform is not a torch graph.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from poolwise._export import MARKER, export_graph, export_target, sidecar
 from poolwise._io import write_text
 from poolwise.pain.constants import MAX_ABS_Z
 from poolwise.pain.detector import Detector, ProbabilityNet
+from poolwise.pain.models import model_entry
 
 
 @contextlib.contextmanager
@@ -58,12 +60,19 @@ def export_detector(checkpoint: str | Path, out: str | Path | None = None, fmt: 
 
     Raises:
         ValueError: for a checkpoint that :func:`~poolwise.pain.detector.read_detector`
-            refuses, or an unknown format; nothing is written then.
+            refuses, a model without a torch graph (the ROCKET family) or an unknown format;
+            nothing is written then.
     """
     out = export_target(out, Path(checkpoint), fmt)
     detector = Detector.load(checkpoint, max_abs_z=max_abs_z)
-    wrapper = _CheckedNet(detector.net).eval()
     config = detector.config
+    if model_entry(config.model).closed_form:
+        raise ValueError(
+            f"{checkpoint}: a {config.model} detector cannot be exported to {fmt}: its "
+            "random-kernel transform runs in aeon (numba), not in a torch graph. Score its "
+            "windows in Python instead: `poolwise pain stream`, or "
+            "poolwise.pain.detector.Detector.load(...).predict_proba")
+    wrapper = _CheckedNet(detector.net).eval()
     example = torch.zeros(2, len(config.channel_names), config.window)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _no_fastpath():

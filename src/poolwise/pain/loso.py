@@ -121,8 +121,9 @@ def _check_data(dataset: WindowDataset, config: LosoConfig) -> None:
     kwargs = model_kwargs(config, dataset)
     try:
         model = create_model(config.model, **kwargs).eval()
-        with torch.inference_mode():
-            model(torch.zeros(2, len(dataset.channel_names), dataset.window))
+        if not getattr(model, "closed_form", False):  # those check the shape when built
+            with torch.inference_mode():
+                model(torch.zeros(2, len(dataset.channel_names), dataset.window))
     except (ValueError, RuntimeError, TypeError) as error:
         first = str(error).strip().splitlines()[0]
         raise ValueError(

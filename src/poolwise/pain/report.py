@@ -28,6 +28,7 @@ from poolwise.pain.data.dataset import BINARY_CLASSES
 from poolwise.pain.folds import fold_records
 from poolwise.pain.loso import fold_seconds
 from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
+from poolwise.pain.models import model_entry
 from poolwise.pain.protocols import PROTOCOL_TYPES, Protocol, protocol_type
 from poolwise.stats import bootstrap_ci, paired_comparison, summarise
 
@@ -163,6 +164,13 @@ def compare_runs(summaries: list[dict]) -> list[dict]:
     return found
 
 
+def _duration(seconds: float) -> str:
+    if not seconds:
+        return "n/a"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
+
+
 def summarise_run(run: Run) -> dict:
     if not run.folds:
         raise ValueError(f"{run.path}: no finished folds yet")
@@ -190,6 +198,7 @@ def summarise_run(run: Run) -> dict:
         "test_subjects": len(per_subject),
         "subjects": len(run.config["data"]["subjects"]),
         "epochs": run.config["train"]["epochs"],
+        "closed_form": model_entry(run.model).closed_form,
         "epoch_chosen_mean": float(np.mean([f["epoch_chosen"] for f in run.folds])),
         "windows": len(labels),
         "pooled": score(labels, prob),
@@ -364,17 +373,22 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         folds = f"{s['folds']}/{s['fold_total']}"
         rows.append([
             s["label"], f"{s['n_parameters']:,}", folds, str(s["test_subjects"]),
-            str(s["epochs"]), *(number(p[m]) for m in metrics), mean_std(ps["macro_f1"]),
-            mean_std(ps["mcc"]),
+            "closed form" if s.get("closed_form") else str(s["epochs"]),
+            _duration(s["seconds"]), *(number(p[m]) for m in metrics),
+            mean_std(ps["macro_f1"]), mean_std(ps["mcc"]),
         ])
     lines += [
         "## Results",
         "",
         markdown_table(
-            ["model", "params", "folds", "test subjects", "epochs",
+            ["model", "params", "folds", "test subjects", "epochs", "fold time",
              *(METRIC_NAMES[m] for m in metrics), "macro F1 per subject", "MCC per subject"],
             rows,
         ),
+        "",
+        "params: trainable parameters; for the closed-form ROCKET models, the numbers fitted "
+        "to the data (ridge weights and intercepts, scaler statistics). fold time: the folds' "
+        "wall times added up (fitting and scoring; folds run side by side overlap).",
         "",
     ]
     lines += [

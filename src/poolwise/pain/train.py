@@ -96,6 +96,27 @@ def _selection_macro_f1(y: np.ndarray, prob: np.ndarray) -> float | None:
     return multiclass_metrics(y, prob)["macro_f1"]
 
 
+def _fit_closed_form(model, X_train, y_train, X_select, y_select, weights, loss_fn, generator,
+                     on_epoch, on_batch) -> FitResult:
+    """A model fitted in one solve (the ROCKET family): the same class weights as the loss of
+    the networks, its random kernels seeded from ``generator``; one "epoch" in the history."""
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    y = y_train.numpy()
+    chosen = model.fit_windows(X_train.numpy(), y, weights[y], seed)
+    if on_batch is not None:
+        on_batch(len(X_train))
+    logits = predict_logits(model, X_select)
+    record = {"epoch": 1, "train_loss": chosen.pop("train_loss"),
+              "select_loss": float(loss_fn(logits, y_select)),
+              "select_macro_f1": _selection_macro_f1(
+                  y_select.numpy(), torch.softmax(logits.float(), 1).numpy()),
+              **chosen}
+    if on_epoch is not None:
+        on_epoch(record)
+    return FitResult(epoch_chosen=1, history=[record], class_weights=weights.tolist(),
+                     final_state=copy.deepcopy(model.state_dict()))
+
+
 def fit(
     model: nn.Module,
     X_train: Tensor,
@@ -108,6 +129,9 @@ def fit(
     on_batch: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Trains ``model`` in place and leaves it in its selected state (eval mode).
+
+    A ``closed_form`` model (the ROCKET family) is fitted by its own ``fit_windows`` on the
+    training windows instead: ``config``'s epochs, batches and augmentation do not apply.
 
     The state after the last epoch is kept in ``FitResult.final_state`` (the reference
     protocol carries it to the next fold).
@@ -124,6 +148,9 @@ def fit(
     n_classes = int(max(y_train.max(), y_select.max())) + 1
     weights = class_weights(y_train.numpy(), n_classes)
     loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
+    if getattr(model, "closed_form", False):
+        return _fit_closed_form(model, X_train, y_train, X_select, y_select, weights, loss_fn,
+                                generator, on_epoch, on_batch)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = min(config.samples_per_epoch or len(X_train), len(X_train))
     steps = math.ceil(per_epoch / config.batch_size)
