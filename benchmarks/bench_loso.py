@@ -11,7 +11,12 @@ configuration (K = 4 outputs, class weights from the labels), the multi-class pa
 same eval logits for the same weights. Ratios are measured in one run on the same synthetic
 windows.
 
-    python benchmarks/bench_loso.py [--windows 2000] [--json out.json]
+``--baselines`` adds a second table: one fold's fit and scoring for L-SFAN and each of the
+time-series field's baselines (the ROCKET family, InceptionTime) on the same windows, through
+the training loop's one entry point (:func:`poolwise.pain.train.fit`, ``--epochs`` epochs for
+the networks, closed form for the ROCKET models), with seconds per fold and windows/s.
+
+    python benchmarks/bench_loso.py [--windows 2000] [--baselines] [--epochs 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ import torch
 from torch import nn
 
 from poolwise.pain.augment import augment_batch, n_variants
-from poolwise.pain.models import create_model
-from poolwise.pain.train import class_weights
+from poolwise.pain.models import create_model, model_input_kwargs
+from poolwise.pain.train import TrainConfig, class_probabilities, class_weights, fit
 
 BATCH = 40
 
@@ -162,10 +167,54 @@ def eval_difference(X: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
+BASELINES = ("lsfan", "minirocket", "multirocket", "hydra", "inception_time")
+
+
+def baseline_fold(name: str, X: np.ndarray, y: np.ndarray, epochs: int) -> dict:
+    """One fold of ``name``: fit on 80 % of the windows (model selection on 10 %), score the
+    last 10 %; seconds of each part and the windows/s they amount to."""
+    n = len(X)
+    train, select, test = np.split(np.arange(n), [int(0.8 * n), int(0.9 * n)])
+    torch.manual_seed(0)
+    model = create_model(name, **model_input_kwargs(name, X.shape[1], X.shape[2]))
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    start = time.perf_counter()
+    fit(model, Xt[train], yt[train], Xt[select], yt[select], TrainConfig(epochs=epochs),
+        torch.Generator().manual_seed(0))
+    fitted = time.perf_counter() - start
+    start = time.perf_counter()
+    class_probabilities(model, Xt[test])
+    scored = time.perf_counter() - start
+    closed = getattr(model, "closed_form", False)
+    seen = len(train) * (1 if closed else epochs)
+    return {"model": name, "fit_s": fitted, "score_s": scored, "fold_s": fitted + scored,
+            "fit_windows_per_s": seen / fitted, "score_windows_per_s": len(test) / scored,
+            "epochs": None if closed else epochs}
+
+
+def baselines(X: np.ndarray, y: np.ndarray, epochs: int) -> list[dict]:
+    rows = [baseline_fold(name, X, y, epochs) for name in BASELINES]
+    base = rows[0]["fold_s"]
+    print(f"\none fold on the same {len(X)} windows (80 % fit, 10 % selection, 10 % scored), "
+          "2 threads; networks: "
+          f"{epochs} epochs; ROCKET: closed form (the first call of each kind compiles "
+          "aeon's numba kernels, here before the timing)")
+    print("| model | fit (s) | fit windows/s | score windows/s | fold (s) | x L-SFAN's fold time |"
+          "\n|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['fit_s']:.1f} | {r['fit_windows_per_s']:,.0f} | "
+              f"{r['score_windows_per_s']:,.0f} | {r['fold_s']:.1f} | {r['fold_s'] / base:.2f}x |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=2000, help="windows timed per setup")
     parser.add_argument("--json", help="also write the numbers here")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also time one fold of L-SFAN and each baseline")
+    parser.add_argument("--epochs", type=int, default=3,
+                        help="epochs of the networks' fold in --baselines")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -196,10 +245,15 @@ def main() -> None:
         print(f"| {name} | {rate:,.0f} | {rate / base:.2f}x |")
     diff = eval_difference(Xt)
     print(f"\neval logits, same weights, both definitions: max |difference| = {diff:.2e}")
+    folds = []
+    if args.baselines:
+        for name in BASELINES[1:4]:  # compile aeon's kernels outside the timing
+            baseline_fold(name, X[:60], np.arange(60) % 2, 1)
+        folds = baselines(X, y, args.epochs)
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"rows": [{"setup": n, "windows_per_s": r} for n, r in rows], "eval_max_abs": diff},
-            indent=1))
+            {"rows": [{"setup": n, "windows_per_s": r} for n, r in rows], "eval_max_abs": diff,
+             "baselines": folds}, indent=1))
 
 
 if __name__ == "__main__":

@@ -41,12 +41,21 @@ def test_each_run_is_the_loso_run_and_one_report_holds_them(cohort, tmp_path, ca
     for label in ("cnn_tap [clean]", "gru [clean]", "cnn_tap [REFERENCE (leaky)]"):
         assert f"| {label} |" in report
     assert "Made with:" in report
+    # where the folds ran, from their records: CPU, cores, versions, threads, wall time
+    import torch
+
+    from poolwise._machine import cpu_name
+
+    assert (f"Machine and versions: {cpu_name()} (" in report
+            and f"torch {torch.__version__} with " in report and "wall time from" in report)
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary) == 3
-    # a second call resumes every fold and writes the same report
+    # a second call resumes every fold and writes the same report, here apart from the runs
     assert main(["pain", "compare", str(cohort), "--models", "cnn_tap,gru", "--reference",
-                 "cnn_tap", *OPTIONS, "--out", str(out)]) == 0
+                 "cnn_tap", *OPTIONS, "--out", str(out), "--report",
+                 str(tmp_path / "published")]) == 0
     assert "done earlier" in capsys.readouterr().out
+    assert "| gru [clean] |" in (tmp_path / "published" / "report.md").read_text()
 
 
 def test_seeds_are_runs_of_their_own_labelled_by_seed(cohort, tmp_path):

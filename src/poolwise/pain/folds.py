@@ -24,6 +24,7 @@ import torch
 
 from poolwise import __version__
 from poolwise._io import read_safetensors, save_safetensors, write_bytes
+from poolwise._machine import environment
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
 from poolwise.pain.metrics import score
@@ -149,8 +150,7 @@ def run_fold(
     groups = {s: str(dataset.group[dataset.subject == s][0]) for s in data.test_subjects}
     record = {
         "poolwise_version": __version__,
-        # thread count and versions: float reductions, hence trajectories, depend on them
-        "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "environment": environment(),
         "protocol": config.protocol,
         **({"protocol_note": protocol.note} if protocol.note is not None else {}),
         "model": config.model,

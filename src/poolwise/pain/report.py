@@ -30,6 +30,7 @@ from poolwise.pain.loso import fold_seconds
 from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
 from poolwise.pain.models import model_entry
 from poolwise.pain.protocols import PROTOCOL_TYPES, Protocol, protocol_type
+from poolwise.runs import RunFolder
 from poolwise.stats import bootstrap_ci, paired_comparison, summarise
 
 METRIC_NAMES = {
@@ -169,6 +170,37 @@ def _duration(seconds: float) -> str:
         return "n/a"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
+
+
+def _environment_lines(runs: list[Run], summaries: list[dict]) -> list[str]:
+    """Where the folds ran (CPU, cores, versions, threads; as their records say) and their
+    total wall time."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        for fold in run.folds:
+            env = fold.get("environment", {})
+            if "cpu" in env:
+                gpu = f", {env['gpu']}" if env["gpu"] else ""
+                threads = f"{env['torch_threads']} thread{'s' * (env['torch_threads'] != 1)}"
+                text = (f"{env['cpu']} ({env['cpus']} cores{gpu}), Python {env['python']}, "
+                        f"torch {env['torch']} with {threads} per fold, "
+                        f"poolwise {env['poolwise']}")
+            else:
+                text = (f"not recorded (torch {env.get('torch', '?')}, poolwise "
+                        f"{fold.get('poolwise_version', '?')})")
+            seen[text] = seen.get(text, 0) + 1
+    total = sum(seen.values())
+    where = [f"{text}{'' if n == total else f' ({n} of {total} folds)'}"
+             for text, n in seen.items()]
+    seconds = sum(s["seconds"] for s in summaries)
+    events = [e for run in runs for e in RunFolder(run.path).events("fold")]
+    span = ""
+    if events:
+        wall = max(e["time"] for e in events) - min(e["time"] - e["seconds"] for e in events)
+        span = (f"; wall time from the first fold's start to the last fold's end "
+                f"{_duration(wall)} (a run resumed later counts the pause too)")
+    return [f"Machine and versions: {'; '.join(where)}. Fold time, all runs added up: "
+            f"{_duration(seconds)} (per run in the table below){span}.", ""]
 
 
 def summarise_run(run: Run) -> dict:
@@ -354,6 +386,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         f"Data: {data['windows']} windows of {data['window']} frames, "
         f"{len(data['subjects'])} subjects (fingerprint `{data['fingerprint']}`).",
         "",
+        *_environment_lines(runs, summaries),
         "Pooled: all held-out windows of all folds together. Per subject: mean ± std over the "
         "held-out subjects (the count in brackets where a metric is undefined for some "
         "subjects, e.g. no protective window).",

@@ -12,8 +12,8 @@ fitted in closed form on the training windows (``closed_form``; aeon's transform
 
 ``inception_time`` is one InceptionTime network (depth 6, 32 filters, kernel lengths 39/19/9:
 the paper's 40/20/10 made odd so "same" padding is symmetric). The paper averages an ensemble
-of five; ``--model-option n_networks=5`` builds it, at five times the cost (one network trains
-at about 116 windows/s on 2 CPU cores, batch 40, 30 channels x 180 frames).
+of five; ``--model-option n_networks=5`` builds it, at five times the cost (docs/pain.md gives
+the measured speed).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class ModelEntry:
 
 def _rocket(kind: str, what: str) -> ModelEntry:
     return ModelEntry("poolwise.pain.models.rocket:RocketRidge",
-                      f"{what} (aeon) + ridge, regularisation by cross-validation; no export",
+                      f"{what} (aeon) + ridge, regularisation by cross-validation",
                       {"kind": kind}, windowed=True, closed_form=True, extra="rocket")
 
 
