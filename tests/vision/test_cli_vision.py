@@ -30,6 +30,7 @@ def test_train_then_dependence(tmp_path, capsys):
 
     again = resolve_spec({"pool": "ggem", "epochs": 1, "batch_size": 128},
                          model_kwargs={"embed_dim": 24, "depth": 1, "num_heads": 2})
+    assert spec.pop("data_fingerprint")["files"] == 1  # the embedded archive's content
     assert again.to_json() == spec
 
     assert main(["vision", "dependence", str(tmp_path), "--out", str(tmp_path / "dep")]) == 0

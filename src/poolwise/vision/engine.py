@@ -40,7 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from poolwise._io import safetensors_bytes, write_bytes
+from poolwise._io import read_json, safetensors_bytes, write_bytes
 from poolwise.runs import RunFolder
 from poolwise.vision.models import P_LR_MULT, param_groups
 
@@ -113,7 +113,9 @@ def open_run(run_dir: Path, spec: Any) -> tuple[int, int, bool, dict | None]:
     finished = None
     if rank == 0:
         folder.path.mkdir(parents=True, exist_ok=True)
-        folder.check_settings(spec.to_json())
+        settings = run_settings(spec)
+        _check_same_data(folder, spec.data, settings["data_fingerprint"])
+        folder.check_settings(settings, ignore=("data",))
         finished, problem = folder.finished()
         if problem is not None:
             folder.record_path().unlink(missing_ok=True)
@@ -126,11 +128,35 @@ def open_run(run_dir: Path, spec: Any) -> tuple[int, int, bool, dict | None]:
     return rank, world, created, finished if rank == 0 else {}
 
 
+def _check_same_data(folder: RunFolder, data: str, now: dict) -> None:
+    if not folder.settings_path.is_file():
+        return
+    recorded = read_json(folder.settings_path, "the run settings").get("data_fingerprint")
+    if recorded is None or recorded == now:
+        return
+
+    def say(f: dict) -> str:
+        return f"{f['files']} files, {f['bytes']:,} bytes, sha256 {f['sha256'][:12]}"
+
+    raise ValueError(f"{folder.path}: this run was trained on other data than {data} holds now "
+                     f"(recorded: {say(recorded)}; now: {say(now)}); restore the data it was "
+                     "trained on, or use another --out folder")
+
+
+def run_settings(spec: Any) -> dict:
+    """What ``run.json`` records: the spec, and the fingerprint of its data's content
+    (:mod:`poolwise.vision.fingerprint`); resuming compares the fingerprint, not the path by
+    which the data was named."""
+    from poolwise.vision.fingerprint import data_fingerprint
+
+    return {**spec.to_json(), "data_fingerprint": data_fingerprint(spec.data)}
+
+
 def record_spec(run_dir: Path, spec: Any) -> None:
     """Writes ``run.json`` once the run is known to be valid (its model built); rank 0 only."""
     folder = run_folder(run_dir)
     if int(os.environ.get("RANK", "0")) == 0 and not folder.settings_path.exists():
-        folder.write_settings(spec.to_json())
+        folder.write_settings(run_settings(spec))
 
 
 # --- optimisation ----------------------------------------------------------------------------

@@ -454,7 +454,9 @@ def load_trained(
     """The model of a finished run (``model.safetensors``, or with ``ema`` its EMA weights)
     and its spec."""
     run_dir = Path(run_dir)
-    spec = RunSpec(**read_json(run_dir / "run.json", "run configuration"))
+    settings = read_json(run_dir / "run.json", "run configuration")
+    settings.pop("data_fingerprint", None)  # what the data was; the spec is the rest
+    spec = RunSpec(**settings)
     weights = run_dir / ("model_ema.safetensors" if ema else "model.safetensors")
     if not weights.exists():
         raise FileNotFoundError(f"{weights} not found: the run in {run_dir} has not finished"
