@@ -233,3 +233,30 @@ def test_an_image_that_cannot_be_decoded_is_named(tmp_path, capsys):
                  "--batch-size", "4", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: cannot be read as an image" in err and "bug in poolwise" not in err
+
+
+def test_images_that_cannot_be_opened_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in "ab":
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
+                    tmp_path / "tree" / split / c / f"{i}.png")
+    not_image = tmp_path / "tree" / "test" / "a" / "3.png"
+    not_image.write_bytes(b"this is not a PNG")
+    args = ["vision", "train", "--data", str(tmp_path / "tree"), "--epochs", "1", *TINY,
+            "--batch-size", "4", "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"1 of 8 image(s) cannot be opened (first: {not_image} (UnidentifiedImageError" in err
+    assert "replace or remove them" in err and "bug in poolwise" not in err
+    assert not (tmp_path / "run" / "run.json").exists()
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(not_image)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # 28 x 28 = 784 > 2 x 300
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "8 of 8 image(s) cannot be opened" in err and "MAX_IMAGE_PIXELS" in err

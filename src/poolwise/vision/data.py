@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from poolwise.vision.image_lists import find_list_file, partition_files
+from poolwise.vision.image_lists import find_list_file, partition_files, unreadable_images
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -244,6 +244,7 @@ def _folder(path: Path, transform, classes: list[str], source: str,
 
     # picklable (spawned workers); every file read through read_image
     ds = datasets.ImageFolder(str(path), transform=transform, loader=read_image)
+    unreadable_images([Path(p) for p, _ in ds.samples], str(path))
     mapping = {i: classes.index(name) for i, name in enumerate(ds.classes)}
     labels = np.array([mapping[t] for t in ds.targets], dtype=np.int64)
     dataset = ds if all(i == j for i, j in mapping.items()) else _Relabel(ds, mapping)

@@ -13,6 +13,7 @@ at ``ROOT/list_eval_partition.txt`` or ``ROOT/Eval/list_eval_partition.txt``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,43 @@ def missing_files(paths: Sequence[Path], source: str) -> None:
         raise FileNotFoundError(f"{source} names {len(missing)} image(s) that do not exist "
                                 f"(first: {', '.join(missing[:3])}); fix the list or the "
                                 "image folder")
+
+
+@cache
+def _header_problem(path: str, size: int, mtime_ns: int, limit: int | None) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # reads the header only
+            image.size  # noqa: B018
+    except Image.DecompressionBombError as error:
+        return (f"{error} (raise PIL.Image.MAX_IMAGE_PIXELS in your script if you trust the "
+                "file)")
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def unreadable_images(paths: Sequence[Path], source: str) -> None:
+    """Opens every image's header before any work (PIL reads the format, size and mode only,
+    so this costs a short read per file; results are kept per process for unchanged files).
+
+    Raises:
+        ValueError: naming ``source``, the count and the first images PIL cannot open (not
+            an image, a truncated header, over PIL's pixel limit), with the reason.
+    """
+    from PIL import Image
+
+    bad = []
+    for path in paths:
+        stat = Path(path).stat()
+        problem = _header_problem(str(path), stat.st_size, stat.st_mtime_ns,
+                                  Image.MAX_IMAGE_PIXELS)
+        if problem is not None:
+            bad.append(f"{path} ({problem})")
+    if bad:
+        raise ValueError(f"{source}: {len(bad)} of {len(paths)} image(s) cannot be opened "
+                         f"(first: {'; '.join(bad[:3])}); replace or remove them")
 
 
 def read_partition(path: str | Path) -> dict[str, list[tuple[str, str]]]:
@@ -115,7 +153,9 @@ def partition_files(root: str | Path, transform: Callable | None = None
     if path is None:
         raise FileNotFoundError(f"{root}: no {' or '.join(LIST_NAMES)}")
     parts = read_partition(path)
-    missing_files([root / name for rows in parts.values() for name, _ in rows], str(path))
+    files = [root / name for rows in parts.values() for name, _ in rows]
+    missing_files(files, str(path))
+    unreadable_images(files, str(path))
     out = {}
     shared = tuple(sorted({i for s in ("query", "gallery") for _, i in parts[s]}))
     for status, rows in parts.items():
