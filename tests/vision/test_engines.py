@@ -48,7 +48,12 @@ def test_run_writes_results_and_resumes_to_the_same_weights(tmp_path):
         run_classification(tiny_spec(), tmp_path / "resumed", on_epoch=stop_after_first)
     assert not (tmp_path / "resumed" / "result.json").exists()
     assert len((tmp_path / "resumed" / "log.jsonl").read_text().splitlines()) == 1
+    # a kill between the checkpoint's write and the log's leaves the log an epoch behind;
+    # resuming rewrites it from the checkpoint's history
+    (tmp_path / "resumed" / "log.jsonl").write_text("")
     resumed = run_classification(tiny_spec(), tmp_path / "resumed")
+    log = (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -320,19 +320,24 @@ class Trainer:
 
 
 def resume(run_dir: Path, trainer: Trainer) -> tuple[list[dict], int]:
-    """Loads ``checkpoint.pt`` into the trainer if there is one; (history, first epoch)."""
+    """Loads ``checkpoint.pt`` into the trainer if there is one; (history, first epoch).
+    ``log.jsonl`` is rewritten from the checkpoint's history, so a kill between the two writes
+    of :func:`save_epoch` leaves no epoch out of the log."""
     path = run_dir / "checkpoint.pt"
     if not path.exists():
         return [], 0
     try:
         state = torch.load(path, map_location=trainer.device, weights_only=True)
         trainer.load_state_dict(state["trainer"])
-        return list(state["history"]), int(state["epoch"]) + 1
+        history, first = list(state["history"]), int(state["epoch"]) + 1
     except (RuntimeError, KeyError, TypeError, ValueError, EOFError,
             pickle.UnpicklingError) as error:
         raise ValueError(f"{path}: a damaged or foreign checkpoint ({type(error).__name__}: "
                          f"{str(error).strip().splitlines()[0][:200]}); delete it to train this "
                          "run from its first epoch") from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        run_folder(run_dir).rewrite_log(history)
+    return history, first
 
 
 def save_epoch(run_dir: Path, trainer: Trainer, epoch: int, history: list[dict]) -> None:
