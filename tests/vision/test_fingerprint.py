@@ -81,3 +81,13 @@ def test_resume_refuses_replaced_images_and_accepts_the_same_data_elsewhere(tmp_
     with pytest.raises(ValueError, match=r"run was trained on other data than d holds now "
                        r"\(recorded: 24 files, .* bytes, sha256 [0-9a-f]{12}; now: 24 files"):
         run_classification(spec, tmp_path / "run")
+
+
+def test_a_run_folder_from_before_fingerprints_is_refused_with_the_reason(tmp_path):
+    spec = RunSpec(model="vit_tiny_patch16_224", pool="ggem", model_kwargs=TINY,
+                   data="embedded", epochs=1)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(json.dumps(spec.to_json()))
+    with pytest.raises(ValueError, match=r"old: this run was started by a poolwise older than "
+                       r".*did not record what its data held.*another --out folder"):
+        run_classification(spec, tmp_path / "old")

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from poolwise import __version__
 from poolwise._io import read_json, safetensors_bytes, write_bytes
 from poolwise.runs import RunFolder
 from poolwise.vision.models import P_LR_MULT, param_groups
@@ -131,8 +132,14 @@ def open_run(run_dir: Path, spec: Any) -> tuple[int, int, bool, dict | None]:
 def _check_same_data(folder: RunFolder, data: str, now: dict) -> None:
     if not folder.settings_path.is_file():
         return
-    recorded = read_json(folder.settings_path, "the run settings").get("data_fingerprint")
-    if recorded is None or recorded == now:
+    saved = read_json(folder.settings_path, "the run settings")
+    recorded = saved.get("data_fingerprint") if isinstance(saved, dict) else now
+    if recorded is None:
+        raise ValueError(f"{folder.path}: this run was started by a poolwise older than "
+                         f"{__version__}, which did not record what its data held, so a resume "
+                         "could not tell whether the data changed; finish it with that "
+                         "version, or train again in another --out folder")
+    if recorded == now:
         return
 
     def say(f: dict) -> str:
