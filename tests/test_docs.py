@@ -1,8 +1,9 @@
 """Every Python and shell block of the README and docs/ runs as written.
 
 The blocks of one page run in order in one fresh folder, like a reader typing them: shell
-blocks with ``bash -euo pipefail`` (``poolwise`` and ``python`` are this interpreter's), Python
-blocks in one namespace per page. A block is skipped only where the line just above its fence
+blocks with ``bash -euo pipefail`` (``poolwise`` and ``python`` are this interpreter's; each
+``poolwise`` command runs in a fork of a server that has imported poolwise once, see
+``tests/_forkserver.py``), Python blocks in one namespace per page. A block is skipped only where the line just above its fence
 says why: ``<!-- docs: skip (reason) -->`` (GPUs, full data sets, hub access, hour-long runs).
 """
 
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,20 +65,43 @@ def test_every_block_is_python_or_bash_and_every_skip_has_a_reason():
         assert set(opened) <= {"python", "bash", "text", "json", ""}, f"{page}: {set(opened)}"
 
 
-def _environment(folder: Path) -> dict[str, str]:
+def _environment(folder: Path, shim_dir: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
+    if shim_dir is not None:
+        bin_dir = shim_dir + os.pathsep + bin_dir
     env.update(PATH=bin_dir + os.pathsep + env.get("PATH", ""), MPLBACKEND="Agg",
                PYTHONPATH=str(ROOT / "src"))
     env.setdefault("HOME", str(folder))
     return env
 
 
+@pytest.fixture(scope="session")
+def poolwise_shim():
+    """A fork server (one per test process) and the folder of its ``poolwise`` shim."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _forkserver
+
+    folder = tempfile.mkdtemp(prefix="pw-")  # short: a socket path holds 107 bytes at most
+    socket_path = os.path.join(folder, "s")
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_forkserver.py"),
+                               socket_path], env=_environment(Path(folder)),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready", "the docs fork server did not start"
+        _forkserver.write_shim(folder, socket_path)
+        yield folder
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if any(not b.skip for b in blocks(p))])
-def test_the_blocks_of_a_page_run_as_written(page, tmp_path, monkeypatch):
+def test_the_blocks_of_a_page_run_as_written(page, tmp_path, monkeypatch, poolwise_shim):
     monkeypatch.chdir(tmp_path)
-    env = _environment(tmp_path)
+    env = _environment(tmp_path, poolwise_shim)
     namespace: dict = {"__name__": "__docs__"}
     for block in blocks(page):
         if block.skip:
