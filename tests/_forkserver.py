@@ -100,7 +100,7 @@ def serve(socket_path: str) -> None:
     import timm  # noqa: F401
     import torch  # noqa: F401
 
-    import poolwise.pain.commands  # noqa: F401
+    import poolwise.pain.commands
     import poolwise.vision.commands  # noqa: F401
     from poolwise.cli import build_parser
 

@@ -3,8 +3,9 @@
 The blocks of one page run in order in one fresh folder, like a reader typing them: shell
 blocks with ``bash -euo pipefail`` (``poolwise`` and ``python`` are this interpreter's; each
 ``poolwise`` command runs in a fork of a server that has imported poolwise once, see
-``tests/_forkserver.py``), Python blocks in one namespace per page. A block is skipped only where the line just above its fence
-says why: ``<!-- docs: skip (reason) -->`` (GPUs, full data sets, hub access, hour-long runs).
+``tests/_forkserver.py``), Python blocks in one namespace per page. A block is skipped only
+where the line just above its fence says why: ``<!-- docs: skip (reason) -->`` (GPUs, full
+data sets, hub access, hour-long runs).
 """
 
 from __future__ import annotations
