@@ -110,3 +110,26 @@ def test_options_and_checks_before_submission(cluster, tmp_path):
                                          r"\(sinfo lists: debug\)"):
         check_partition("gpu-a100")
     assert node_local(Path("/tmp/x")) and not node_local(Path("/work/x"))
+
+
+def test_a_job_that_saved_nothing_by_its_time_limit_is_not_requeued(tmp_path, capsys):
+    """submitit asks the cell whether to requeue; a cell that reached its time limit without
+    finishing an item or an epoch says why in its log and is not requeued (a requeue would
+    redo the same work); one that saved something, or was warned early (preemption), is."""
+    pytest.importorskip("submitit")
+    from submitit.helpers import DelayedSubmission
+
+    from poolwise.runs.folder import RunFolder, progress
+    from poolwise.runs.slurm import SlurmCell
+
+    cell = SlurmCell(print, str(tmp_path / "shared.pkl"), (), 1, time_min=20)
+    cell.progress_at_start = progress()
+    cell.started = time.time() - 19 * 60  # 80 % of 20 min is 16 min: timed out
+    assert cell.checkpoint() is None
+    assert "time limit (20 min) without finishing one epoch or item" in capsys.readouterr().err
+    cell.started = time.time() - 5 * 60  # warned long before the limit: preempted
+    assert isinstance(cell.checkpoint(), DelayedSubmission)
+    cell.started = time.time() - 19 * 60
+    RunFolder(tmp_path, what="run").finish("a", {"done": True})  # an item saved
+    requeued = cell.checkpoint()
+    assert isinstance(requeued, DelayedSubmission) and requeued.function.time_min == 20

@@ -15,6 +15,10 @@ Every command that writes results (``vision train``, CLIP training, ``vision pro
   reported as done.
 - **Log.** ``log.jsonl``: one JSON object per event, appended (a log, not a result: a crash
   may lose its last line).
+- **Progress.** :func:`progress` counts, in this process, the items finished and the epochs
+  checkpointed (:func:`mark_progress`); the SLURM executor reads it to tell a job that reached
+  its time limit without saving anything (requeueing it would redo the same work) from one
+  that can resume further on.
 """
 
 from __future__ import annotations
@@ -49,6 +53,19 @@ def file_entry(folder: Path, path: Path, sha256: str | None = None) -> dict:
 
 def _is_entry(value: object) -> bool:
     return isinstance(value, dict) and set(value) == {"file", "sha256"}
+
+
+_PROGRESS = [0]
+
+
+def mark_progress() -> None:
+    """Notes that this process saved work a rerun will not redo (an item, an epoch)."""
+    _PROGRESS[0] += 1
+
+
+def progress() -> int:
+    """How many times :func:`mark_progress` was called in this process."""
+    return _PROGRESS[0]
 
 
 class RunFolder:
@@ -142,6 +159,7 @@ class RunFolder:
             path, digest = value if isinstance(value, tuple) else (value, None)
             record[key] = file_entry(self.path, Path(path), digest)
         write_json(self.record_path(name), record)
+        mark_progress()
         return record
 
     def finished(self, name: str = "", *, required: Collection[str] = ()

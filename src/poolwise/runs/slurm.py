@@ -27,6 +27,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -209,22 +210,48 @@ def export_distributed() -> None:
 class SlurmCell:
     """One array element: ``fn(shared, *args)`` with ``threads`` torch threads (in each task,
     when the element has several: see :func:`export_distributed`). Requeues itself on SLURM's
-    warning signal (submitit's checkpoint protocol)."""
+    warning signal (submitit's checkpoint protocol), unless the job reached its time limit
+    (``time_min``) without saving anything: then requeueing would redo the same work, so it
+    says so in its log and ends."""
 
-    def __init__(self, fn: Callable, shared_path: str, args: tuple, threads: int) -> None:
+    def __init__(self, fn: Callable, shared_path: str, args: tuple, threads: int,
+                 time_min: int | None = None) -> None:
         self.fn, self.shared_path, self.args, self.threads = fn, shared_path, args, threads
+        self.time_min = time_min
+        self.started = time.time()
+        self.progress_at_start = 0
 
     def __call__(self) -> Any:
         import torch
 
+        from poolwise.runs.folder import progress
+
+        self.started, self.progress_at_start = time.time(), progress()
         torch.set_num_threads(self.threads)
         export_distributed()
         return self.fn(_load_shared(self.shared_path), *self.args)
 
+    def stalled(self) -> bool:
+        """Whether the job reached its time limit (as submitit judges it: 80 % of the limit, or
+        10 minutes before it) without saving an epoch or an item."""
+        from poolwise.runs.folder import progress
+
+        if self.time_min is None or progress() > self.progress_at_start:
+            return False
+        limit = self.time_min * 60
+        return time.time() - self.started >= min(0.8 * limit, limit - 600)
+
     def checkpoint(self) -> Any:
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(SlurmCell(self.fn, self.shared_path, self.args, self.threads))
+        if self.stalled():
+            print(f"poolwise: this job reached its time limit ({self.time_min} min) without "
+                  "finishing one epoch or item, so a requeued job would start the same work "
+                  "again; not requeued. Raise --slurm-time (or use smaller work per cell).",
+                  file=sys.stderr, flush=True)
+            return None
+        return DelayedSubmission(SlurmCell(self.fn, self.shared_path, self.args, self.threads,
+                                           self.time_min))
 
 
 def _queue_states(job_ids: list[str]) -> dict[str, str]:
@@ -313,7 +340,8 @@ class SlurmExecutor:
                                    job_name=f"poolwise-{self.folder.parent.name}"[:60])
         with executor.batch():
             jobs = [executor.submit(SlurmCell(grid.fn, str(shared_path), cell.args,
-                                              self.threads)) for cell in cells]
+                                              self.threads, self.options.time_min))
+                    for cell in cells]
         return {cell.name: job.job_id for cell, job in zip(cells, jobs, strict=True)}
 
     def run(self, grid: Grid, *, on_result: Callable[[Cell, Any], None] | None = None,

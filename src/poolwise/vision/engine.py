@@ -43,6 +43,7 @@ from torch import nn
 from poolwise import __version__
 from poolwise._io import read_json, safetensors_bytes, write_bytes
 from poolwise.runs import RunFolder
+from poolwise.runs.folder import mark_progress
 from poolwise.vision.models import P_LR_MULT, param_groups
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -352,6 +353,7 @@ def save_epoch(run_dir: Path, trainer: Trainer, epoch: int, history: list[dict])
     buffer = io.BytesIO()  # serialised first, so a full disk is an OSError naming the file
     torch.save({"trainer": trainer.state_dict(), "epoch": epoch, "history": history}, buffer)
     write_bytes(run_dir / "checkpoint.pt", buffer.getbuffer())
+    mark_progress()  # a requeued job resumes after this epoch
     run_folder(run_dir).rewrite_log(history)
 
 
