@@ -98,6 +98,20 @@ def test_a_fitted_rocket_model_round_trips_through_a_detector_checkpoint(tmp_pat
     assert count_parameters(model) > 3 * model.coef.shape[1]
 
 
+def test_aeons_transforms_leave_torchs_thread_count_alone():
+    """numba shares the OpenMP runtime with torch; a transform must not change the threads a
+    fold's process was given."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        model = create_model("minirocket", n_channels=3, window=20)
+        model.fit_windows(*_two_classes(window=20)[:2], np.ones(60), seed=0)
+        model(torch.zeros(2, 3, 20))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_class_missing_from_training_is_never_predicted():
     X, _ = _two_classes(n=60, window=20)
     model = create_model("hydra", n_channels=3, window=20, n_classes=3)

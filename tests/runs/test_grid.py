@@ -20,6 +20,18 @@ def scaled(shared: dict, value: int, on_value=None) -> dict:
             "threads": torch.get_num_threads(), "shared_id": id(shared)}
 
 
+def waits_for(shared: dict, name: str) -> str:
+    """Returns once ``<folder>/<name>.go`` exists (or after 60 s)."""
+    import time
+    from pathlib import Path
+
+    go = Path(shared["folder"]) / f"{name}.go"
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return name
+
+
 def grid_of(*values: int, factor: int = 3) -> Grid:
     return Grid(scaled, {"factor": factor}, [Cell(f"v{v}", (v,)) for v in values])
 
@@ -80,3 +92,19 @@ def test_local_executor_picks_in_process_for_one_job():
     assert isinstance(local_executor(1), InProcess)
     pool = local_executor(2, threads=3)
     assert isinstance(pool, LocalPool) and (pool.jobs, pool.threads) == (2, 3)
+
+
+def test_the_local_pool_reports_each_result_as_its_cell_ends(tmp_path):
+    """A cell's result reaches ``on_result`` while other cells still run (the run's log and
+    progress bars are written from it)."""
+    grid = Grid(waits_for, {"folder": str(tmp_path)}, [Cell("slow", ("slow",)),
+                                                        Cell("fast", ("fast",))])
+    (tmp_path / "fast.go").touch()
+    seen = []
+
+    def on_result(cell, result):
+        seen.append((cell.name, (tmp_path / "slow.go").exists()))
+        (tmp_path / "slow.go").touch()  # the slow cell may end only after this
+
+    assert LocalPool(2).run(grid, on_result=on_result) == {"slow": "slow", "fast": "fast"}
+    assert seen == [("fast", False), ("slow", True)]

@@ -20,7 +20,7 @@ stops the grid with its error (cells already finished keep their files, so a rer
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -111,7 +111,7 @@ class LocalPool:
             with sigint_blocked():  # the workers start here and never see Ctrl-C
                 pending = {pool.submit(_call, grid.fn, cell.args): cell for cell in grid.cells}
             while pending:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)  # each result as it ends
                 for future in done:
                     cell = pending.pop(future)
                     results[cell.name] = future.result()

@@ -27,6 +27,8 @@ Grad-CAM; they score windows through :class:`~poolwise.pain.detector.Detector` a
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -56,6 +58,17 @@ _KINDS = {
     "multirocket": (MultiRocket, ("parameter", "parameter1"), 10, "std"),
     "hydra": (HydraTransformer, (), 9, "sparse"),
 }
+
+
+@contextlib.contextmanager
+def _threads_kept():
+    """aeon's numba transforms set numba's thread count and restore numba's own default,
+    which (sharing the OpenMP runtime) changes torch's: keep torch's as it was."""
+    threads = torch.get_num_threads()
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _hydra_state(transformer: HydraTransformer) -> list[Tensor]:
@@ -105,7 +118,7 @@ class RocketRidge(nn.Module):
         return cls(**kwargs)
 
     def _fit_transformer(self, X: np.ndarray, seed: int) -> None:
-        with torch.random.fork_rng(devices=[]):  # Hydra seeds torch's global generator
+        with torch.random.fork_rng(devices=[]), _threads_kept():  # Hydra seeds torch's RNG
             self._transformer = self._new_transformer(seed).fit(X)
         state = (_hydra_state(self._transformer) if self.kind == "hydra" else
                  [torch.from_numpy(np.ascontiguousarray(a))
@@ -123,7 +136,7 @@ class RocketRidge(nn.Module):
         """Rebuilds aeon's transformer from the buffers of a loaded state."""
         seed = int(self.seed)
         dummy = np.zeros((2, self.n_channels, self.window), np.float32)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _threads_kept():
             transformer = self._new_transformer(seed).fit(dummy)
         arrays = [getattr(self, f"state_{i}") for i in range(self._n_state)]
         if self.kind == "hydra":
@@ -156,8 +169,9 @@ class RocketRidge(nn.Module):
         if self._transformer is None:
             raise RuntimeError(f"this {self.kind} model is not fitted: call fit_windows first")
         X = np.ascontiguousarray(X, dtype=np.float32)
-        parts = [np.asarray(self._transformer.transform(X[i:i + CHUNK]), dtype=np.float32)
-                 for i in range(0, len(X), CHUNK)]
+        with _threads_kept():
+            parts = [np.asarray(self._transformer.transform(X[i:i + CHUNK]), dtype=np.float32)
+                     for i in range(0, len(X), CHUNK)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
     # -- scaling and the ridge ------------------------------------------------------------
