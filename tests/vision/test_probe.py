@@ -75,3 +75,51 @@ def test_probe_refuses_another_configuration_and_bad_options(trained, tmp_path, 
         main(["vision", "probe", "--model", "vit_tiny_patch16_224", "--pretrained",
               "--checkpoint", "x.safetensors", "--out", str(tmp_path / "x")])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_damaged_token_cache_is_named(tmp_path):
+    spec = ProbeSpec(model="vit_tiny_patch16_224", model_kwargs={
+        "in_chans": 1, "img_size": 28, "patch_size": 7, "embed_dim": 24, "depth": 1,
+        "num_heads": 2, "mlp_ratio": 2.0}, pools=["avg"], seeds=1, epochs=1)
+    out = tmp_path / "probe"
+    run_probe(spec, out)
+    tokens = out / "tokens" / "test_tokens.npy"
+    good = tokens.read_bytes()
+    np.save(tokens, np.array([{"not": "tokens"}], dtype=object))  # a pickled object array
+    (out / "cells" / "avg-seed0.json").unlink()
+    with pytest.raises(ValueError, match=r"tokens: a cached test file cannot be read "
+                       r"\(ValueError: .*\); delete .*tokens to compute the tokens again"):
+        run_probe(spec, out)
+    np.save(tokens, np.zeros((3, 17, 24), np.float16))
+    with pytest.raises(ValueError, match=r"test_tokens.npy: float16 \[3, 17, 24\], but the "
+                       r"cache recorded floats of shape \[1000, 17, 24\]"):
+        run_probe(spec, out)
+    tokens.write_bytes(good)
+    run_probe(spec, out)
+    assert (out / "cells" / "avg-seed0.json").is_file()
+
+
+def test_the_same_images_by_another_path_reuse_the_tokens(tmp_path, monkeypatch):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in "ab":
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                    tmp_path / "tree" / split / c / f"{i}.png")
+    kwargs = {"img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads": 2}
+    spec = ProbeSpec(model="vit_tiny_patch16_224", model_kwargs=kwargs,
+                     data=str(tmp_path / "tree"), pools=["avg"], seeds=1, epochs=1)
+    run_probe(spec, tmp_path / "probe")
+    cache = tmp_path / "probe" / "tokens" / "train_tokens.npy"
+    mtime = cache.stat().st_mtime_ns
+    monkeypatch.chdir(tmp_path)
+    run_probe(ProbeSpec(**{**spec.to_json(), "data": "tree"}), tmp_path / "probe")
+    assert cache.stat().st_mtime_ns == mtime  # reused, not recomputed
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "tree" / "test" / "a" /
+                                                          "0.png")
+    with pytest.raises(ValueError, match=r"holds tokens of another configuration \(differing: "
+                       r"data; 'data' is the images' content\)"):
+        run_probe(spec, tmp_path / "probe")

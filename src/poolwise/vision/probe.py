@@ -12,8 +12,10 @@ Layout of the output folder:
 
 - ``tokens/``: ``{train,test}_tokens.npy`` (n, N, C) and ``{train,test}_labels.npy``, with
   ``meta.json`` naming what they were computed from (model, arguments, weights and their
-  sha256, data, classes, dtype); another configuration is refused, so a cache is never reused
-  for other tokens.
+  sha256, the data's content fingerprint (:mod:`poolwise.vision.fingerprint`), classes,
+  dtype); another configuration is refused, so a cache is never reused for other tokens, and
+  a cached file that is not the floats and labels it describes is named. The same data by
+  another path reuses the cache.
 - ``cells/<pool>-seed<k>.json``: one finished probe each, written atomically (resumable).
 - ``probe.md``, ``probe.json``, ``probe.csv``, ``probe.png``: the table over pools and seeds.
 """
@@ -102,9 +104,12 @@ def _cache_key(spec: ProbeSpec) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         weights = {"file": str(path.resolve()), "sha256": sha256_file(path)}
+    from poolwise.vision.fingerprint import data_fingerprint
+
+    # the data's content, not its path: the same images by another path reuse the cache
     return {"model": spec.model, "model_kwargs": spec.model_kwargs,
-            "pretrained": spec.pretrained, "checkpoint": weights, "data": spec.data,
-            "classes": spec.classes, "dtype": spec.dtype}
+            "pretrained": spec.pretrained, "checkpoint": weights,
+            "data": data_fingerprint(spec.data), "classes": spec.classes, "dtype": spec.dtype}
 
 
 def _splits(spec: ProbeSpec):
@@ -135,8 +140,11 @@ def cache_tokens(
     if meta_path.is_file():
         meta = read_json(meta_path, "token cache description")
         if meta.get("key") != key:
-            raise ValueError(f"{folder} holds tokens of another configuration; use another "
-                             "--out (or delete that folder)")
+            old = meta.get("key") if isinstance(meta.get("key"), dict) else {}
+            differ = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+            raise ValueError(f"{folder} holds tokens of another configuration (differing: "
+                             f"{', '.join(differ)}; 'data' is the images' content); use "
+                             "another --out (or delete that folder)")
         if all((folder / f"{s}_{kind}.npy").is_file() for s in ("train", "test")
                for kind in ("tokens", "labels")):
             return meta
@@ -214,13 +222,36 @@ def _batches(tokens: np.ndarray, index: np.ndarray, batch_size: int):
         yield rows, torch.from_numpy(np.asarray(tokens[rows], dtype=np.float32))
 
 
+def cached_split(folder: Path, name: str, meta: dict) -> tuple[np.ndarray, Tensor]:
+    """The cached tokens (memory-mapped) and labels of split ``name``, checked against the
+    cache's description: plain numbers (never pickled objects), the recorded shapes.
+
+    Raises:
+        ValueError: naming the file at fault, and how to recompute the cache.
+    """
+    tokens_path, labels_path = folder / f"{name}_tokens.npy", folder / f"{name}_labels.npy"
+    fix = f"delete {folder} to compute the tokens again"
+    try:
+        tokens = np.load(tokens_path, mmap_mode="r", allow_pickle=False)
+        labels = np.load(labels_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{tokens_path.parent}: a cached {name} file cannot be read "
+                         f"({type(error).__name__}: {str(error)[:200]}); {fix}") from None
+    shape = meta.get("shapes", {}).get(name)
+    if tokens.dtype.kind != "f" or list(tokens.shape) != shape:
+        raise ValueError(f"{tokens_path}: {tokens.dtype} {list(tokens.shape)}, but the cache "
+                         f"recorded floats of shape {shape}; {fix}")
+    if labels.dtype.kind not in "iu" or labels.shape != (tokens.shape[0],):
+        raise ValueError(f"{labels_path}: {labels.dtype} {list(labels.shape)}, but the cache "
+                         f"needs {tokens.shape[0]} integer labels; {fix}")
+    return tokens, torch.from_numpy(labels.astype(np.int64))
+
+
 def probe_cell(spec: ProbeSpec, out: Path, meta: dict, pool: str, seed: int) -> dict:
     """Trains one pool's head on the cached tokens and scores it; returns the cell record."""
     folder = Path(out) / "tokens"
-    train_x = np.load(folder / "train_tokens.npy", mmap_mode="r")
-    train_y = torch.from_numpy(np.load(folder / "train_labels.npy"))
-    test_x = np.load(folder / "test_tokens.npy", mmap_mode="r")
-    test_y = torch.from_numpy(np.load(folder / "test_labels.npy"))
+    train_x, train_y = cached_split(folder, "train", meta)
+    test_x, test_y = cached_split(folder, "test", meta)
     torch.manual_seed(seed)
     head = ProbeHead(pool, meta, copy.deepcopy(_load_norm(folder, meta)))
     exponents = [q for n, q in head.named_parameters() if n.endswith(".p") and q.requires_grad]
@@ -286,7 +317,8 @@ def run_probe(
     """
     folder = probe_folder(out)
     with folder.hold():
-        folder.check_settings(spec.to_json(), ignore=("pools", "seeds"))
+        # the data by content: the token cache's key holds its fingerprint, not its path
+        folder.check_settings(spec.to_json(), ignore=("pools", "seeds", "data"))
         meta = cache_tokens(spec, folder.path, device=device, on_batch=on_batch)
         folder.write_settings(spec.to_json())
         cells, done = [], {}
