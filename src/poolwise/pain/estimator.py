@@ -171,8 +171,9 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
     @classmethod
     def _get_test_params(cls, parameter_set: str = "default") -> list[dict]:
         """One tiny configuration per model (aeon's convention): a few epochs, small batches,
-        and for the models built on the 2D CNN (which need >= 16 time points) every case
-        resampled to 16 points, so that short 2-D test data (sklearn's checks) fits them."""
+        for the models built on the 2D CNN (which need >= 16 time points) and the ROCKET
+        family every case resampled to 16 points, so that short 2-D test data (sklearn's
+        checks) fits them, and a narrow, shallow InceptionTime."""
         models = list_models() if cls is PainClassifier else ["lsfan"]
         params = []
         for name in models:
@@ -181,6 +182,8 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
                 entry["model"] = name
             if "window" in model_input_kwargs(name, 1, 16):
                 entry.update(length_policy="resample", length=16)
+            if name == "inception_time":  # the published width and depth, cut to test size
+                entry["model_kwargs"] = {"depth": 3, "filters": 8, "bottleneck": 8}
             params.append(entry)
         return params
 
