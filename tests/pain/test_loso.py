@@ -7,8 +7,8 @@ import pytest
 import torch
 from _cohorts import small_cohort
 
-from poolwise.pain import folds as folds_module
 from poolwise.pain import loso as loso_module
+from poolwise.pain import train as train_module
 from poolwise.pain.detector import Detector
 from poolwise.pain.loso import (
     LosoConfig,
@@ -106,13 +106,13 @@ def test_reference_protocol_leaks_as_documented(cohort, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="run that first"):
         run_loso(cohort, tmp_path, config, folds=["C02"])
     starts = []
-    real_fit = folds_module.fit
+    real_fit = train_module.fit
 
     def recording_fit(model, *args, **kwargs):
         starts.append({k: v.clone() for k, v in model.cnn.state_dict().items()})
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(folds_module, "fit", recording_fit)
+    monkeypatch.setattr(train_module, "fit", recording_fit)  # what every fold's fit calls
     first, second = run_loso(cohort, tmp_path, config, folds=["0-1"])
     assert "REFERENCE" in first["protocol_note"]
     assert second["val_subjects"] == [second["test_subject"]]  # the held-out picks the epoch

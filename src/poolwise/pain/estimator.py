@@ -30,8 +30,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from poolwise.pain.augment import apply_zscore, fit_zscore
 from poolwise.pain.constants import MAX_ABS_Z
-from poolwise.pain.models import create_model, list_models, model_input_kwargs
-from poolwise.pain.train import TrainConfig, class_probabilities, fit
+from poolwise.pain.models import list_models, model_input_kwargs
+from poolwise.pain.train import TrainConfig, class_probabilities, fit_new_model
 
 LENGTH_POLICIES = ("error", "pad", "truncate", "resample")
 
@@ -246,21 +246,17 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         seed = 0 if self.random_state is None else int(self.random_state)
         select = self._split(y, groups, np.random.default_rng(seed))
         self.mean_, self.std_ = fit_zscore(X[~select])
-        torch.manual_seed(seed)
         kwargs = {**model_input_kwargs(self.model, X.shape[1], X.shape[2]),
                   "n_classes": len(self.classes_), **(self.model_kwargs or {})}
-        self.module_ = create_model(self.model, **kwargs)
         config = TrainConfig(epochs=self.epochs, min_steps=self.min_steps,
                              batch_size=self.batch_size, lr=self.lr,
                              weight_decay=self.weight_decay, online_augment=self.augment)
-        result = fit(
-            self.module_,
+        self.module_, result = fit_new_model(
+            self.model, kwargs,
             torch.from_numpy(apply_zscore(X[~select], self.mean_, self.std_)),
             torch.from_numpy(y[~select]),
             torch.from_numpy(apply_zscore(X[select], self.mean_, self.std_)),
-            torch.from_numpy(y[select]),
-            config, torch.Generator().manual_seed(seed),
-        )
+            torch.from_numpy(y[select]), config, seed)
         self.epoch_chosen_ = result.epoch_chosen
         self.history_ = result.history
 

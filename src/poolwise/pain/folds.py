@@ -28,10 +28,10 @@ from poolwise._machine import environment
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
 from poolwise.pain.metrics import score
-from poolwise.pain.models import count_parameters, create_model, model_input_kwargs
+from poolwise.pain.models import count_parameters, model_input_kwargs
 from poolwise.pain.protocols import FoldData, fold_seed, protocol_type
 from poolwise.pain.run_config import LosoConfig
-from poolwise.pain.train import TrainConfig, class_probabilities, fit
+from poolwise.pain.train import TrainConfig, class_probabilities, fit_new_model
 from poolwise.runs import RunFolder
 
 
@@ -104,22 +104,26 @@ def run_fold(
             of the fold is written).
     """
     seed = fold_seed(config.seed, name)
-    torch.manual_seed(seed)
     kwargs = model_kwargs(config, dataset)
-    model = create_model(config.model, **kwargs)
     protocol = config.evaluation
-    chained_from = _chain_cnn(model, dataset, name, run_dir) if protocol.shares_cnn else None
     data = fold_data(dataset, config, name, seed, prepared)
     train_config = config.train
     if data.samples_per_epoch is not None:
         train_config = TrainConfig(**{**train_config.to_dict(),
                                       "samples_per_epoch": data.samples_per_epoch,
                                       "online_augment": False})
-    generator = torch.Generator().manual_seed(seed)
+    chained: list[str | None] = [None]
+
+    def chain(model: torch.nn.Module) -> None:
+        if protocol.shares_cnn:
+            chained[0] = _chain_cnn(model, dataset, name, run_dir)
+
     X_select, y_select = torch.from_numpy(data.X_select), torch.from_numpy(data.y_select)
-    result = fit(model, torch.from_numpy(data.X_train), torch.from_numpy(data.y_train).long(),
-                 X_select, y_select.long(), train_config, generator,
-                 on_epoch=on_epoch, on_batch=on_batch)
+    model, result = fit_new_model(
+        config.model, kwargs, torch.from_numpy(data.X_train),
+        torch.from_numpy(data.y_train).long(), X_select, y_select.long(), train_config, seed,
+        before_fit=chain, on_epoch=on_epoch, on_batch=on_batch)
+    chained_from = chained[0]
     prob = class_probabilities(model, torch.from_numpy(data.X_test))
     select_prob = class_probabilities(model, X_select)
     for part, values in (("test", prob), ("selection", select_prob)):

@@ -96,6 +96,36 @@ def _selection_macro_f1(y: np.ndarray, prob: np.ndarray) -> float | None:
     return multiclass_metrics(y, prob)["macro_f1"]
 
 
+def fit_new_model(
+    name: str,
+    model_kwargs: dict,
+    X_train: Tensor,
+    y_train: Tensor,
+    X_select: Tensor,
+    y_select: Tensor,
+    config: TrainConfig,
+    seed: int,
+    *,
+    before_fit: Callable[[nn.Module], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[nn.Module, FitResult]:
+    """The one core that builds and fits a pain model, for a LOSO fold
+    (:func:`poolwise.pain.folds.run_fold`) and for :class:`~poolwise.pain.estimator.
+    PainClassifier` alike: torch seeded with ``seed``, the registered model ``name`` built with
+    ``model_kwargs`` (then ``before_fit``, e.g. the reference protocol's shared CNN), then
+    :func:`fit` with a generator seeded with ``seed``. Inputs are already normalised."""
+    from poolwise.pain.models import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(name, **model_kwargs)
+    if before_fit is not None:
+        before_fit(model)
+    result = fit(model, X_train, y_train, X_select, y_select, config,
+                 torch.Generator().manual_seed(seed), on_epoch=on_epoch, on_batch=on_batch)
+    return model, result
+
+
 def _fit_closed_form(model, X_train, y_train, X_select, y_select, weights, loss_fn, generator,
                      on_epoch, on_batch) -> FitResult:
     """A model fitted in one solve (the ROCKET family): the same class weights as the loss of
