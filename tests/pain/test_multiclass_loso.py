@@ -233,3 +233,13 @@ def test_a_k_class_detector_exports_every_class_probability(data, tmp_path):
     expected = Detector.load(tmp_path / "fold_S01.safetensors").predict_proba(data.X[:4])
     assert prob.shape == (4, 3) and valid.all()
     assert np.allclose(prob, expected, atol=1e-5)
+
+
+def test_one_report_refuses_runs_of_other_data(data, tmp_path):
+    config = LosoConfig("gru", train=TrainConfig(epochs=1), n_select_subjects=1)
+    run_loso(data, tmp_path / "all", config, folds=["0"])
+    fewer = data.subset(np.arange(len(data)) % 5 != 0)  # the same classes, other windows
+    run_loso(fewer, tmp_path / "fewer", config, folds=["0"])
+    with pytest.raises(ValueError, match=r"one report holds runs of one data set: .* was made "
+                       r"from windows with fingerprint \w+, .* from \w+; report them separately"):
+        write_report([tmp_path], tmp_path / "report")

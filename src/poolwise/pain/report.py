@@ -172,6 +172,19 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
 
 
+def _check_same_data(runs: list[Run]) -> None:
+    """One report compares runs of one window file: paired statistics over subjects mean
+    nothing across different data."""
+    seen: dict[str, Path] = {}
+    for run in runs:
+        seen.setdefault(run.config["data"]["fingerprint"], run.path)
+    if len(seen) > 1:
+        (a, path_a), (b, path_b) = list(seen.items())[:2]
+        raise ValueError(f"one report holds runs of one data set: {path_a} was made from "
+                         f"windows with fingerprint {a}, {path_b} from {b}; report them "
+                         "separately")
+
+
 def _environment_lines(runs: list[Run], summaries: list[dict]) -> list[str]:
     """Where the folds ran (CPU, cores, versions, threads; as their records say) and their
     total wall time."""
@@ -373,6 +386,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         (a, path_a), (b, path_b) = list(class_sets.items())[:2]
         raise ValueError(f"one report holds runs of one class set: {path_a} has {list(a)}, "
                          f"{path_b} has {list(b)}; report them separately")
+    _check_same_data(runs)
     summaries = [summarise_run(r) for r in runs]
     metrics = tuple(summaries[0]["metrics"])
     class_names = runs[0].class_names
