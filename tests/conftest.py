@@ -20,7 +20,17 @@ TESTS = Path(__file__).resolve().parent
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1 if WORKERS > 1 else 2)
+THREADS = 1 if WORKERS > 1 else 2
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    """A test that changes torch's thread count does not leave it changed for the next tests
+    of its worker (two workers of two threads each would share two cores)."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from _images import image_tree
 
 from poolwise.cli import main
 
@@ -217,16 +218,7 @@ def test_a_retrieval_tree_too_small_to_score_is_refused_before_training(tmp_path
 
 
 def test_an_image_that_cannot_be_decoded_is_named(tmp_path, capsys):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in "ab":
-            (tmp_path / "tree" / split / c).mkdir(parents=True)
-            for i in range(4):
-                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
-                    tmp_path / "tree" / split / c / f"{i}.png")
+    image_tree(tmp_path / "tree")
     bad = tmp_path / "tree" / "train" / "b" / "2.png"
     bad.write_bytes(bad.read_bytes()[:60])  # truncated
     assert main(["vision", "train", "--data", str(tmp_path / "tree"), "--epochs", "1", *TINY,
@@ -239,13 +231,7 @@ def test_images_that_cannot_be_opened_are_refused_before_any_work(tmp_path, caps
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in "ab":
-            (tmp_path / "tree" / split / c).mkdir(parents=True)
-            for i in range(4):
-                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
-                    tmp_path / "tree" / split / c / f"{i}.png")
+    image_tree(tmp_path / "tree")
     not_image = tmp_path / "tree" / "test" / "a" / "3.png"
     not_image.write_bytes(b"this is not a PNG")
     args = ["vision", "train", "--data", str(tmp_path / "tree"), "--epochs", "1", *TINY,

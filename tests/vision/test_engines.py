@@ -329,7 +329,6 @@ def test_shipped_recipes_parse_and_the_cpu_one_runs(tmp_path, capsys):
     for name in names:
         path, table = read_recipe(name)
         check_recipe(table, RunSpec, str(path))
-    torch.set_num_threads(2)
     out = tmp_path / "run"
     assert main(["vision", "train", "--recipe", "tiny28_cpu", "--epochs", "2", "--out",
                  str(out)]) == 0
@@ -346,7 +345,6 @@ def test_shipped_recipes_parse_and_the_cpu_one_runs(tmp_path, capsys):
 def test_compiled_channels_last_training_matches_the_recipe_contract(tmp_path):
     """--compile and --channels-last train through torch.compile (the GGeM kernel runs as
     itself inside the compiled model) and give a run like any other."""
-    torch.set_num_threads(2)
     result = run_classification(tiny_spec(epochs=1, compile=True, channels_last=True),
                                 tmp_path / "run")
     assert result["accuracy"] > 0.5 and len(result["p"]) == 2
@@ -370,7 +368,6 @@ def test_the_imagenet_recipe_runs_end_to_end_on_a_tiny_image_folder(tmp_path):
     values = check_recipe(table, RunSpec, str(path))
     values.update(pretrained=False, data=str(tmp_path / "data"), epochs=1, batch_size=4,
                   model_kwargs={"img_size": 32, "depth": 1})
-    torch.set_num_threads(2)
     result = run_classification(RunSpec(**values), tmp_path / "run")
     assert result["spec"]["opt"] == "lamb" and result["groups"] == 12
     assert "ema" in result and len(result["p"]) == 12

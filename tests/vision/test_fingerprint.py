@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from _images import image_tree
 from PIL import Image
 
 from poolwise.vision import fingerprint as fp
@@ -16,14 +17,8 @@ TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads
         "mlp_ratio": 2.0}
 
 
-def _tree(root, n=6):
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for cls in ("a", "b"):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-                    root / split / cls / f"{i}.png")
+def _tree(root):
+    image_tree(root, per_class=6, size=16)
 
 
 def test_the_fingerprint_is_of_content_names_and_sizes(tmp_path, monkeypatch):

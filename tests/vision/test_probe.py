@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _images import image_tree
 
 from poolwise.cli import main
 from poolwise.vision.models import create_model, load_checkpoint
@@ -102,13 +103,7 @@ def test_a_damaged_token_cache_is_named(tmp_path):
 def test_the_same_images_by_another_path_reuse_the_tokens(tmp_path, monkeypatch):
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in "ab":
-            (tmp_path / "tree" / split / c).mkdir(parents=True)
-            for i in range(4):
-                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-                    tmp_path / "tree" / split / c / f"{i}.png")
+    image_tree(tmp_path / "tree", size=16)
     kwargs = {"img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads": 2}
     spec = ProbeSpec(model="vit_tiny_patch16_224", model_kwargs=kwargs,
                      data=str(tmp_path / "tree"), pools=["avg"], seeds=1, epochs=1)
