@@ -86,3 +86,22 @@ def test_a_run_folder_from_before_fingerprints_is_refused_with_the_reason(tmp_pa
     with pytest.raises(ValueError, match=r"old: this run was started by a poolwise older than "
                        r".*did not record what its data held.*another --out folder"):
         run_classification(spec, tmp_path / "old")
+
+
+def test_clip_pairs_files_are_fingerprinted_with_the_images_they_name(tmp_path):
+    image_tree(tmp_path / "pairs", per_class=2, size=16, splits=("img",))
+    rows = ["filepath\ttitle", "img/a/0.png\ta photo", "img/a/1.png\tanother",
+            "img/b/0.png\ta third"]
+    (tmp_path / "pairs" / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "pairs" / "test.csv").write_text("\n".join(rows[:2]) + "\n")
+    name = f"{tmp_path}/pairs/train.csv,{tmp_path}/pairs/test.csv"
+    first = fp.data_fingerprint(name)
+    assert first["files"] == 5  # two CSV files, three images (img/b/1.png is not named)
+    shutil.copytree(tmp_path / "pairs", tmp_path / "moved")
+    assert fp.data_fingerprint(name.replace("/pairs/", "/moved/")) == first
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "pairs" / "img" / "a" /
+                                                          "1.png")
+    assert fp.data_fingerprint(name)["sha256"] != first["sha256"]
+    (tmp_path / "pairs" / "img" / "b" / "0.png").unlink()
+    with pytest.raises(ValueError, match=r"train.csv: row 4: image .*0.png does not exist"):
+        fp.data_fingerprint(name)

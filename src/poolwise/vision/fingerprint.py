@@ -9,7 +9,8 @@ to the data's root, its size in bytes and a sha256 of its content: the whole fil
 :data:`WHOLE` bytes, else its first and last :data:`PART` bytes (so that ImageNet's 1.3 million
 files are fingerprinted in two short reads each; an edit that keeps a large file's size, head
 and tail is not seen). Which files: the embedded subset's archive; the four Fashion-MNIST idx
-files; every file under an image tree (hidden files aside); a CLIP CSV file itself. Digests are
+files; every file under an image tree (hidden files aside); CLIP pairs CSV files and the images
+they name. Digests are
 kept per process for files whose size and modification time have not changed.
 """
 
@@ -80,8 +81,13 @@ def data_fingerprint(name: str) -> dict:
         return files_fingerprint(path, _tree_files(path))
     csvs = [Path(p) for p in name.split(",")]
     if all(p.suffix.lower() in (".csv", ".tsv") and p.is_file() for p in csvs):
-        return files_fingerprint(Path(os.path.commonpath([p.resolve().parent for p in csvs])),
-                                 [p.resolve() for p in csvs])
+        from poolwise.vision.clip.data import pair_image_files
+
+        files = {p.resolve(): None for p in csvs}
+        for p in csvs:
+            files.update({image.resolve(): None for image in pair_image_files(p)})
+        return files_fingerprint(Path(os.path.commonpath([f.parent for f in files])),
+                                 list(files))
     data.load_images(name)  # raises the loader's own error for data that is not there
     raise FileNotFoundError(f"{name}: no data to fingerprint")
 

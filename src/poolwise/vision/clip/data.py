@@ -65,6 +65,32 @@ def fashion_mnist_pairs(data: str = "embedded") -> dict[str, PairedSplit]:
     return out
 
 
+def _image_path(csv_path: Path, value: str, number: int) -> Path:
+    file = Path(value)
+    file = file if file.is_absolute() else csv_path.parent / file
+    if not file.is_file():
+        raise ValueError(f"{csv_path}: row {number}: image {file} does not exist")
+    return file
+
+
+def pair_image_files(path: str | Path, *, image_key: str = "filepath",
+                     separator: str = "\t") -> list[Path]:
+    """The distinct image files a pairs CSV names (as :func:`read_pairs_csv` resolves them).
+
+    Raises:
+        ValueError: naming the file, the missing column, or the row whose image is missing.
+    """
+    path = Path(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f, delimiter=separator)
+        if reader.fieldnames is None or image_key not in reader.fieldnames:
+            raise ValueError(f"{path}: no column {image_key!r} (columns: {reader.fieldnames}); "
+                             f"separator {separator!r}")
+        files = {str(_image_path(path, row[image_key], n)): None
+                 for n, row in enumerate(reader, start=2)}
+    return [Path(f) for f in files]
+
+
 def read_pairs_csv(path: str | Path, *, image_key: str = "filepath", caption_key: str = "title",
                    separator: str = "\t", image_size: int = 224) -> PairedSplit:
     """Pairs from a CSV/TSV with an image path column and a caption column (open_clip's
@@ -90,10 +116,7 @@ def read_pairs_csv(path: str | Path, *, image_key: str = "filepath", caption_key
     captions: list[str] = []
     image_to_captions: list[list[int]] = []
     for number, row in enumerate(rows, start=2):
-        file = Path(row[image_key])
-        file = file if file.is_absolute() else path.parent / file
-        if not file.is_file():
-            raise ValueError(f"{path}: row {number}: image {file} does not exist")
+        file = _image_path(path, row[image_key], number)
         if str(file) not in order:
             order[str(file)] = len(order)
             image_to_captions.append([])
