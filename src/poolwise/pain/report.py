@@ -30,7 +30,7 @@ from poolwise.pain.loso import fold_seconds
 from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
 from poolwise.pain.models import model_entry
 from poolwise.pain.protocols import PROTOCOL_TYPES, Protocol, protocol_type
-from poolwise.runs import RunFolder
+from poolwise.pain.provenance import check_comparable, duration, environment_lines
 from poolwise.stats import bootstrap_ci, paired_comparison, summarise
 
 METRIC_NAMES = {
@@ -163,57 +163,6 @@ def compare_runs(summaries: list[dict]) -> list[dict]:
                                       names=(a["label"], b["label"]), test="wilcoxon")
                 found.append({**r, "metric": m})
     return found
-
-
-def _duration(seconds: float) -> str:
-    if not seconds:
-        return "n/a"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
-
-
-def _check_same_data(runs: list[Run]) -> None:
-    """One report compares runs of one window file: paired statistics over subjects mean
-    nothing across different data."""
-    seen: dict[str, Path] = {}
-    for run in runs:
-        seen.setdefault(run.config["data"]["fingerprint"], run.path)
-    if len(seen) > 1:
-        (a, path_a), (b, path_b) = list(seen.items())[:2]
-        raise ValueError(f"one report holds runs of one data set: {path_a} was made from "
-                         f"windows with fingerprint {a}, {path_b} from {b}; report them "
-                         "separately")
-
-
-def _environment_lines(runs: list[Run], summaries: list[dict]) -> list[str]:
-    """Where the folds ran (CPU, cores, versions, threads; as their records say) and their
-    total wall time."""
-    seen: dict[str, int] = {}
-    for run in runs:
-        for fold in run.folds:
-            env = fold.get("environment", {})
-            if "cpu" in env:
-                gpu = f", {env['gpu']}" if env["gpu"] else ""
-                threads = f"{env['torch_threads']} thread{'s' * (env['torch_threads'] != 1)}"
-                text = (f"{env['cpu']} ({env['cpus']} cores{gpu}), Python {env['python']}, "
-                        f"torch {env['torch']} with {threads} per fold, "
-                        f"poolwise {env['poolwise']}")
-            else:
-                text = (f"not recorded (torch {env.get('torch', '?')}, poolwise "
-                        f"{fold.get('poolwise_version', '?')})")
-            seen[text] = seen.get(text, 0) + 1
-    total = sum(seen.values())
-    where = [f"{text}{'' if n == total else f' ({n} of {total} folds)'}"
-             for text, n in seen.items()]
-    seconds = sum(s["seconds"] for s in summaries)
-    events = [e for run in runs for e in RunFolder(run.path).events("fold")]
-    span = ""
-    if events:
-        wall = max(e["time"] for e in events) - min(e["time"] - e["seconds"] for e in events)
-        span = (f"; wall time from the first fold's start to the last fold's end "
-                f"{_duration(wall)} (a run resumed later counts the pause too)")
-    return [f"Machine and versions: {'; '.join(where)}. Fold time, all runs added up: "
-            f"{_duration(seconds)} (per run in the table below){span}.", ""]
 
 
 def summarise_run(run: Run) -> dict:
@@ -381,12 +330,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
     kinds = [(r.model, r.protocol) for r in runs]
     for run in runs:
         run.seed_in_label = kinds.count((run.model, run.protocol)) > 1
-    class_sets = {r.class_names: r.path for r in runs}
-    if len(class_sets) > 1:
-        (a, path_a), (b, path_b) = list(class_sets.items())[:2]
-        raise ValueError(f"one report holds runs of one class set: {path_a} has {list(a)}, "
-                         f"{path_b} has {list(b)}; report them separately")
-    _check_same_data(runs)
+    check_comparable(runs)
     summaries = [summarise_run(r) for r in runs]
     metrics = tuple(summaries[0]["metrics"])
     class_names = runs[0].class_names
@@ -400,7 +344,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         f"Data: {data['windows']} windows of {data['window']} frames, "
         f"{len(data['subjects'])} subjects (fingerprint `{data['fingerprint']}`).",
         "",
-        *_environment_lines(runs, summaries),
+        *environment_lines(runs, summaries),
         "Pooled: all held-out windows of all folds together. Per subject: mean ± std over the "
         "held-out subjects (the count in brackets where a metric is undefined for some "
         "subjects, e.g. no protective window).",
@@ -421,7 +365,7 @@ def write_report(run_paths: list[str | Path], out: str | Path, command: str | No
         rows.append([
             s["label"], f"{s['n_parameters']:,}", folds, str(s["test_subjects"]),
             "closed form" if s.get("closed_form") else str(s["epochs"]),
-            _duration(s["seconds"]), *(number(p[m]) for m in metrics),
+            duration(s["seconds"]), *(number(p[m]) for m in metrics),
             mean_std(ps["macro_f1"]), mean_std(ps["mcc"]),
         ])
     lines += [
