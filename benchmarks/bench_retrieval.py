@@ -1,5 +1,5 @@
 """Exact k-NN retrieval metrics (Recall@K, R-precision, mAP@R) on random embeddings: wall
-time and peak memory of :func:`poolwise.vision.retrieval.retrieval_metrics`, every query
+time and peak memory of :func:`poolwise.vision.retrieval.metrics.retrieval_metrics`, every query
 against all the others, or (``--gallery``) N queries against a separate gallery.
 
     python benchmarks/bench_retrieval.py [--n 100000] [--dim 64] [--classes 100] [--threads 1]
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from poolwise.vision.retrieval import retrieval_metrics
+from poolwise.vision.retrieval.metrics import retrieval_metrics
 
 
 def main() -> None:

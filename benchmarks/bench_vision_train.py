@@ -4,7 +4,7 @@ Both contenders train the same model (timm's ``vit_small_patch16_224`` by defaul
 head) on the same in-memory images with the same batch size, AMP setting, optimizer (timm's
 AdamW from ``create_optimizer_v2``) and scheduler (timm's cosine, stepped per update): the plain
 loop steps as timm's ``train.py`` does, poolwise's is
-``poolwise.vision.engine.Trainer.train_one_epoch``. Repetitions alternate the two (ABAB...),
+``poolwise.vision.train.engine.Trainer.train_one_epoch``. Repetitions alternate the two (ABAB...),
 and the table reports medians and the ratio (target: poolwise >= 1.0x of the plain loop).
 
     python benchmarks/bench_vision_train.py                 # CPU, batch 8, 224x224
@@ -59,8 +59,8 @@ def main() -> None:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
 
-    from poolwise.vision.engine import StepConfig, Trainer
     from poolwise.vision.models import create_model
+    from poolwise.vision.train.engine import StepConfig, Trainer
 
     device = torch.device(args.device)
     classes = 10

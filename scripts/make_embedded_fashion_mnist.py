@@ -12,7 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from poolwise.vision.data import DEBIAN_FASHION_MNIST, EMBEDDED, FASHION_MNIST_FILES, read_idx
+from poolwise.vision.data.images import (
+    DEBIAN_FASHION_MNIST,
+    EMBEDDED,
+    FASHION_MNIST_FILES,
+    read_idx,
+)
 
 PER_CLASS = {"train": 300, "test": 100}
 

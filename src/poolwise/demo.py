@@ -23,8 +23,8 @@ from poolwise.pain.loso import LosoConfig, run_loso
 from poolwise.pain.report import write_report
 from poolwise.pain.train import TrainConfig
 from poolwise.vision.compare import run_compare, write_compare_report
-from poolwise.vision.presets import PRESETS
-from poolwise.vision.train import RunSpec
+from poolwise.vision.train.presets import PRESETS
+from poolwise.vision.train.spec import RunSpec
 
 DEMO_RUNS = (("lsfan", "clean"), ("cnn_tap", "clean"), ("lsfan", "reference"))
 DEMO_POOLS = ("token", "gem", "ggem")

@@ -180,3 +180,21 @@ def test_report_merges_runs(cohort, tmp_path):
     for name in ("confusion_matrices.png", "per_subject_macro_f1.png", "summary.json",
                  "per_subject.csv"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_a_loso_run_logs_each_fold_in_its_own_folder(tmp_path):
+    pytest.importorskip("tensorboard")
+    from _cohorts import small_cohort
+    from _tensorboard import events
+
+    from poolwise.pain.loso import LosoConfig, run_loso
+    from poolwise.pain.train import TrainConfig
+
+    dataset = small_cohort(tmp_path / "cohort", n_subjects=4, seed=3, per_class=(10, 6))
+    config = LosoConfig("cnn_tap", train=TrainConfig(epochs=2, batch_size=16),
+                        n_select_subjects=2)
+    records = run_loso(dataset, tmp_path / "run", config, log_to=["tensorboard"])
+    for record in records:
+        found = events(tmp_path / "run" / "tensorboard" / record["test_subject"])
+        losses = [h["train_loss"] for h in record["history"]]
+        assert [v for _, v in found["train_loss"]] == pytest.approx(losses)

@@ -1,9 +1,8 @@
 """Log sinks: the numbers of a record, TensorBoard event files that hold exactly the epochs of
 log.jsonl, and a clear refusal of an unknown or uninstalled sink."""
 
-import json
-
 import pytest
+from _tensorboard import events
 
 from poolwise.runs import sinks
 from poolwise.runs.sinks import Sinks, check_sinks, epoch_sinks, scalars
@@ -26,16 +25,6 @@ def test_unknown_and_uninstalled_sinks_are_refused(monkeypatch):
     assert check_sinks([]) == ()
 
 
-def events(folder):
-    """{tag: [(step, value), ...]} of the TensorBoard event files in ``folder``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(folder))
-    accumulator.Reload()
-    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
-            for tag in accumulator.Tags()["scalars"]}
-
-
 def test_tensorboard_holds_what_was_logged(tmp_path):
     pytest.importorskip("tensorboard")
     with Sinks(["tensorboard"], tmp_path, name="C01") as out:
@@ -46,35 +35,3 @@ def test_tensorboard_holds_what_was_logged(tmp_path):
     seen = []
     with epoch_sinks((), tmp_path, seen.append) as callback:
         assert callback == seen.append  # no sink: the callback itself
-
-
-def test_vision_train_logs_every_epoch_of_log_jsonl_to_tensorboard(tmp_path):
-    pytest.importorskip("tensorboard")
-    from poolwise.cli import main
-
-    run = tmp_path / "run"
-    assert main(["vision", "train", "--epochs", "2", "--embed-dim", "24", "--depth", "1",
-                 "--num-heads", "2", "--batch-size", "250", "--threads", "1",
-                 "--log-to", "tensorboard", "--out", str(run)]) == 0
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    found = events(run / "tensorboard")
-    assert [step for step, _ in found["train_loss"]] == [r["epoch"] for r in log] == [1, 2]
-    assert [v for _, v in found["train_loss"]] == pytest.approx([r["train_loss"] for r in log])
-    assert [step for step, _ in found["p/1"]] == [1, 2]
-
-
-def test_a_loso_run_logs_each_fold_in_its_own_folder(tmp_path):
-    pytest.importorskip("tensorboard")
-    from _cohorts import small_cohort
-
-    from poolwise.pain.loso import LosoConfig, run_loso
-    from poolwise.pain.train import TrainConfig
-
-    dataset = small_cohort(tmp_path / "cohort", n_subjects=4, seed=3, per_class=(10, 6))
-    config = LosoConfig("cnn_tap", train=TrainConfig(epochs=2, batch_size=16),
-                        n_select_subjects=2)
-    records = run_loso(dataset, tmp_path / "run", config, log_to=["tensorboard"])
-    for record in records:
-        found = events(tmp_path / "run" / "tensorboard" / record["test_subject"])
-        losses = [h["train_loss"] for h in record["history"]]
-        assert [v for _, v in found["train_loss"]] == pytest.approx(losses)

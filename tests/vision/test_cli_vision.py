@@ -27,7 +27,7 @@ def test_train_then_dependence(tmp_path, capsys):
                                     "num_heads": 2, "mlp_ratio": 2.0, "img_size": 28}
     assert spec["p_lr_mult"] == 10.0
     # the library resolves the same spec from the same options, defaults included
-    from poolwise.vision.recipe import resolve_spec
+    from poolwise.vision.train.recipe import resolve_spec
 
     again = resolve_spec({"pool": "ggem", "epochs": 1, "batch_size": 128},
                          model_kwargs={"embed_dim": 24, "depth": 1, "num_heads": 2})
@@ -47,8 +47,8 @@ def test_train_then_dependence(tmp_path, capsys):
 def test_resolve_spec_precedence_and_refusals(tmp_path):
     import pytest
 
-    from poolwise.vision.recipe import resolve_spec
-    from poolwise.vision.train import RunSpec
+    from poolwise.vision.train.recipe import resolve_spec
+    from poolwise.vision.train.spec import RunSpec
 
     spec = resolve_spec({"lr": 0.01, "epochs": None}, recipe="tiny28_cpu",
                         model_kwargs={"depth": 2}, defaults={"epochs": 99, "lr": 1.0})
@@ -85,7 +85,7 @@ def test_export_ggem_vit_matches_pytorch(tmp_path, capsys):
 
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    from poolwise.vision.train import load_trained
+    from poolwise.vision.train.classification import load_trained
 
     run = tmp_path / "run"
     assert main(["vision", "train", "--epochs", "1", *TINY, "--out", str(run)]) == 0
@@ -143,7 +143,7 @@ def test_every_spec_field_is_reachable_from_the_cli(tmp_path):
     import dataclasses
 
     from poolwise.cli import build_parser
-    from poolwise.vision.train import RunSpec
+    from poolwise.vision.train.spec import RunSpec
 
     run = tmp_path / "run"
     assert main(["vision", "train", "--epochs", "1", *TINY, "--classes", "0,1,7",
@@ -246,3 +246,20 @@ def test_images_that_cannot_be_opened_are_refused_before_any_work(tmp_path, caps
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "8 of 8 image(s) cannot be opened" in err and "MAX_IMAGE_PIXELS" in err
+
+
+def test_vision_train_logs_every_epoch_of_log_jsonl_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from _tensorboard import events
+
+    from poolwise.cli import main
+
+    run = tmp_path / "run"
+    assert main(["vision", "train", "--epochs", "2", "--embed-dim", "24", "--depth", "1",
+                 "--num-heads", "2", "--batch-size", "250", "--threads", "1",
+                 "--log-to", "tensorboard", "--out", str(run)]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    found = events(run / "tensorboard")
+    assert [step for step, _ in found["train_loss"]] == [r["epoch"] for r in log] == [1, 2]
+    assert [v for _, v in found["train_loss"]] == pytest.approx([r["train_loss"] for r in log])
+    assert [step for step, _ in found["p/1"]] == [1, 2]

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poolwise.vision.dependence import group_dependence, linear_cka
+from poolwise.vision.train.dependence import group_dependence, linear_cka
 
 
 def test_hand_computed_cka():

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from poolwise.vision.compare import run_compare, summarise_pools, verdicts, write_compare_report
-from poolwise.vision.retrieval_protocol import run_retrieval, split_classes
-from poolwise.vision.train import RunSpec, load_trained, run_classification
+from poolwise.vision.retrieval.run import run_retrieval, split_classes
+from poolwise.vision.train.classification import load_trained, run_classification
+from poolwise.vision.train.spec import RunSpec
 
 TINY = {"img_size": 28, "patch_size": 7, "embed_dim": 24, "depth": 1, "num_heads": 2,
         "mlp_ratio": 2.0}
@@ -322,7 +323,7 @@ def test_bad_recipes_fail_before_the_run_folder_is_written(tmp_path, capsys):
 
 def test_shipped_recipes_parse_and_the_cpu_one_runs(tmp_path, capsys):
     from poolwise.cli import main
-    from poolwise.vision.recipe import check_recipe, read_recipe, shipped_recipes
+    from poolwise.vision.train.recipe import check_recipe, read_recipe, shipped_recipes
 
     names = shipped_recipes()
     assert {"tiny28_cpu", "vit_base_ggem_in1k", "vit_large_ggem_in1k"} <= set(names)
@@ -355,7 +356,7 @@ def test_the_imagenet_recipe_runs_end_to_end_on_a_tiny_image_folder(tmp_path):
     drop path, clipping, EMA, bf16), shrunk only in size: one block, 32x32 images, no hub."""
     from PIL import Image
 
-    from poolwise.vision.recipe import check_recipe, read_recipe
+    from poolwise.vision.train.recipe import check_recipe, read_recipe
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
@@ -374,8 +375,8 @@ def test_the_imagenet_recipe_runs_end_to_end_on_a_tiny_image_folder(tmp_path):
 
 
 def test_the_trainer_scales_each_group_once():
-    from poolwise.vision.engine import StepConfig, Trainer
     from poolwise.vision.models import create_model
+    from poolwise.vision.train.engine import StepConfig, Trainer
 
     model = create_model("vit_tiny_patch16_224", pool="ggem", num_classes=3, **TINY)
     trainer = Trainer(model, StepConfig(epochs=2, steps_per_epoch=5, lr=1e-3, p_lr_mult=10.0,

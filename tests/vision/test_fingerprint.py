@@ -10,8 +10,9 @@ import torch
 from _images import image_tree
 from PIL import Image
 
-from poolwise.vision import fingerprint as fp
-from poolwise.vision.train import RunSpec, load_trained, run_classification
+from poolwise.vision.data import fingerprint as fp
+from poolwise.vision.train.classification import load_trained, run_classification
+from poolwise.vision.train.spec import RunSpec
 
 TINY = {"img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 1, "num_heads": 2,
         "mlp_ratio": 2.0}

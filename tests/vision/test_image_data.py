@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from poolwise.vision import data as vd
+from poolwise.vision.data import images as vd
 
 
 def _write_idx(path, array, code=0x08):
@@ -171,13 +171,9 @@ def test_image_folder_trains_with_timm_transforms_and_spawned_workers(tmp_path):
 
     from PIL import Image
 
-    from poolwise.vision.train import (
-        RunSpec,
-        load_splits,
-        load_trained,
-        run_classification,
-        use_timm_transforms,
-    )
+    from poolwise.vision.train.classification import load_trained, run_classification
+    from poolwise.vision.train.inputs import load_splits, use_timm_transforms
+    from poolwise.vision.train.spec import RunSpec
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):

@@ -15,7 +15,8 @@ def landmark_run(tmp_path_factory):
     queries (a box each) and its ground truth in the documented JSON form."""
     from PIL import Image
 
-    from poolwise.vision.train import RunSpec, run_classification
+    from poolwise.vision.train.classification import run_classification
+    from poolwise.vision.train.spec import RunSpec
 
     root = tmp_path_factory.mktemp("landmarks")
     rng = np.random.default_rng(0)
@@ -49,8 +50,9 @@ def test_revisited_command_scores_the_run_as_the_protocol_says(landmark_run, tmp
                                                                capsys):
     from PIL import Image
 
-    from poolwise.vision.revisited import load_ground_truth, revisited_metrics
-    from poolwise.vision.train import load_trained, timm_transform
+    from poolwise.vision.retrieval.revisited import load_ground_truth, revisited_metrics
+    from poolwise.vision.train.classification import load_trained
+    from poolwise.vision.train.inputs import timm_transform
 
     root = landmark_run
     assert main(["vision", "revisited", str(root / "run"), "--images", str(root / "images"),
@@ -104,7 +106,7 @@ def test_missing_images_and_bad_ground_truth_are_named(landmark_run, tmp_path, c
 def test_a_retrieval_run_folder_is_read_through_its_train_folder(landmark_run, tmp_path):
     import shutil
 
-    from poolwise.vision.landmarks import evaluate_revisited
+    from poolwise.vision.retrieval.landmarks import evaluate_revisited
 
     root = landmark_run
     shutil.copytree(root / "run", tmp_path / "retrieval" / "train")

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poolwise.vision.retrieval import retrieval_metrics
+from poolwise.vision.retrieval.metrics import retrieval_metrics
 
 
 def test_hand_computed_example():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from poolwise.cli import main
-from poolwise.vision.revisited import (
+from poolwise.vision.retrieval.revisited import (
     average_precision,
     check_ground_truth,
     load_ground_truth,

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from poolwise.vision.retrieval import retrieval_metrics
-from poolwise.vision.whitening import learn_whitening
+from poolwise.vision.retrieval.metrics import retrieval_metrics
+from poolwise.vision.retrieval.whitening import learn_whitening
 
 
 def classes_with_a_nuisance(n_classes=20, per_class=30, d=16, seed=0):

@@ -21,10 +21,10 @@ def _add_arch_options(p: argparse.ArgumentParser) -> None:
 
 def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     add_log_argument(p)
-    from poolwise.vision.engine import AMP_DTYPES
-    from poolwise.vision.metric_losses import LOSSES
     from poolwise.vision.models import NORM_PLACEMENTS
-    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
+    from poolwise.vision.retrieval.losses import LOSSES
+    from poolwise.vision.train.engine import AMP_DTYPES
+    from poolwise.vision.train.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
 
     p.add_argument("--recipe", default=None,
                    help="a TOML recipe file, or the name of a shipped one (`poolwise vision "
@@ -310,7 +310,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
         "convert-gnd", help="revisited Oxford/Paris ground truth: safe pickle to JSON",
         description="Read a revisited Oxford/Paris ground-truth pickle (gnd_roxford5k.pkl, "
         "gnd_rparis6k.pkl) without executing anything (every opcode must build plain data) "
-        "and write the documented JSON form that poolwise.vision.revisited reads.")
+        "and write the documented JSON form that poolwise.vision.retrieval.revisited reads.")
     gnd.add_argument("pickle", help="the ground-truth .pkl file")
     gnd.add_argument("--out", required=True, help="the JSON file to write")
     gnd.set_defaults(run=cmd.convert_gnd)

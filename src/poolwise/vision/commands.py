@@ -20,11 +20,11 @@ ARCH_OPTIONS = (("img_size", positive_int), ("patch_size", positive_int),
 
 
 def _spec(args: argparse.Namespace, pool: str | None, seed: int | None):
-    """The RunSpec of a command (:func:`poolwise.vision.recipe.resolve_spec`)."""
+    """The RunSpec of a command (:func:`poolwise.vision.train.recipe.resolve_spec`)."""
     import dataclasses
 
-    from poolwise.vision.recipe import resolve_spec
-    from poolwise.vision.train import RunSpec
+    from poolwise.vision.train.recipe import resolve_spec
+    from poolwise.vision.train.spec import RunSpec
 
     names = {f.name for f in dataclasses.fields(RunSpec)}
     options = {k: v for k, v in vars(args).items() if k in names}
@@ -89,7 +89,7 @@ class _Bar:
 
 
 def train(args: argparse.Namespace) -> int:
-    from poolwise.vision.train import launch_classification, run_classification
+    from poolwise.vision.train.classification import launch_classification, run_classification
 
     launch = launch_from_args(args)
     _threads(args)
@@ -122,7 +122,7 @@ def train(args: argparse.Namespace) -> int:
 
 
 def retrieval(args: argparse.Namespace) -> int:
-    from poolwise.vision.retrieval_protocol import run_retrieval
+    from poolwise.vision.retrieval.run import run_retrieval
 
     _threads(args)
     result = run_retrieval(_spec(args, args.pool, args.seed), args.out,
@@ -178,7 +178,7 @@ def compare(args: argparse.Namespace) -> int:
 
 def dependence(args: argparse.Namespace) -> int:
     from poolwise._io import write_json, write_text
-    from poolwise.vision.train import run_dependence
+    from poolwise.vision.train.classification import run_dependence
 
     _threads(args)
     runs = []
@@ -215,7 +215,7 @@ def export(args: argparse.Namespace) -> int:
 
 def convert_gnd(args: argparse.Namespace) -> int:
     from poolwise._io import write_json
-    from poolwise.vision.revisited import read_ground_truth_pickle
+    from poolwise.vision.retrieval.revisited import read_ground_truth_pickle
 
     table = read_ground_truth_pickle(args.pickle)
     write_json(args.out, table)
@@ -226,8 +226,8 @@ def convert_gnd(args: argparse.Namespace) -> int:
 def revisited(args: argparse.Namespace) -> int:
     from poolwise._io import write_json, write_text
     from poolwise._tables import markdown_table, number
-    from poolwise.vision.landmarks import evaluate_revisited
-    from poolwise.vision.revisited import KAPPAS, SETTINGS
+    from poolwise.vision.retrieval.landmarks import evaluate_revisited
+    from poolwise.vision.retrieval.revisited import KAPPAS, SETTINGS
 
     result = evaluate_revisited(args.run_dir, args.images, args.gnd, extension=args.ext,
                                 batch_size=args.batch_size, ema=args.ema)
@@ -323,7 +323,7 @@ def open_clip_train(args: argparse.Namespace) -> int:
 
 
 def recipes(args: argparse.Namespace) -> int:
-    from poolwise.vision.recipe import shipped_recipes
+    from poolwise.vision.train.recipe import shipped_recipes
 
     for name, path in shipped_recipes().items():
         first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
@@ -336,7 +336,7 @@ def probe(args: argparse.Namespace) -> int:
     import time
 
     from poolwise.vision.probe import ProbeSpec, run_probe, write_probe_report
-    from poolwise.vision.recipe import with_data_image_size
+    from poolwise.vision.train.recipe import with_data_image_size
 
     _threads(args)
     kwargs = {name: getattr(args, name) for name, _ in ARCH_OPTIONS

@@ -2,7 +2,7 @@
 
 Two protocols (``PROTOCOLS``): ``classification`` trains on every class and scores the test
 images (top-1, and retrieval among them); ``retrieval`` is class-disjoint
-(:func:`~poolwise.vision.retrieval_protocol.run_retrieval`: train on some classes, retrieve
+(:func:`~poolwise.vision.retrieval.run.run_retrieval`: train on some classes, retrieve
 images of the others). Each cell is an ordinary run folder (``OUT/<pool>-seed<seed>/``), so a
 killed grid resumes cell by cell and epoch by epoch.
 """
@@ -26,7 +26,7 @@ from poolwise.runs import Cell, Grid, Launch, ordered
 from poolwise.stats import paired_comparison, summarise
 
 if TYPE_CHECKING:
-    from poolwise.vision.train import RunSpec
+    from poolwise.vision.train.spec import RunSpec
 
 PROTOCOLS = ("classification", "retrieval")
 METRICS = (  # key in result.json, column title, scale
@@ -109,7 +109,7 @@ def retrieval_record(result: dict) -> dict:
 
 def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dict:
     """One class-disjoint cell: :func:`run_retrieval`, as a :func:`retrieval_record`."""
-    from poolwise.vision.retrieval_protocol import run_retrieval
+    from poolwise.vision.retrieval.run import run_retrieval
 
     return retrieval_record(run_retrieval(spec, run_dir, **kwargs))
 
@@ -120,7 +120,7 @@ def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Seq
     :func:`run_classification` or :func:`run_retrieval_cell`."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    from poolwise.vision.train import run_classification
+    from poolwise.vision.train.classification import run_classification
 
     runner = run_classification if protocol == "classification" else run_retrieval_cell
     return run_grid(out, base, pools, seeds, runner, **kwargs)

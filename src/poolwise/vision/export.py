@@ -18,7 +18,8 @@ from torch import nn
 from poolwise import __version__
 from poolwise._export import MARKER, export_graph, export_target, sidecar
 from poolwise._io import read_json, write_text
-from poolwise.vision.train import load_splits, load_trained
+from poolwise.vision.train.classification import load_trained
+from poolwise.vision.train.inputs import load_splits
 
 
 class _Probabilities(nn.Module):

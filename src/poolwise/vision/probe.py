@@ -12,7 +12,7 @@ Layout of the output folder:
 
 - ``tokens/``: ``{train,test}_tokens.npy`` (n, N, C) and ``{train,test}_labels.npy``, with
   ``meta.json`` naming what they were computed from (model, arguments, weights and their
-  sha256, the data's content fingerprint (:mod:`poolwise.vision.fingerprint`), classes,
+  sha256, the data's content fingerprint (:mod:`poolwise.vision.data.fingerprint`), classes,
   dtype); another configuration is refused, so a cache is never reused for other tokens, and
   a cached file that is not the floats and labels it describes is named. The same data by
   another path reuses the cache.
@@ -38,9 +38,9 @@ from poolwise.pooling import create_pool, list_pools, pool_info
 from poolwise.pooling.modules import learned_exponents
 from poolwise.pooling.registry import COMPARED
 from poolwise.runs import Cell, Grid, Launch, RunFolder
-from poolwise.vision.dependence import group_dependence
 from poolwise.vision.models import P_LR_MULT
-from poolwise.vision.retrieval import retrieval_metrics
+from poolwise.vision.retrieval.metrics import retrieval_metrics
+from poolwise.vision.train.dependence import group_dependence
 
 DTYPES = ("float16", "float32")
 
@@ -104,7 +104,7 @@ def _cache_key(spec: ProbeSpec) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         weights = {"file": str(path.resolve()), "sha256": sha256_file(path)}
-    from poolwise.vision.fingerprint import data_fingerprint
+    from poolwise.vision.data.fingerprint import data_fingerprint
 
     # the data's content, not its path: the same images by another path reuse the cache
     return {"model": spec.model, "model_kwargs": spec.model_kwargs,
@@ -131,8 +131,8 @@ def cache_tokens(
     on_batch: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Computes (or finds) the cached tokens; returns the cache's ``meta.json`` content."""
-    from poolwise.vision.engine import default_device
-    from poolwise.vision.train import make_loader
+    from poolwise.vision.train.engine import default_device
+    from poolwise.vision.train.inputs import make_loader
 
     folder = Path(out) / "tokens"
     key = _cache_key(spec)

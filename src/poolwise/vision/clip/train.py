@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from poolwise._io import write_json
 from poolwise.pooling import channel_groups, learned_exponents
 from poolwise.runs.sinks import epoch_sinks
-from poolwise.vision import engine
 from poolwise.vision.clip.data import (
     FASHION_MNIST_NAMES,
     ZERO_SHOT_TEMPLATES,
@@ -37,6 +36,7 @@ from poolwise.vision.clip.metrics import image_text_recall, zero_shot_accuracy
 from poolwise.vision.clip.towers import create_clip, pool_of
 from poolwise.vision.data import random_crop_flip
 from poolwise.vision.models import P_LR_MULT
+from poolwise.vision.train import engine
 
 MAX_LOGIT_SCALE = math.log(100.0)
 # a CPU-sized dual encoder for 28x28 images: ViT 7x7 patches, width 96, 4 blocks of 6 heads;

@@ -153,9 +153,9 @@ def _check_same_data(folder: RunFolder, data: str, now: dict) -> None:
 
 def run_settings(spec: Any) -> dict:
     """What ``run.json`` records: the spec, and the fingerprint of its data's content
-    (:mod:`poolwise.vision.fingerprint`); resuming compares the fingerprint, not the path by
+    (:mod:`poolwise.vision.data.fingerprint`); resuming compares the fingerprint, not the path by
     which the data was named."""
-    from poolwise.vision.fingerprint import data_fingerprint
+    from poolwise.vision.data.fingerprint import data_fingerprint
 
     return {**spec.to_json(), "data_fingerprint": data_fingerprint(spec.data)}
 

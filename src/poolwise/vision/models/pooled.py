@@ -19,22 +19,17 @@ Where the final LayerNorm sits is the ``norm`` option:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from poolwise._io import read_safetensors
 from poolwise.pooling import create_pool, pool_info
 from poolwise.pooling.modules import learned_exponents
+from poolwise.vision.models.checkpoint import load_checkpoint
 
 NORM_PLACEMENTS = ("tokens", "pooled")
-# The default lr multiplier of the pools' exponents p, for every run type and `param_groups`:
-# with Adam a step moves p by about lr, so at lr 1e-3 and p = 3 an unscaled p barely moves in a
-# short run.
-P_LR_MULT = 10.0
 
 
 def _is_identity(module: nn.Module | None) -> bool:
@@ -211,109 +206,6 @@ def _prefixed(spec, prefix: str):
     return [(_prefixed(regex, prefix), ordinal) for regex, ordinal in spec]
 
 
-@dataclass
-class LoadReport:
-    """What loading a checkpoint into a :class:`PooledModel` did, key by key."""
-
-    path: str
-    loaded: int = 0
-    new: list[str] = field(default_factory=list)  # in the model, not in the file (e.g. pool.p)
-    skipped_shape: list[str] = field(default_factory=list)  # classifier of another size
-    unexpected: list[str] = field(default_factory=list)  # in the file, not used
-
-    def lines(self) -> list[str]:
-        out = [f"loaded {self.loaded} tensors from {self.path}"]
-        if self.new:
-            out.append(f"not in the checkpoint, kept at initial values: {', '.join(self.new)}")
-        if self.skipped_shape:
-            out.append(f"shape differs, kept freshly initialised: {', '.join(self.skipped_shape)}")
-        if self.unexpected:
-            out.append(f"in the checkpoint but unused: {', '.join(self.unexpected)}")
-        return out
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a ``.safetensors`` file or a ``torch.save`` file (``weights_only=True``;
-    a nested ``state_dict``/``model``/``state_dict_ema`` entry is unwrapped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"{path}: not a weights-only torch checkpoint ({error})") from error
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a dict of tensors (a state dict)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def load_checkpoint(model: PooledModel, path: str | Path, *, strict: bool = True) -> LoadReport:
-    """Loads a poolwise checkpoint (``backbone.*``/``pool.*`` keys) or a plain timm one.
-
-    A plain timm file fills the backbone; the final norm's keys follow the model's ``norm``
-    placement. A classifier of another size is skipped (fine-tuning); the pool's parameters,
-    when absent, keep their initial values. Both are listed in the returned report.
-
-    Raises:
-        ValueError: backbone tensors missing from the file, or (``strict``) tensors in the file
-            that the model does not use; the message lists them.
-    """
-    state = read_state_dict(path)
-    if not any(k.startswith(("backbone.", "pool.")) for k in state):
-        swap = model.is_vit and model.norm != model.native_norm
-        renamed = {}
-        for key, value in state.items():
-            if swap and key.split(".")[0] in ("norm", "fc_norm"):
-                head, rest = key.split(".", 1)
-                key = ("fc_norm" if head == "norm" else "norm") + "." + rest
-            renamed["backbone." + key] = value
-        state = renamed
-    own = model.state_dict()
-    report = LoadReport(path=str(path))
-    classifier_keys = {f"backbone.{k}" for k, _ in _classifier_named(model)}
-    usable = {}
-    for key, value in state.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif own[key].shape != value.shape:
-            if key in classifier_keys:
-                report.skipped_shape.append(key)
-            else:
-                raise ValueError(
-                    f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
-                    f"{tuple(own[key].shape)}"
-                )
-        else:
-            usable[key] = value
-    missing = [k for k in own if k not in usable and k not in report.skipped_shape]
-    report.new = [k for k in missing if k.startswith("pool.") or k in classifier_keys]
-    absent = [k for k in missing if k not in report.new]
-    if absent:
-        raise ValueError(f"{path}: missing {len(absent)} backbone tensors: {', '.join(absent[:8])}")
-    if strict and report.unexpected:
-        raise ValueError(
-            f"{path}: tensors the model does not use: {', '.join(report.unexpected[:8])} "
-            "(pass strict=False to ignore them; they are listed in the report)"
-        )
-    model.load_state_dict(usable, strict=False)
-    report.loaded = len(usable)
-    return report
-
-
-def _classifier_named(model: PooledModel):
-    head = model.get_classifier()
-    for name, module in model.backbone.named_modules():
-        if module is head:
-            return [(f"{name}.{k}", v) for k, v in head.state_dict().items()]
-    return []
-
-
 def create_model(
     name: str,
     *,
@@ -394,55 +286,3 @@ def describe_model(model: PooledModel) -> dict:
         "classes": model.num_classes,
     }
 
-
-def param_groups(
-    model: nn.Module, *, lr: float, weight_decay: float, p_lr_mult: float = P_LR_MULT,
-    layer_decay: float | None = None, with_lr: bool = True,
-) -> list[dict]:
-    """Optimizer groups from timm's own grouping, with the pools' exponents p apart.
-
-    timm's ``param_groups_weight_decay`` (or, with ``layer_decay``, ``param_groups_layer_decay``,
-    which scales each block's lr by ``layer_decay ** (depth - block)`` through the model's
-    ``group_matcher``) decides decay and lr scale; every parameter named ``p`` (the pools'
-    exponents) is then moved to a group of its own, without decay, whose ``lr_scale`` is its
-    layer's scale times ``p_lr_mult``. Each group has a ``name`` and, with ``with_lr``, its
-    ``lr = lr * lr_scale``, so that any torch optimizer takes the groups as they are.
-
-    timm's schedulers set every step's lr to the scheduled value times ``lr_scale``, starting
-    from each group's initial lr; with them pass ``with_lr=False`` (else a group's scale would
-    apply twice): ``create_optimizer_v2(model, "adamw", lr=lr, param_group_fn=partial(
-    param_groups, lr=lr, weight_decay=wd, with_lr=False))``.
-    """
-    from timm.optim._param_groups import param_groups_layer_decay, param_groups_weight_decay
-
-    no_decay = set(getattr(model, "no_weight_decay", set)())
-    if layer_decay is None:
-        groups = param_groups_weight_decay(model, weight_decay, no_decay)
-        for group in groups:
-            group["lr_scale"] = 1.0
-    else:
-        groups = param_groups_layer_decay(model, weight_decay, no_decay, layer_decay=layer_decay)
-    names = {id(param): name for name, param in model.named_parameters()}
-    layer = {scale: i for i, scale in enumerate(sorted({g["lr_scale"] for g in groups}))}
-    out, exponents = [], {}
-    for group in groups:
-        kept = [q for q in group["params"] if not _is_exponent(names[id(q)])]
-        for q in group["params"]:
-            if _is_exponent(names[id(q)]):
-                exponents.setdefault(group["lr_scale"], []).append(q)
-        name = "decay" if group["weight_decay"] else "no_decay"
-        if layer_decay is not None:
-            name = f"layer_{layer[group['lr_scale']]}_{name}"
-        if kept:
-            out.append({**group, "params": kept, "name": name})
-    for scale, params in exponents.items():
-        out.append({"params": params, "weight_decay": 0.0, "lr_scale": scale * p_lr_mult,
-                    "name": "pool_p"})
-    if with_lr:
-        for group in out:
-            group["lr"] = lr * group["lr_scale"]
-    return out
-
-
-def _is_exponent(name: str) -> bool:
-    return name == "p" or name.endswith(".p")

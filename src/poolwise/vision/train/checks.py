@@ -92,11 +92,11 @@ def _model_kwargs(kwargs: Any) -> list[str]:
 
 def check_run_spec(spec: Any) -> None:
     """Raises ValueError listing every value of ``spec`` (a
-    :class:`~poolwise.vision.train.RunSpec`) that no run can use."""
+    :class:`~poolwise.vision.train.spec.RunSpec`) that no run can use."""
     from poolwise.pooling import list_pools
-    from poolwise.vision.engine import AMP_DTYPES
-    from poolwise.vision.metric_losses import LOSSES
     from poolwise.vision.models import NORM_PLACEMENTS
+    from poolwise.vision.retrieval.losses import LOSSES
+    from poolwise.vision.train.engine import AMP_DTYPES
 
     c = _Checker(spec)
     if not isinstance(spec.model, str) or not spec.model:

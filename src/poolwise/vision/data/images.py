@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from poolwise.vision.image_lists import find_list_file, partition_files, unreadable_images
+from poolwise.vision.data.image_lists import find_list_file, partition_files, unreadable_images
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -32,7 +32,7 @@ FASHION_MNIST_FILES = {
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # mean and std of the 60,000 Fashion-MNIST training images, pixel values in [0, 1]
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
-EMBEDDED = Path(__file__).parent / "assets" / "fashion_mnist_subset.npz"
+EMBEDDED = Path(__file__).parents[1] / "assets" / "fashion_mnist_subset.npz"
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -271,7 +271,7 @@ def _holdout(split: ImageSplit) -> tuple[ImageSplit, ImageSplit]:
 
 def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, ImageSplit]:
     """An ImageFolder tree, one folder per class, in one of three layouts, or images named by
-    an In-Shop partition list (:mod:`poolwise.vision.image_lists`; ``train`` / ``test`` /
+    an In-Shop partition list (:mod:`poolwise.vision.data.image_lists`; ``train`` / ``test`` /
     ``query`` / ``gallery`` as for the query/gallery layout):
 
     - ``train/`` and ``test/`` (or ``val/``) with the same classes: ``train`` and ``test``;

@@ -6,7 +6,7 @@ its box ``bbx`` first, as the protocol prescribes. All images then go through th
 eval transform: the model's mean, std and interpolation, resized and centre-cropped to its
 input size. The embedding is ``forward_head(pre_logits=True)``, L2-normalised, and queries are
 ranked against the database by cosine similarity. The metrics are
-:func:`poolwise.vision.revisited.revisited_metrics`.
+:func:`poolwise.vision.retrieval.revisited.revisited_metrics`.
 
 A ViT of fixed input size sees each image at that one size; the protocol's reference
 evaluations feed whole images at up to 1024 pixels to CNNs, so numbers are comparable between
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from poolwise.vision.data import ImageSplit
-from poolwise.vision.image_lists import ImageFiles, missing_files
-from poolwise.vision.revisited import load_ground_truth, revisited_metrics
+from poolwise.vision.data.image_lists import ImageFiles, missing_files
+from poolwise.vision.retrieval.revisited import load_ground_truth, revisited_metrics
 
 
 def evaluate_revisited(run_dir: str | Path, images: str | Path, ground_truth: str | Path, *,
@@ -37,7 +37,9 @@ def evaluate_revisited(run_dir: str | Path, images: str | Path, ground_truth: st
         ValueError: for a ground-truth file not in the documented JSON form, or a run trained
             on one-channel images (the landmark images are colour).
     """
-    from poolwise.vision.train import embed, input_size, load_trained, timm_transform
+    from poolwise.vision.train.classification import load_trained
+    from poolwise.vision.train.evaluate import embed
+    from poolwise.vision.train.inputs import input_size, timm_transform
 
     images, ground_truth = Path(images), Path(ground_truth)
     table = load_ground_truth(ground_truth)

@@ -1,7 +1,7 @@
 """Classification of pooled timm models: one run folder per (model, pool, data, seed).
 
 A run is described by a JSON-serialisable :class:`RunSpec` (a recipe); :func:`run_classification`
-trains it through :mod:`poolwise.vision.engine` (run folder, resume, DDP, the optimisation
+trains it through :mod:`poolwise.vision.train.engine` (run folder, resume, DDP, the optimisation
 step) and ends with ``result.json``: test accuracy, retrieval metrics of the test embeddings,
 head-wise dependence, learned p, and the same for the EMA weights when EMA is on.
 
@@ -15,107 +15,26 @@ suits it: a random crop after 2-pixel zero padding and an optional horizontal fl
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from poolwise._io import load_weights_into, read_json, write_json
 from poolwise.runs import Cell, Grid, Launch
 from poolwise.runs.sinks import epoch_sinks
-from poolwise.vision import engine
-from poolwise.vision.data import (
-    ArrayImages,
-    ImageSplit,
-    collate_batch,
-    load_images,
-    random_crop_flip,
-)
-from poolwise.vision.dependence import group_dependence
-from poolwise.vision.models import P_LR_MULT, PooledModel, create_model, describe_model
-from poolwise.vision.retrieval import retrieval_metrics
-from poolwise.vision.spec_checks import check_run_spec
-
-
-@dataclass
-class RunSpec:
-    """Everything that defines a classification run (saved as run.json).
-
-    Model: ``model`` (a timm name), ``pool``, ``groups``, ``norm``, ``model_kwargs`` (timm's
-    arguments: img_size, patch_size, ...), ``drop_path`` (timm's drop_path_rate),
-    ``pretrained``, ``checkpoint``, ``pool_kwargs``. Data: ``data``, ``classes``, ``augment``,
-    ``hflip``, ``auto_augment`` and ``reprob`` (ImageFolder data, timm's transforms). Steps:
-    ``epochs``, ``batch_size`` (per process), ``accum_steps``, ``opt``, ``lr``, ``weight_decay``,
-    ``layer_decay``, ``p_lr_mult``, ``sched``, ``warmup_epochs``, ``warmup_lr``, ``min_lr``,
-    ``clip_grad``. Regularisation: ``label_smoothing``, ``mixup``, ``cutmix``, ``mixup_prob``,
-    ``ema_decay``. Loss: ``loss`` (``cross_entropy``, or a metric-learning loss of
-    :mod:`poolwise.vision.metric_losses` with ``m_per_class`` images per class in a batch and
-    ``proxy_lr_mult`` for Proxy Anchor's proxies). Speed: ``amp`` (none, bf16, fp16),
-    ``channels_last``, ``compile``.
-    """
-
-    model: str = "vit_tiny_patch16_224"
-    pool: str = "ggem"
-    groups: int | None = None
-    norm: str | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    drop_path: float = 0.0
-    pretrained: bool = False  # timm's weights (needs the internet or timm's cache)
-    checkpoint: str | None = None  # a local timm or poolwise checkpoint to start from
-    pool_kwargs: dict = field(default_factory=dict)
-    data: str = "embedded"
-    classes: list[int] | None = None  # train/evaluate on these classes only (renumbered)
-    augment: bool = True
-    hflip: float = 0.5
-    auto_augment: str | None = None
-    reprob: float = 0.0
-    epochs: int = 10
-    batch_size: int = 128
-    accum_steps: int = 1
-    opt: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    layer_decay: float | None = None
-    p_lr_mult: float = P_LR_MULT
-    sched: str = "cosine"
-    warmup_epochs: float = 1.0
-    warmup_lr: float = 0.0
-    min_lr: float = 0.0
-    clip_grad: float | None = None
-    label_smoothing: float = 0.0
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    ema_decay: float | None = None
-    loss: str = "cross_entropy"
-    m_per_class: int = 4
-    proxy_lr_mult: float = 100.0
-    amp: str = "none"
-    channels_last: bool = False
-    compile: bool = False
-    seed: int = 0
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def check(self) -> None:
-        """Raises ValueError naming every value no run can use
-        (:func:`poolwise.vision.spec_checks.check_run_spec`)."""
-        check_run_spec(self)
-
-    def step_config(self, steps_per_epoch: int) -> engine.StepConfig:
-        """The optimisation half of the spec (every StepConfig field the spec has)."""
-        shared = {f.name for f in dataclasses.fields(engine.StepConfig)} & set(self.to_json())
-        return engine.StepConfig(steps_per_epoch=steps_per_epoch,
-                                 **{name: getattr(self, name) for name in shared})
+from poolwise.vision.data import ArrayImages, ImageSplit, random_crop_flip
+from poolwise.vision.models import PooledModel, create_model, describe_model
+from poolwise.vision.train import engine
+from poolwise.vision.train.dependence import group_dependence
+from poolwise.vision.train.evaluate import embed, evaluate
+from poolwise.vision.train.inputs import load_splits, make_loader, use_timm_transforms
+from poolwise.vision.train.spec import RunSpec
 
 
 def build_model(spec: RunSpec, train: ImageSplit) -> PooledModel:
@@ -130,118 +49,10 @@ def build_model(spec: RunSpec, train: ImageSplit) -> PooledModel:
                         pool_kwargs=spec.pool_kwargs, **kwargs)
 
 
-def load_splits(spec: RunSpec) -> tuple[ImageSplit, ImageSplit]:
-    image_size = spec.model_kwargs.get("img_size")
-    splits = load_images(spec.data, image_size=image_size)
-    train, test = splits["train"], splits["test"]
-    if spec.classes is not None:
-        bad = [c for c in spec.classes if not 0 <= c < len(train.classes)]
-        if bad:
-            raise ValueError(f"classes {bad} out of range for {len(train.classes)} classes")
-        train, test = train.subset_classes(spec.classes), test.subset_classes(spec.classes)
-    return train, test
-
-
-def use_timm_transforms(spec: RunSpec, model: PooledModel, train: ImageSplit,
-                        test: ImageSplit) -> None:
-    """Decoded-image data (ImageFolder) gets timm's train and eval transforms, configured from
-    the model's own data config (mean, std, interpolation, crop_pct, input size)."""
-    for split, training in ((train, True), (test, False)):
-        dataset = getattr(split.dataset, "dataset", split.dataset)  # a class subset wraps it
-        dataset.transform = timm_transform(spec, model, training=training)
-
-
-def input_size(spec: RunSpec, model: PooledModel) -> int:
-    """The image side the model takes: ``spec``'s ``img_size``, else the model's data config."""
-    from timm.data import resolve_data_config
-
-    return spec.model_kwargs.get("img_size") or resolve_data_config(model=model)["input_size"][-1]
-
-
-def timm_transform(spec: RunSpec, model: PooledModel, *, training: bool) -> Callable:
-    """timm's train or eval transform of decoded images for ``model`` (its data config: mean,
-    std, interpolation, crop_pct; the input size of ``spec``'s ``img_size`` or the model's)."""
-    from timm.data import create_transform, resolve_data_config
-
-    config = resolve_data_config(model=model)
-    return create_transform(
-        input_size=input_size(spec, model), interpolation=config["interpolation"],
-        mean=config["mean"], std=config["std"], is_training=training, no_aug=not spec.augment,
-        hflip=spec.hflip, auto_augment=spec.auto_augment, re_prob=spec.reprob,
-        crop_pct=None if training else config["crop_pct"])
-
-
-def make_loader(split: ImageSplit, batch_size: int, *, shuffle: bool, seed: int = 0,
-                epoch: int = 0, world: int = 1, rank: int = 0, workers: int = 0,
-                m_per_class: int | None = None) -> DataLoader:
-    """Batches of ``split``; with ``m_per_class``, class-balanced batches (pytorch-metric-
-    learning's MPerClassSampler, one process only)."""
-    ds = split.dataset
-    if m_per_class is not None:
-        from poolwise.vision.metric_losses import class_balanced_sampler
-
-        sampler = class_balanced_sampler(split.labels, m_per_class, batch_size)
-    elif world > 1:
-        sampler = torch.utils.data.DistributedSampler(
-            ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
-        sampler.set_epoch(epoch)
-    elif shuffle:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        sampler = RandomSampler(ds, generator=generator)
-    else:
-        sampler = SequentialSampler(ds)
-    return DataLoader(ds, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
-                      collate_fn=collate_batch, num_workers=workers,
-                      generator=torch.Generator().manual_seed(seed * 7_919 + epoch),
-                      persistent_workers=False)
-
-
-@torch.no_grad()
-def embed(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
-          device: torch.device | None = None, amp: str = "none",
-          workers: int = 0) -> dict[str, torch.Tensor]:
-    """Test-time outputs of every image: ``pooled`` (the pool's output, before any norm),
-    ``embedding`` (``forward_head(pre_logits=True)``), ``logits`` and ``labels``."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = {"pooled": [], "embedding": [], "logits": [], "labels": []}
-    for images, labels in make_loader(split, batch_size, shuffle=False, workers=workers):
-        with engine.autocast(device, amp):
-            features = model.forward_features(images.to(device))
-            pooled = model.pool(features)
-            embedding = model.head_from_pooled(pooled, pre_logits=True)
-            logits = model.get_classifier()(embedding)
-        for key, value in (("pooled", pooled), ("embedding", embedding), ("logits", logits)):
-            out[key].append(value.float().cpu())
-        out["labels"].append(torch.as_tensor(labels))
-    model.train(was_training)
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
-def evaluate(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
-             device: torch.device | None = None, amp: str = "none",
-             retrieval: bool = True, workers: int = 0) -> dict:
-    """Accuracy and loss; with ``retrieval``, Recall@K / R-precision / mAP@R of the embeddings
-    and the head-wise dependence (mean pairwise linear CKA between the pool's G groups)."""
-    out = embed(model, split, batch_size=batch_size, device=device, amp=amp, workers=workers)
-    loss = nn.functional.cross_entropy(out["logits"], out["labels"]).item()
-    result = {"accuracy": float((out["logits"].argmax(1) == out["labels"]).float().mean()),
-              "loss": loss, "n": len(out["labels"])}
-    if retrieval:  # on the training device
-        where = device or next(model.parameters()).device
-        result["retrieval"] = retrieval_metrics(out["embedding"].to(where),
-                                                out["labels"].to(where))
-        groups = model.num_heads or model.groups
-        if groups and groups > 1:
-            result["dependence"] = group_dependence(out["pooled"], groups)["mean"]
-    return result
-
-
 def _loss(spec: RunSpec, n_classes: int) -> tuple[Callable | None, nn.Module | None]:
     """(mixup function or None, criterion); None for a metric-learning loss (built with the
     model, whose embedding size it needs)."""
-    from poolwise.vision.metric_losses import LOSSES
+    from poolwise.vision.retrieval.losses import LOSSES
 
     if spec.loss not in LOSSES:
         raise ValueError(f"loss {spec.loss!r} is not one of {', '.join(LOSSES)}")
@@ -362,7 +173,7 @@ def _run_classification(spec: RunSpec, run_dir: Path, *, device, on_epoch, on_ba
     memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     if metric:
-        from poolwise.vision.metric_losses import create_metric_loss
+        from poolwise.vision.retrieval.losses import create_metric_loss
 
         criterion = create_metric_loss(spec.loss, num_classes=len(train.classes),
                                        embedding_size=model.num_features).to(device)

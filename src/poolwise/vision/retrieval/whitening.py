@@ -36,8 +36,8 @@ class Whitening:
 
 def learn_whitening(embeddings: Tensor, labels: Tensor, *, dims: int | None = None,
                     shrinkage: float = 1e-3) -> Whitening:
-    """The whitening of :mod:`this module <poolwise.vision.whitening>` from (N, D) embeddings
-    and their labels.
+    """The whitening of :mod:`this module <poolwise.vision.retrieval.whitening>` from
+    (N, D) embeddings and their labels.
 
     Raises:
         ValueError: for fewer than two classes, a class-free scatter (every class a single

@@ -4,7 +4,7 @@ TOML because a recipe needs comments (where each value comes from), Python reads
 standard library (``tomllib``, Python >= 3.11; the ``tomli`` backport on 3.10), and it has no
 implicit typing surprises (``no`` is not a boolean, ``1e-3`` is a float).
 
-A recipe is a flat table of :class:`~poolwise.vision.train.RunSpec` fields, with optional
+A recipe is a flat table of :class:`~poolwise.vision.train.spec.RunSpec` fields, with optional
 ``[model_kwargs]`` and ``[pool_kwargs]`` tables and an optional ``preset`` (as ``--preset``).
 Precedence: the spec's defaults, then the command's defaults, then the recipe, then the options
 given on the command line. The run folder
@@ -23,7 +23,7 @@ from typing import Any
 
 from poolwise._io import read_toml
 
-SHIPPED = Path(__file__).parent / "recipes"
+SHIPPED = Path(__file__).parents[1] / "recipes"
 
 
 def shipped_recipes() -> dict[str, Path]:
@@ -74,12 +74,12 @@ def _accepts(annotation, value) -> bool:
 
 def check_recipe(table: dict, spec_type: type, source: str) -> dict:
     """The table's values, each checked against the spec's fields; an optional ``preset`` key
-    (a name of :data:`poolwise.vision.presets.PRESETS`) is kept as it is.
+    (a name of :data:`poolwise.vision.train.presets.PRESETS`) is kept as it is.
 
     Raises:
         ValueError: naming the file and key, for an unknown key or a value of the wrong type.
     """
-    from poolwise.vision.presets import PRESETS
+    from poolwise.vision.train.presets import PRESETS
 
     table = dict(table)
     preset = table.pop("preset", None)
@@ -101,7 +101,7 @@ def check_recipe(table: dict, spec_type: type, source: str) -> dict:
 
 def with_data_image_size(model: str, model_kwargs: Mapping[str, Any], data: str) -> dict:
     """``model_kwargs`` with a ViT's ``img_size`` defaulting to the data's image size."""
-    from poolwise.vision.presets import VIT_PREFIXES
+    from poolwise.vision.train.presets import VIT_PREFIXES
 
     kwargs = dict(model_kwargs)
     if model.startswith(VIT_PREFIXES) and "img_size" not in kwargs:
@@ -114,7 +114,7 @@ def with_data_image_size(model: str, model_kwargs: Mapping[str, Any], data: str)
 def resolve_spec(options: Mapping[str, Any], *, recipe: str | Path | None = None,
                  preset: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
                  defaults: Mapping[str, Any] | None = None) -> Any:
-    """The :class:`~poolwise.vision.train.RunSpec` of a run, from lowest to highest
+    """The :class:`~poolwise.vision.train.spec.RunSpec` of a run, from lowest to highest
     precedence: RunSpec's defaults, ``defaults`` (a command's own, e.g. its epochs), the
     recipe file (a path or a shipped recipe's name), ``options`` (RunSpec fields given by the
     user; None values are ignored), with ``model_kwargs`` (architecture options) over the
@@ -126,8 +126,8 @@ def resolve_spec(options: Mapping[str, Any], *, recipe: str | Path | None = None
     Raises:
         FileNotFoundError, ValueError: naming the recipe file and key at fault.
     """
-    from poolwise.vision.presets import DEFAULT_MODEL, DEFAULT_PRESET, apply_preset
-    from poolwise.vision.train import RunSpec
+    from poolwise.vision.train.presets import DEFAULT_MODEL, DEFAULT_PRESET, apply_preset
+    from poolwise.vision.train.spec import RunSpec
 
     values = dict(defaults or {})
     if recipe is not None:

@@ -64,7 +64,7 @@ def data_fingerprint(name: str) -> dict:
     Raises:
         FileNotFoundError: as the loader does, for data that is not there.
     """
-    from poolwise.vision import data
+    from poolwise.vision.data import images as data
 
     if name == "embedded":
         return files_fingerprint(data.EMBEDDED.parent, [data.EMBEDDED])

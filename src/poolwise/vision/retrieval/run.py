@@ -13,9 +13,11 @@ import numpy as np
 
 from poolwise._io import write_json
 from poolwise.vision.data import load_images
-from poolwise.vision.retrieval import retrieval_metrics
-from poolwise.vision.train import RunSpec, embed, load_trained, run_classification
-from poolwise.vision.whitening import learn_whitening
+from poolwise.vision.retrieval.metrics import retrieval_metrics
+from poolwise.vision.retrieval.whitening import learn_whitening
+from poolwise.vision.train.classification import load_trained, run_classification
+from poolwise.vision.train.evaluate import embed
+from poolwise.vision.train.spec import RunSpec
 
 TRAINING_KEYS = ("parameters", "p", "train_seconds", "groups")
 
@@ -39,7 +41,7 @@ def run_retrieval(spec: RunSpec, run_dir: str | Path, *, whitening: bool = False
     trains on ``train/`` and ranks the gallery for every query; any other data trains on the
     first half of the classes and scores the test images of the other half. ``seen`` scores
     the test (held-out) images of the training classes (None where no class has two of them).
-    With ``whitening``, also after a learned whitening (:mod:`poolwise.vision.whitening`)
+    With ``whitening``, also after a learned whitening (:mod:`poolwise.vision.retrieval.whitening`)
     fitted on the training images' embeddings, as ``unseen_whitened`` / ``seen_whitened``.
     ``training`` repeats the training run's size, learned p and time (``TRAINING_KEYS``).
     """

@@ -1,0 +1,3 @@
+"""Image retrieval: metrics (:mod:`.metrics`, :mod:`.revisited`), metric-learning losses
+(:mod:`.losses`), whitening (:mod:`.whitening`), retrieval runs (:mod:`.run`) and the revisited
+landmark benchmarks (:mod:`.landmarks`)."""
