@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from poolwise.pain.data.layout import CHANNEL_NAMES
-from poolwise.pain.detector import Detector, DetectorConfig, save_detector
-from poolwise.pain.export import export_detector
+from poolwise.pain.deploy.detector import Detector, DetectorConfig, save_detector
+from poolwise.pain.deploy.export import export_detector
+from poolwise.pain.deploy.streaming import StreamingDetector
 from poolwise.pain.models import create_model, list_models
-from poolwise.pain.streaming import StreamingDetector
 
 
 def median_ms(fn, repeats: int) -> float:

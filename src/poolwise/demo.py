@@ -18,9 +18,9 @@ from pathlib import Path
 
 from poolwise.pain.data.readers import load_dataset
 from poolwise.pain.data.synth import write_synthetic_cohort
-from poolwise.pain.explain import explain_run, write_explanations
-from poolwise.pain.loso import LosoConfig, run_loso
-from poolwise.pain.report import write_report
+from poolwise.pain.deploy.explain import explain_run, write_explanations
+from poolwise.pain.loso.report import write_report
+from poolwise.pain.loso.run import LosoConfig, run_loso
 from poolwise.pain.train import TrainConfig
 from poolwise.vision.compare import run_compare, write_compare_report
 from poolwise.vision.train.presets import PRESETS

@@ -21,15 +21,15 @@ from poolwise.pain.data.readers import (
     read_fame_folder,
     read_fame_session,
 )
-from poolwise.pain.detector import (
+from poolwise.pain.deploy.detector import (
     FORMAT,
     Detector,
     DetectorConfig,
     save_detector,
 )
-from poolwise.pain.export import export_detector
+from poolwise.pain.deploy.export import export_detector
+from poolwise.pain.deploy.streaming import StreamingDetector
 from poolwise.pain.models import LSFAN, create_model
-from poolwise.pain.streaming import StreamingDetector
 
 LAYOUT = FameLayout()
 BEND = LAYOUT.exercise_start + LAYOUT.exercises.index("bend")

@@ -18,13 +18,13 @@ from aeon.classification.convolution_based import (
 
 from poolwise._io import read_safetensors
 from poolwise.cli import main
-from poolwise.pain.detector import Detector, DetectorConfig, save_detector
-from poolwise.pain.export import export_detector
-from poolwise.pain.folds import run_fold
+from poolwise.pain.deploy.detector import Detector, DetectorConfig, save_detector
+from poolwise.pain.deploy.export import export_detector
+from poolwise.pain.deploy.streaming import StreamingDetector
+from poolwise.pain.loso.config import LosoConfig
+from poolwise.pain.loso.folds import run_fold
 from poolwise.pain.models import count_parameters, create_model
 from poolwise.pain.models.inception import InceptionTime
-from poolwise.pain.run_config import LosoConfig
-from poolwise.pain.streaming import StreamingDetector
 from poolwise.pain.train import TrainConfig, fit
 
 # aeon's classifiers with the papers' sizes (aeon's MultiRocketClassifier defaults to 10,000

@@ -10,8 +10,8 @@ import pytest
 from _cohorts import small_cohort
 
 from poolwise.cli import main
-from poolwise.pain.compare import compare_runs
-from poolwise.pain.run_config import LosoConfig
+from poolwise.pain.loso.compare import compare_runs
+from poolwise.pain.loso.config import LosoConfig
 
 OPTIONS = ["--epochs", "1", "--batch-size", "16", "--select-subjects", "2", "--threads", "1"]
 

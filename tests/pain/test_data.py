@@ -213,7 +213,7 @@ def test_synthetic_csv_sessions_hold_the_same_frames_and_labels(tmp_path):
         matrix_frame_labels,
         read_challenge_folder,
     )
-    from poolwise.pain.replay import iter_csv_frames
+    from poolwise.pain.deploy.replay import iter_csv_frames
 
     mats = write_synthetic_cohort(tmp_path / "mat", n_subjects=2, seed=3)
     csvs = write_synthetic_cohort(tmp_path / "csv", n_subjects=2, seed=3, fmt="csv")

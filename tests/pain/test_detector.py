@@ -5,14 +5,14 @@ import pytest
 import torch
 
 from poolwise.cli import main
-from poolwise.pain.detector import (
+from poolwise.pain.deploy.detector import (
     Detector,
     DetectorConfig,
     choose_threshold,
     read_detector,
     save_detector,
 )
-from poolwise.pain.export import export_detector
+from poolwise.pain.deploy.export import export_detector
 from poolwise.pain.models import create_model, list_models, model_entry, model_input_kwargs
 
 CHANNELS = tuple(f"col{i}" for i in range(30))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from poolwise.pain.explain import attention_weights, grad_cam
+from poolwise.pain.deploy.explain import attention_weights, grad_cam
 from poolwise.pain.models import create_model
 
 
@@ -45,7 +45,7 @@ def test_explanation_figures_state_their_scales(tmp_path):
     import numpy as np
 
     from poolwise.pain.data.layout import CHANNEL_NAMES
-    from poolwise.pain.explain import write_explanations
+    from poolwise.pain.deploy.explain import write_explanations
 
     rng = np.random.default_rng(0)
     arrays = {"channel_names": np.array(CHANNEL_NAMES), "frame_rate": np.array(60.0)}

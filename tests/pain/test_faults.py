@@ -17,8 +17,8 @@ from _proc import children, still_alive_after, survivors_of_sigkill
 from poolwise._io import FolderBusyError, lock_folder
 from poolwise.cli import main
 from poolwise.pain.data.readers import load_dataset
-from poolwise.pain.explain import explain_run
-from poolwise.pain.loso import LosoConfig, run_loso
+from poolwise.pain.deploy.explain import explain_run
+from poolwise.pain.loso.run import LosoConfig, run_loso
 from poolwise.pain.train import TrainConfig
 
 pytestmark = pytest.mark.slow

@@ -7,15 +7,15 @@ import pytest
 import torch
 from _cohorts import small_cohort
 
-from poolwise.pain import loso as loso_module
 from poolwise.pain import train as train_module
-from poolwise.pain.detector import Detector
-from poolwise.pain.loso import (
+from poolwise.pain.deploy.detector import Detector
+from poolwise.pain.loso import run as loso_module
+from poolwise.pain.loso.report import load_run, summarise_run, write_report
+from poolwise.pain.loso.run import (
     LosoConfig,
     fold_seed,
     run_loso,
 )
-from poolwise.pain.report import load_run, summarise_run, write_report
 from poolwise.pain.train import TrainConfig, class_weights
 
 
@@ -138,7 +138,7 @@ def test_jobs_run_folds_in_processes(cohort, tmp_path):
 
 
 def test_runs_are_compared_over_subjects_by_hand():
-    from poolwise.pain.report import compare_runs
+    from poolwise.pain.loso.report import compare_runs
 
     def summary(label, f1, protocol="clean"):
         return {"label": label, "protocol": protocol, "per_subject": {
@@ -187,7 +187,7 @@ def test_a_loso_run_logs_each_fold_in_its_own_folder(tmp_path):
     from _cohorts import small_cohort
     from _tensorboard import events
 
-    from poolwise.pain.loso import LosoConfig, run_loso
+    from poolwise.pain.loso.run import LosoConfig, run_loso
     from poolwise.pain.train import TrainConfig
 
     dataset = small_cohort(tmp_path / "cohort", n_subjects=4, seed=3, per_class=(10, 6))

@@ -10,11 +10,11 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, matthews_corrcoef
 from poolwise.cli import main
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.data.generic import synthetic_windows
-from poolwise.pain.detector import Detector
-from poolwise.pain.loso import LosoConfig, run_loso
+from poolwise.pain.deploy.detector import Detector
+from poolwise.pain.deploy.streaming import StreamingDetector
+from poolwise.pain.loso.report import load_run, summarise_run, write_report
+from poolwise.pain.loso.run import LosoConfig, run_loso
 from poolwise.pain.metrics import multiclass_metrics
-from poolwise.pain.report import load_run, summarise_run, write_report
-from poolwise.pain.streaming import StreamingDetector
 from poolwise.pain.train import TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=16)
@@ -192,7 +192,7 @@ def test_model_options_fit_banet_to_other_data(data, tmp_path, capsys):
 
 
 def test_explanations_of_a_k_class_run_use_its_class_names(data, tmp_path):
-    from poolwise.pain.explain import explain_run, grad_cam
+    from poolwise.pain.deploy.explain import explain_run, grad_cam
 
     run_loso(data, tmp_path, LosoConfig("lsfan", train=FAST, n_select_subjects=1),
              folds=["0"])
@@ -200,7 +200,7 @@ def test_explanations_of_a_k_class_run_use_its_class_names(data, tmp_path):
     assert [int(arrays[f"n_class_{k}"]) for k in range(3)] == [5, 5, 5]
     assert "n_protective" not in arrays
     # each class's map explains that class's logit
-    from poolwise.pain.detector import Detector
+    from poolwise.pain.deploy.detector import Detector
 
     model = Detector.load(tmp_path / "fold_S01.safetensors").model
     record = json.loads((tmp_path / "fold_S01.json").read_text())
@@ -220,7 +220,7 @@ def test_a_k_class_detector_exports_every_class_probability(data, tmp_path):
     pytest.importorskip("onnxruntime")
     import onnxruntime
 
-    from poolwise.pain.export import export_detector
+    from poolwise.pain.deploy.export import export_detector
 
     run_loso(data, tmp_path, LosoConfig("cnn_tap", train=FAST, n_select_subjects=1),
              folds=["0"])

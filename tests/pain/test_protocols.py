@@ -5,7 +5,7 @@ import pytest
 from _cohorts import small_cohort
 
 from poolwise.pain.augment import apply_zscore, fit_zscore
-from poolwise.pain.protocols import (
+from poolwise.pain.loso.protocols import (
     CHALLENGE_FOLD,
     PROTOCOLS,
     Challenge,
@@ -134,7 +134,7 @@ def test_a_fold_whose_training_windows_lack_a_class_is_refused(cohort):
 
 
 def test_a_runs_fold_records_are_its_own_folds_only(tmp_path):
-    from poolwise.pain.folds import fold_records
+    from poolwise.pain.loso.folds import fold_records
 
     config = {"protocol": "clean", "data": {"subjects": ["C01", "P01", "P02"]}}
     for name in ("fold_P01.json", "fold_C01.json", "fold_C01.onnx.json", "fold_X9.json"):

@@ -11,10 +11,10 @@ import scipy.io
 
 from poolwise.cli import main
 from poolwise.pain.data.layout import CHANNEL_NAMES, FameLayout
-from poolwise.pain.detector import Detector, DetectorConfig, save_detector
+from poolwise.pain.deploy.detector import Detector, DetectorConfig, save_detector
+from poolwise.pain.deploy.replay import iter_csv_frames
+from poolwise.pain.deploy.streaming import Decision, StreamingDetector, frame_labels
 from poolwise.pain.models import create_model
-from poolwise.pain.replay import iter_csv_frames
-from poolwise.pain.streaming import Decision, StreamingDetector, frame_labels
 
 
 @pytest.fixture(scope="module")

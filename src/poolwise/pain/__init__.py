@@ -9,14 +9,14 @@ from __future__ import annotations
 from poolwise._lazy import lazy_exports
 
 _EXPORTS = {
-    "Detector": "poolwise.pain.detector",
+    "Detector": "poolwise.pain.deploy.detector",
     "LSFAN": "poolwise.pain.models",
     "BANet": "poolwise.pain.models",
     "RecurrentNet": "poolwise.pain.models",
     "create_model": "poolwise.pain.models",
     "list_models": "poolwise.pain.models",
-    "Decision": "poolwise.pain.streaming",
-    "StreamingDetector": "poolwise.pain.streaming",
+    "Decision": "poolwise.pain.deploy.streaming",
+    "StreamingDetector": "poolwise.pain.deploy.streaming",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 

@@ -59,8 +59,8 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 def add_pain_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pain.constants import MAX_ABS_Z, STEP, WINDOW
+    from poolwise.pain.loso.protocols import PROTOCOLS
     from poolwise.pain.models import list_models
-    from poolwise.pain.protocols import PROTOCOLS
 
     pain = commands.add_parser(
         "pain",

@@ -65,7 +65,7 @@ def models(args: argparse.Namespace) -> int:
 
 
 def _loso_config(args: argparse.Namespace, model: str, protocol: str, split: dict | None):
-    from poolwise.pain.loso import LosoConfig
+    from poolwise.pain.loso.run import LosoConfig
     from poolwise.pain.train import TrainConfig
 
     return LosoConfig(
@@ -85,8 +85,8 @@ def loso(args: argparse.Namespace) -> int:
     import torch
 
     from poolwise.pain.data.readers import load_dataset
-    from poolwise.pain.loso import fold_names, run_loso
-    from poolwise.pain.protocols import protocol_type, read_split
+    from poolwise.pain.loso.protocols import protocol_type, read_split
+    from poolwise.pain.loso.run import fold_names, run_loso
 
     launch = launch_from_args(args, jobs=args.jobs)
     if args.threads:
@@ -177,9 +177,9 @@ def compare(args: argparse.Namespace) -> int:
 
     import torch
 
-    from poolwise.pain.compare import compare_runs, run_compare
     from poolwise.pain.data.readers import load_dataset
-    from poolwise.pain.report import write_report
+    from poolwise.pain.loso.compare import compare_runs, run_compare
+    from poolwise.pain.loso.report import write_report
 
     launch = launch_from_args(args, jobs=args.jobs)
     if args.threads:
@@ -216,7 +216,7 @@ def report(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from poolwise.pain.report import write_report
+    from poolwise.pain.loso.report import write_report
 
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
     path = write_report(args.runs, args.out or args.runs[0], command=command)
@@ -226,7 +226,7 @@ def report(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
     from poolwise.pain.data.readers import load_dataset
-    from poolwise.pain.explain import explain_run, write_explanations
+    from poolwise.pain.deploy.explain import explain_run, write_explanations
 
     arrays = explain_run(args.run_dir, load_dataset(args.data))
     for path in write_explanations(arrays, args.out or args.run_dir):
@@ -235,7 +235,7 @@ def explain(args: argparse.Namespace) -> int:
 
 
 def export(args: argparse.Namespace) -> int:
-    from poolwise.pain.export import export_detector
+    from poolwise.pain.deploy.export import export_detector
 
     path = export_detector(args.checkpoint, args.out, args.format, max_abs_z=args.max_z)
     print(f"wrote {path} and {path.name}.json (input: raw windows (batch, channels, window); "
@@ -249,9 +249,9 @@ def stream(args: argparse.Namespace) -> int:
 
     from poolwise.pain.constants import FRAME_RATE
     from poolwise.pain.data.layout import CHANNEL_NAMES
-    from poolwise.pain.detector import Detector
-    from poolwise.pain.replay import iter_csv_frames, read_fame_frames
-    from poolwise.pain.streaming import StreamingDetector
+    from poolwise.pain.deploy.detector import Detector
+    from poolwise.pain.deploy.replay import iter_csv_frames, read_fame_frames
+    from poolwise.pain.deploy.streaming import StreamingDetector
 
     detector = Detector.load(args.checkpoint, max_abs_z=args.max_z)
     config = detector.config
@@ -296,7 +296,7 @@ def _write_stream_outputs(out: Path, decisions, n_frames: int, config) -> None:
 
     from poolwise._figures import figure, save_figure
     from poolwise._io import write_text
-    from poolwise.pain.streaming import frame_labels
+    from poolwise.pain.deploy.streaming import frame_labels
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

@@ -111,7 +111,7 @@ def fit_new_model(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[nn.Module, FitResult]:
     """The one core that builds and fits a pain model, for a LOSO fold
-    (:func:`poolwise.pain.folds.run_fold`) and for :class:`~poolwise.pain.estimator.
+    (:func:`poolwise.pain.loso.folds.run_fold`) and for :class:`~poolwise.pain.estimator.
     PainClassifier` alike: torch seeded with ``seed``, the registered model ``name`` built with
     ``model_kwargs`` (then ``before_fit``, e.g. the reference protocol's shared CNN), then
     :func:`fit` with a generator seeded with ``seed``. Inputs are already normalised."""

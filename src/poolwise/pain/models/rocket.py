@@ -22,7 +22,8 @@ predicts; it is a score for ROC-AUC and PR-AUC, not a calibrated probability.
 
 The transforms run in numba (MiniRocket, MultiRocket) or eager torch outside the module's
 graph, so these models cannot be exported to ONNX/TorchScript and have no feature map for
-Grad-CAM; they score windows through :class:`~poolwise.pain.detector.Detector` and the stream.
+Grad-CAM; they score windows through :class:`~poolwise.pain.deploy.detector.Detector` and the
+stream.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from poolwise.pain.data.dataset import WindowDataset
-from poolwise.pain.loso import check_run, run_loso
-from poolwise.pain.run_config import LosoConfig
+from poolwise.pain.loso.config import LosoConfig
+from poolwise.pain.loso.run import check_run, run_loso
 from poolwise.runs import Launch
 from poolwise.runs.slurm import Submitted
 
@@ -59,7 +59,7 @@ def run_compare(
 
     Clean runs go through ``launch`` (local, or SLURM); reference runs chain their folds and
     run here. ``on_run(name, config)`` is called as each run starts; other keywords go to
-    :func:`poolwise.pain.loso.run_loso`.
+    :func:`poolwise.pain.loso.run.run_loso`.
 
     Raises:
         poolwise.runs.slurm.Submitted: with SLURM and ``launch.wait`` False, once every clean

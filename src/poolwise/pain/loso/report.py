@@ -1,6 +1,6 @@
 """Merging LOSO fold files into tables, plots and one Markdown report.
 
-A run folder is any folder with a ``run.json`` written by :func:`poolwise.pain.loso.run_loso`;
+A run folder is any folder with a ``run.json`` written by :func:`poolwise.pain.loso.run.run_loso`;
 its ``fold_<name>.json`` files may come from several jobs (``--folds``). Metrics are computed
 twice: pooled over every held-out window of every fold, and per subject (from each test
 subject's windows, averaged as mean +- sample std over the subjects where the metric is
@@ -25,12 +25,12 @@ from poolwise._figures import figure, save_figure
 from poolwise._io import read_json, write_json, write_text
 from poolwise._tables import markdown_table, mean_std, number
 from poolwise.pain.data.dataset import BINARY_CLASSES
-from poolwise.pain.folds import fold_records
-from poolwise.pain.loso import fold_seconds
+from poolwise.pain.loso.folds import fold_records
+from poolwise.pain.loso.protocols import PROTOCOL_TYPES, Protocol, protocol_type
+from poolwise.pain.loso.provenance import check_comparable, duration, environment_lines
+from poolwise.pain.loso.run import fold_seconds
 from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
 from poolwise.pain.models import model_entry
-from poolwise.pain.protocols import PROTOCOL_TYPES, Protocol, protocol_type
-from poolwise.pain.provenance import check_comparable, duration, environment_lines
 from poolwise.stats import bootstrap_ci, paired_comparison, summarise
 
 METRIC_NAMES = {

@@ -7,7 +7,7 @@ protective-class ``probability`` ``(batch,)`` (a K-class detector: every class's
 ``(batch, K)``) and ``valid`` ``(batch,)`` (bool): False where a
 z-score exceeds the detector's bound (:data:`~poolwise.pain.constants.MAX_ABS_Z`), the input
 holds NaN/inf, or the probability is not finite. A consumer must not use a probability whose
-``valid`` is False. Checkpoints that :func:`~poolwise.pain.detector.read_detector` refuses
+``valid`` is False. Checkpoints that :func:`~poolwise.pain.deploy.detector.read_detector` refuses
 (bad metadata, NaN weights, zero std) are refused here too. The detector config (channel
 names and order, frame rate, window, hop, threshold) is written beside it as ``<file>.json``
 and into the model's metadata (ONNX ``metadata_props["poolwise_detector"]``, TorchScript extra
@@ -28,7 +28,7 @@ from poolwise import __version__
 from poolwise._export import MARKER, export_graph, export_target, sidecar
 from poolwise._io import write_text
 from poolwise.pain.constants import MAX_ABS_Z
-from poolwise.pain.detector import Detector, ProbabilityNet
+from poolwise.pain.deploy.detector import Detector, ProbabilityNet
 from poolwise.pain.models import model_entry
 
 
@@ -59,7 +59,7 @@ def export_detector(checkpoint: str | Path, out: str | Path | None = None, fmt: 
     :func:`poolwise._export.export_target`) and ``out.json``; returns ``out``.
 
     Raises:
-        ValueError: for a checkpoint that :func:`~poolwise.pain.detector.read_detector`
+        ValueError: for a checkpoint that :func:`~poolwise.pain.deploy.detector.read_detector`
             refuses, a model without a torch graph (the ROCKET family) or an unknown format;
             nothing is written then.
     """
@@ -71,7 +71,7 @@ def export_detector(checkpoint: str | Path, out: str | Path | None = None, fmt: 
             f"{checkpoint}: a {config.model} detector cannot be exported to {fmt}: its "
             "random-kernel transform runs in aeon (numba), not in a torch graph. Score its "
             "windows in Python instead: `poolwise pain stream`, or "
-            "poolwise.pain.detector.Detector.load(...).predict_proba")
+            "poolwise.pain.deploy.detector.Detector.load(...).predict_proba")
     wrapper = _CheckedNet(detector.net).eval()
     example = torch.zeros(2, len(config.channel_names), config.window)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,11 @@
 """Training and scoring one fold, and the files that say it is finished.
 
 :func:`run_fold` builds a fresh model (seeded per fold), takes the fold's windows from its
-protocol (:mod:`poolwise.pain.protocols`), trains with model selection on the selection
+protocol (:mod:`poolwise.pain.loso.protocols`), trains with model selection on the selection
 subjects, scores the test subjects once with the chosen state and writes two files atomically:
 the weights ``fold_<name>.safetensors`` (a complete detector checkpoint, see
-:mod:`poolwise.pain.detector`), then ``fold_<name>.json``, which records the weights' sha256 and
-marks the fold as finished. :func:`finished_fold` accepts a fold only when both agree.
+:mod:`poolwise.pain.deploy.detector`), then ``fold_<name>.json``, which records the weights'
+sha256 and marks the fold as finished. :func:`finished_fold` accepts a fold only when both agree.
 
 A fold record's ``test`` holds one entry per test window: its dataset index, label, subject,
 exercise, augmentation copy and probability: the protective-class probability for two classes,
@@ -26,11 +26,11 @@ from poolwise import __version__
 from poolwise._io import read_safetensors, save_safetensors, write_bytes
 from poolwise._machine import environment
 from poolwise.pain.data.dataset import WindowDataset
-from poolwise.pain.detector import DetectorConfig, choose_threshold, detector_bytes
+from poolwise.pain.deploy.detector import DetectorConfig, choose_threshold, detector_bytes
+from poolwise.pain.loso.config import LosoConfig
+from poolwise.pain.loso.protocols import FoldData, fold_seed, protocol_type
 from poolwise.pain.metrics import score
 from poolwise.pain.models import count_parameters, model_input_kwargs
-from poolwise.pain.protocols import FoldData, fold_seed, protocol_type
-from poolwise.pain.run_config import LosoConfig
 from poolwise.pain.train import TrainConfig, class_probabilities, fit_new_model
 from poolwise.runs import RunFolder
 

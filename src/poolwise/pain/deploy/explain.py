@@ -29,8 +29,8 @@ from torch import Tensor, nn
 from poolwise._io import load_weights_into, read_json
 from poolwise.pain.augment import apply_zscore
 from poolwise.pain.data.dataset import BINARY_CLASSES, WindowDataset
-from poolwise.pain.folds import fold_records
-from poolwise.pain.loso import data_fingerprint, finished_fold
+from poolwise.pain.loso.folds import fold_records
+from poolwise.pain.loso.run import data_fingerprint, finished_fold
 from poolwise.pain.models import create_model
 
 

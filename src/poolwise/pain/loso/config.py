@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from poolwise.pain.loso.protocols import Protocol, make_protocol
 from poolwise.pain.models import list_models
-from poolwise.pain.protocols import Protocol, make_protocol
 from poolwise.pain.train import TrainConfig
 
 
@@ -33,7 +33,7 @@ class LosoConfig:
 
     @property
     def evaluation(self) -> Protocol:
-        """The run's protocol, with its parameters (:mod:`poolwise.pain.protocols`)."""
+        """The run's protocol, with its parameters (:mod:`poolwise.pain.loso.protocols`)."""
         return make_protocol(self.protocol, n_select_subjects=self.n_select_subjects,
                              seed=self.seed, split=self.split)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from poolwise.pain.detector import Detector
+from poolwise.pain.deploy.detector import Detector
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 fold: the run folder, its resume rules and the fan-out over processes.
 
 The protocols (which subjects train, select and test, and how windows are normalised) are in
-:mod:`poolwise.pain.protocols`; training and scoring one fold, and its files, in
-:mod:`poolwise.pain.folds`.
+:mod:`poolwise.pain.loso.protocols`; training and scoring one fold, and its files, in
+:mod:`poolwise.pain.loso.folds`.
 
 Protocol ``"clean"`` (ours), for each held-out subject: a fresh model (initialised from a
 per-fold seed derived from the run seed and the subject id, recorded); inner selection subjects
@@ -17,7 +17,7 @@ protocol ``"challenge"`` trains once on the fixed training subjects of a split f
 its validation subjects and scores its test subjects once (one fold, named ``challenge``).
 
 Each fold writes ``fold_<name>.safetensors`` and then ``fold_<name>.json`` (see
-:mod:`poolwise.pain.folds`), atomically and in a stable byte order, so a fold recomputed with
+:mod:`poolwise.pain.loso.folds`), atomically and in a stable byte order, so a fold recomputed with
 the same seed and thread count gives the same bytes. Wall times go to ``log.jsonl`` (a log, not
 a result). ``run.json`` holds the configuration.
 
@@ -39,16 +39,16 @@ import torch
 
 from poolwise import __version__
 from poolwise.pain.data.dataset import WindowDataset
-from poolwise.pain.folds import finished_fold, fold_folder, fold_path, model_kwargs, run_fold
-from poolwise.pain.models import create_model
-from poolwise.pain.protocols import (
+from poolwise.pain.loso.config import LosoConfig
+from poolwise.pain.loso.folds import finished_fold, fold_folder, fold_path, model_kwargs, run_fold
+from poolwise.pain.loso.protocols import (
     PROTOCOLS,
     REFERENCE_LABEL,
     choose_select_subjects,
     fold_seed,
     resolve_folds,
 )
-from poolwise.pain.run_config import LosoConfig
+from poolwise.pain.models import create_model
 from poolwise.runs import Cell, Grid, RunFolder
 from poolwise.runs.launch import Launch
 from poolwise.runs.sinks import check_sinks, epoch_sinks
