@@ -135,8 +135,9 @@ def test_interleaved_groups(interpreted, no_fallback):
     torch.manual_seed(0)
     x = torch.rand(2, 30, 12) + 0.1
     p = torch.tensor([1.5, 6.0, 3.0])
-    want = ggem_reference(x.double(), p.double(), layout="interleaved")
-    torch.testing.assert_close(ggem(x, p, layout="interleaved").double(), want, rtol=2e-6, atol=0)
+    want = ggem_reference(x.double(), p.double(), group_order="interleaved")
+    got = ggem(x, p, group_order="interleaved").double()
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -194,7 +195,7 @@ def test_the_first_use_check_compares_with_float64():
     y, grad_x, weighted = ggem_triton.expected(x, p, grad, eps)
     x64 = x.double().requires_grad_()
     p64 = p.double().requires_grad_()
-    want = ggem_reference(x64, p64.reshape(48), layout="contiguous")
+    want = ggem_reference(x64, p64.reshape(48), group_order="contiguous")
     torch.testing.assert_close(y, want.detach())
     (want * grad.double()).sum().backward()
     torch.testing.assert_close(grad_x, x64.grad)

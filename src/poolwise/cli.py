@@ -25,9 +25,9 @@ def _cmd_pools(args: argparse.Namespace) -> int:
     rows = []
     for name in list_pools():
         info = pool_info(name)
-        rows.append([name, info.family, info.learnable or "none", ", ".join(info.layouts),
+        rows.append([name, info.family, info.learnable or "none", ", ".join(info.inputs),
                      ", ".join(info.needs) or "-", info.source, info.description])
-    print(markdown_table(["pool", "family", "learns", "layouts", "needs", "from",
+    print(markdown_table(["pool", "family", "learns", "inputs", "needs", "from",
                           "description"], rows))
     return 0
 

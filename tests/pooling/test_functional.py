@@ -44,20 +44,20 @@ def test_hand_computed_value():
     torch.testing.assert_close(y, torch.tensor([[math.sqrt(7.5), 5.0]], dtype=F64))
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "interleaved"])
+@pytest.mark.parametrize("group_order", ["contiguous", "interleaved"])
 @pytest.mark.parametrize("shape,channel_dim", [((3, 5, 6), -1), ((2, 6, 3, 4), 1), ((2, 6, 7), 1)])
-def test_gradcheck_x_and_p(shape, channel_dim, layout):
+def test_gradcheck_x_and_p(shape, channel_dim, group_order):
     torch.manual_seed(0)
     x = (torch.rand(shape, dtype=F64) * 3 + 0.1).requires_grad_()
     p = torch.tensor([1.5, 4.0, 2.5], dtype=F64, requires_grad=True)
 
     def f(a, b):
-        return ggem(a, b, channel_dim=channel_dim, layout=layout)
+        return ggem(a, b, channel_dim=channel_dim, group_order=group_order)
 
     assert torch.autograd.gradcheck(f, (x, p))
     # and the closed-form gradients equal plain autograd through the reference formulation
     grads = torch.autograd.grad(f(x, p).square().sum(), (x, p))
-    ref = ggem_reference(x, p, channel_dim=channel_dim, layout=layout).square().sum()
+    ref = ggem_reference(x, p, channel_dim=channel_dim, group_order=group_order).square().sum()
     for g, r in zip(grads, torch.autograd.grad(ref, (x, p)), strict=True):
         torch.testing.assert_close(g, r)
 
@@ -136,8 +136,9 @@ def test_interleaved_equals_contiguous_after_permutation(a):
     x = torch.from_numpy(a)
     c = x.shape[-1]
     p = torch.tensor([1.5, 6.0], dtype=F64)
-    perm = list(PF.permutation_for_layout(c, 2))
-    torch.testing.assert_close(ggem(x[..., perm], p), ggem(x, p, layout="interleaved")[..., perm])
+    perm = list(PF.permutation_for_group_order(c, 2))
+    torch.testing.assert_close(ggem(x[..., perm], p),
+                               ggem(x, p, group_order="interleaved")[..., perm])
 
 
 def test_channel_dim_layouts_agree():
@@ -370,13 +371,26 @@ def test_exponents_must_be_finite_and_positive(value):
         ggem(torch.rand(2, 5, 4), p)
 
 
-def test_bad_channel_dim_and_layout():
+def test_bad_channel_dim_and_group_order():
     with pytest.raises(ValueError, match="batch dim"):
         ggem(torch.rand(2, 3, 4), torch.ones(1), channel_dim=0)
     with pytest.raises(ValueError, match="out of range"):
         ggem(torch.rand(2, 3, 4), torch.ones(1), channel_dim=3)
     with pytest.raises(ValueError, match="'diagonal'"):
-        ggem(torch.rand(2, 3, 4), torch.ones(2), layout="diagonal")
+        ggem(torch.rand(2, 3, 4), torch.ones(2), group_order="diagonal")
+
+
+def test_the_former_keyword_layout_still_works_and_warns():
+    x, p = torch.rand(2, 5, 6, dtype=F64), torch.tensor([1.5, 4.0], dtype=F64)
+    want = ggem(x, p, group_order="interleaved")
+    with pytest.warns(DeprecationWarning, match="layout= is renamed group_order="):
+        torch.testing.assert_close(ggem(x, p, layout="interleaved"), want)
+    with pytest.warns(DeprecationWarning, match="layout= is renamed group_order="):
+        torch.testing.assert_close(ggem_reference(x, p, layout="interleaved"), want)
+    with pytest.warns(DeprecationWarning, match="permutation_for_group_order"):
+        assert PF.permutation_for_layout(6, 2) == PF.permutation_for_group_order(6, 2)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="pass group_order="):
+        ggem(x, p, layout="contiguous", group_order="interleaved")
 
 
 # tracing reads the shape checks as constants, which this fixed-shape check means

@@ -8,7 +8,7 @@ from poolwise.pooling import GGeM, create_pool, list_pools
 from poolwise.pooling.functional import avg_pool, max_pool
 
 C, G = 12, 3
-LAYOUTS = {
+INPUTS = {
     "tokens (B, N, C)": ((2, 7, C), -1),
     "map (B, C, H, W)": ((2, C, 3, 4), 1),
     "series (B, C, T)": ((2, C, 9), 1),
@@ -28,10 +28,10 @@ def test_unknown_name_lists_known_pools():
         create_pool("mean")
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("inputs", INPUTS)
 @pytest.mark.parametrize("name", list_pools())
-def test_pool_contract(name, layout):
-    shape, channel_dim = LAYOUTS[layout]
+def test_pool_contract(name, inputs):
+    shape, channel_dim = INPUTS[inputs]
     torch.manual_seed(0)
     pool = build(name, channel_dim=channel_dim)
     x = torch.randn(shape, requires_grad=True)
@@ -134,7 +134,7 @@ def test_module_checks_arguments_and_channels():
         GGeM(1, p_min=0.0)
     with pytest.raises(ValueError, match="expected 12 channels"):
         build("ggem")(torch.rand(2, 5, 6))
-    with pytest.raises(ValueError, match="token layout"):
+    with pytest.raises(ValueError, match="token inputs"):
         build("avg", num_prefix_tokens=1, channel_dim=1)(torch.rand(2, C, 5))
 
 

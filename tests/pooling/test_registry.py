@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from poolwise.pooling import channel_groups, create_pool, learned_exponents, list_pools, pool_info
-from poolwise.pooling.registry import LAYOUTS
+from poolwise.pooling.registry import INPUTS
 
 TIMM_WRAPPED = {"map": "AttentionPoolLatent", "prr": "AttentionPoolPrr", "simpool": "SimPool1d",
                 "lse": "LsePlus1d"}
@@ -24,7 +24,7 @@ def test_the_modern_pools_wrap_timm_layers():
 def test_registry_entries_say_what_a_pool_is(name):
     info = pool_info(name)
     assert info.name == name and info.description and info.family
-    assert set(info.layouts) <= set(LAYOUTS) and set(info.needs) <= {"num_channels", "groups"}
+    assert set(info.inputs) <= set(INPUTS) and set(info.needs) <= {"num_channels", "groups"}
     pool = create_pool(name, num_channels=12, groups=3)
     has_parameters = any(True for _ in pool.parameters())
     assert has_parameters == bool(info.learnable), f"{name}: learnable={info.learnable!r}"
@@ -59,3 +59,12 @@ def test_learned_exponents_and_groups_come_from_generalized_mean_pools_only():
             torch.testing.assert_close(p, torch.full((groups,), 3.0))
         else:
             assert p is None and groups is None
+
+
+def test_the_former_names_layout_and_layouts_still_work_and_warn():
+    with pytest.warns(DeprecationWarning, match="layout= is renamed group_order="):
+        pool = create_pool("ggem", num_channels=8, groups=2, layout="interleaved")
+    assert pool.group_order == "interleaved"
+    info = pool_info("ggem")
+    with pytest.warns(DeprecationWarning, match="PoolInfo.inputs"):
+        assert info.layouts == info.inputs == INPUTS

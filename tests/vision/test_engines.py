@@ -113,9 +113,9 @@ def test_compare_grid_table_and_verdict(tmp_path):
 def test_retrieval_grid_reports_unseen_classes_with_paired_verdicts(tmp_path, capsys):
     torch.set_num_threads(1)
     base = tiny_spec(classes=None, epochs=1)
-    with pytest.raises(ValueError, match="protocol 'detection' is not one of"):
-        run_compare(tmp_path, base, ["avg"], [0], protocol="detection")
-    results = run_compare(tmp_path, base, ["avg", "ggem"], [0, 1], protocol="retrieval")
+    with pytest.raises(ValueError, match="task 'detection' is not one of"):
+        run_compare(tmp_path, base, ["avg"], [0], task="detection")
+    results = run_compare(tmp_path, base, ["avg", "ggem"], [0, 1], task="retrieval")
     for r in results:  # each cell is a `vision retrieval` run folder, flattened
         saved = json.loads((tmp_path / f"{r['spec']['pool']}-seed{r['spec']['seed']}"
                             / "retrieval.json").read_text())
@@ -124,7 +124,7 @@ def test_retrieval_grid_reports_unseen_classes_with_paired_verdicts(tmp_path, ca
         assert r["spec"]["classes"] == [0, 1, 2, 3, 4]
     assert len(results[2]["p"]) == 2 and results[0]["p"] is None
     report = write_compare_report(tmp_path, results, "poolwise vision compare ...",
-                                  protocol="retrieval")
+                                  task="retrieval")
     text = report.read_text()
     assert text.startswith("# Pooling comparison (retrieval)")
     assert "trained on T-shirt/top, Trouser, Pullover, Dress, Coat" in text
@@ -139,13 +139,22 @@ def test_retrieval_grid_reports_unseen_classes_with_paired_verdicts(tmp_path, ca
     header = (tmp_path / "compare.csv").read_text().splitlines()[0]
     assert header == "pool,seed,recall@1,r_precision,map@r,seen_map@r,dependence,p"
     assert (tmp_path / "p.png").stat().st_size > 0
-    alone = write_compare_report(tmp_path / "avg", results[:2], "...", protocol="retrieval")
+    assert json.loads((tmp_path / "compare.json").read_text())["protocol"] == "retrieval"
+    with pytest.warns(DeprecationWarning, match="protocol= is renamed task="):
+        alone = write_compare_report(tmp_path / "avg", results[:2], "...", protocol="retrieval")
+    assert alone.read_text().startswith("# Pooling comparison (retrieval)")
     assert "p.png" not in alone.read_text() and not (tmp_path / "avg" / "p.png").exists()
     from poolwise.cli import main
 
     with pytest.raises(SystemExit):
-        main(["vision", "compare", "--protocol", "detection", "--out", str(tmp_path / "x")])
+        main(["vision", "compare", "--task", "detection", "--out", str(tmp_path / "x")])
     assert "invalid choice: 'detection'" in capsys.readouterr().err
+    # the former option name still runs the task (the finished cells above), with a note
+    assert main(["vision", "compare", "--protocol", "retrieval", "--pools", "avg", "--seeds", "1",
+                 "--epochs", "1", "--depth", "1", "--embed-dim", "24", "--num-heads", "2",
+                 "--out", str(tmp_path / "again")]) == 0
+    captured = capsys.readouterr()
+    assert "--protocol is renamed --task" in captured.err and "unseen Recall@1" in captured.out
 
 
 def test_verdicts_pair_pools_by_seed():

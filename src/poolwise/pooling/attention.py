@@ -1,7 +1,7 @@
 """Pools with attention or a learnable sharpness, wrapping timm's layers (not rewritten).
 
 Every wrapper is a :class:`~poolwise.pooling.modules.GlobalPool`: it drops the prefix tokens,
-flattens any layout to tokens ``(B, N, C)`` (maps ``(B, C, H, W)`` and series ``(B, C, T)``
+flattens any inputs to tokens ``(B, N, C)`` (maps ``(B, C, H, W)`` and series ``(B, C, T)``
 with ``channel_dim=1``: their positions become the tokens, as timm's 2-D variants do) and calls
 the timm layer, which returns ``(B, C)``:
 

@@ -37,11 +37,13 @@ tracing and tests.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from poolwise._deprecate import renamed_keyword
 from poolwise.kernels import ggem as native_ggem
 from poolwise.kernels import ggem_triton
 
@@ -55,11 +57,12 @@ __all__ = [
     "ggem_reference",
     "max_pool",
     "normalize_channel_dim",
+    "permutation_for_group_order",
     "permutation_for_layout",
     "token_pool",
 ]
 
-LAYOUTS = ("contiguous", "interleaved")
+GROUP_ORDERS = ("contiguous", "interleaved")  # which channels form group g of GGeM
 
 # Elements per chunk of the GGeM kernel: 1M float32 (4 MiB) keeps the per-op overhead small and
 # the scratch buffer in the last-level cache (measured in benchmarks/bench_pooling.py).
@@ -106,7 +109,7 @@ def _to_bc(t: Tensor, batch: int, channels: int) -> Tensor:
 def drop_prefix_tokens(x: Tensor, num_prefix_tokens: int, *, channel_dim: int = -1) -> Tensor:
     """Removes the first ``num_prefix_tokens`` tokens (CLS, registers) of a (B, N, C) input.
 
-    Prefix tokens only exist in token layout, so a non-zero count with any other layout is an
+    Prefix tokens only exist in token inputs, so a non-zero count with any other inputs is an
     error rather than a silent slice of a spatial or time axis.
     """
     if num_prefix_tokens == 0:
@@ -116,7 +119,7 @@ def drop_prefix_tokens(x: Tensor, num_prefix_tokens: int, *, channel_dim: int = 
         raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
     if x.ndim != 3 or cdim != 2:
         raise ValueError(
-            f"num_prefix_tokens={num_prefix_tokens} needs token layout (B, N, C) with "
+            f"num_prefix_tokens={num_prefix_tokens} needs token inputs (B, N, C) with "
             f"channel_dim=-1; got shape {tuple(x.shape)} with channel_dim={channel_dim}"
         )
     if num_prefix_tokens >= x.shape[1]:
@@ -127,7 +130,7 @@ def drop_prefix_tokens(x: Tensor, num_prefix_tokens: int, *, channel_dim: int = 
 
 
 def as_tokens(x: Tensor, *, channel_dim: int = -1) -> Tensor:
-    """Any layout as tokens ``(B, N, C)``: the positions of a map or series, in order."""
+    """Any inputs as tokens ``(B, N, C)``: the positions of a map or series, in order."""
     cdim = normalize_channel_dim(x, channel_dim)
     return x.movedim(cdim, -1).flatten(1, -2)
 
@@ -154,7 +157,7 @@ def avgmax_pool(x: Tensor, *, channel_dim: int = -1) -> Tensor:
     return 0.5 * (avg_pool(x, channel_dim=channel_dim) + max_pool(x, channel_dim=channel_dim))
 
 
-def expand_group_exponents(p: Tensor, channels: int, layout: str = "contiguous") -> Tensor:
+def expand_group_exponents(p: Tensor, channels: int, group_order: str = "contiguous") -> Tensor:
     """Per-group exponents (G,) -> per-channel exponents (C,).
 
     ``contiguous``: channel c is in group c // (C // G) (the multi-head split of a ViT).
@@ -167,11 +170,11 @@ def expand_group_exponents(p: Tensor, channels: int, layout: str = "contiguous")
     groups = p.numel()
     if channels % groups != 0:
         raise ValueError(f"C={channels} channels cannot be split into G={groups} equal groups")
-    if layout == "contiguous":
+    if group_order == "contiguous":
         return p.repeat_interleave(channels // groups)
-    if layout == "interleaved":
+    if group_order == "interleaved":
         return p.repeat(channels // groups)
-    raise ValueError(f"layout={layout!r} is not one of {LAYOUTS}")
+    raise ValueError(f"group_order={group_order!r} is not one of {GROUP_ORDERS}")
 
 
 def _chunk_rows(x: Tensor) -> int:
@@ -395,7 +398,8 @@ def ggem(
     *,
     channel_dim: int = -1,
     eps: float = 1e-6,
-    layout: str = "contiguous",
+    group_order: str = "contiguous",
+    layout: str | None = None,
 ) -> Tensor:
     """Group generalized mean pooling.
 
@@ -405,8 +409,9 @@ def ggem(
         p: 1-D tensor of G finite exponents > 0; G must divide the channel count C.
         channel_dim: Where the channels are (-1 for tokens, 1 for maps).
         eps: Clamp floor; must be > 0.
-        layout: How channels map to groups: ``"contiguous"`` (channel c in group c // (C // G))
-            or ``"interleaved"`` (group c % G).
+        group_order: How channels map to groups: ``"contiguous"`` (channel c in group
+            c // (C // G)) or ``"interleaved"`` (group c % G).
+        layout: The former name of ``group_order`` (deprecated).
 
     Returns:
         (B, C) tensor in the input's dtype; computed in float32 (float64 for float64 input)
@@ -414,10 +419,12 @@ def ggem(
 
     Raises:
         ValueError: naming the value, for an empty dim, a p that is NaN, inf or <= 0, a G that
-            does not divide C, or a bad ``channel_dim``, ``eps`` or ``layout``.
+            does not divide C, or a bad ``channel_dim``, ``eps`` or ``group_order``.
     """
+    group_order = renamed_keyword("ggem", "layout", "group_order", layout, group_order,
+                                  "contiguous")
     cdim = _check_ggem_args(x, p, channel_dim, eps)
-    p_ch = expand_group_exponents(p, x.shape[cdim], layout)
+    p_ch = expand_group_exponents(p, x.shape[cdim], group_order)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
         return _reference(x, p_ch.to(x.device), eps, cdim)
     return _ggem_kernel(x, p, p_ch.to(x.device), float(eps), cdim)
@@ -444,7 +451,8 @@ def ggem_reference(
     *,
     channel_dim: int = -1,
     eps: float = 1e-6,
-    layout: str = "contiguous",
+    group_order: str = "contiguous",
+    layout: str | None = None,
 ) -> Tensor:
     """GGeM from plain ops (clamp, amax, div, pow, mean, mul), for exports, tracing and tests.
 
@@ -452,8 +460,10 @@ def ggem_reference(
     computed in float32 (float64 for float64 input) and differentiated by autograd, which
     saves several N x C tensors: use :func:`ggem` for real work.
     """
+    group_order = renamed_keyword("ggem_reference", "layout", "group_order", layout,
+                                  group_order, "contiguous")
     cdim = _check_ggem_args(x, p, channel_dim, eps)
-    p_ch = expand_group_exponents(p, x.shape[cdim], layout).to(x.device)
+    p_ch = expand_group_exponents(p, x.shape[cdim], group_order).to(x.device)
     return _reference(x, p_ch, eps, cdim)
 
 
@@ -466,11 +476,18 @@ def _reference(x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
     return _to_bc(pooled, x.shape[0], x.shape[cdim]).to(x.dtype)
 
 
-def permutation_for_layout(channels: int, groups: int) -> Sequence[int]:
+def permutation_for_group_order(channels: int, groups: int) -> Sequence[int]:
     """Channel order that turns an interleaved grouping into a contiguous one.
 
-    ``ggem(x[..., perm], p) == ggem(x, p, layout="interleaved")[..., perm]``.
+    ``ggem(x[..., perm], p) == ggem(x, p, group_order="interleaved")[..., perm]``.
     """
     if channels % groups != 0:
         raise ValueError(f"C={channels} channels cannot be split into G={groups} equal groups")
     return [g + groups * i for g in range(groups) for i in range(channels // groups)]
+
+
+def permutation_for_layout(channels: int, groups: int) -> Sequence[int]:
+    """The former name of :func:`permutation_for_group_order` (deprecated)."""
+    warnings.warn("permutation_for_layout is renamed permutation_for_group_order",
+                  DeprecationWarning, stacklevel=2)
+    return permutation_for_group_order(channels, groups)

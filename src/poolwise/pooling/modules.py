@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from poolwise._deprecate import renamed_keyword
 from poolwise.pooling import functional as PF
 
 NEGATIVE_MODES = ("clamp", "softplus")
@@ -80,8 +81,9 @@ class GGeM(GlobalPool):
             ``"softplus"``: the input goes through softplus first, a smooth, monotone map to
             (0, inf) that keeps the ordering of negative values (at the cost of an extra
             N x C tensor saved for backward).
-        layout: ``"contiguous"`` (channel c in group c // (C // G), the multi-head split) or
-            ``"interleaved"`` (group c % G).
+        group_order: ``"contiguous"`` (channel c in group c // (C // G), the multi-head split)
+            or ``"interleaved"`` (group c % G).
+        layout: The former name of ``group_order`` (deprecated).
     """
 
     def __init__(
@@ -94,7 +96,8 @@ class GGeM(GlobalPool):
         p_min: float = 1.0,
         eps: float = 1e-6,
         negative: str = "clamp",
-        layout: str = "contiguous",
+        group_order: str = "contiguous",
+        layout: str | None = None,
         channel_dim: int = -1,
         num_prefix_tokens: int = 0,
     ) -> None:
@@ -113,14 +116,16 @@ class GGeM(GlobalPool):
             raise ValueError(f"eps must be finite and > 0, got {eps}")
         if negative not in NEGATIVE_MODES:
             raise ValueError(f"negative={negative!r} is not one of {NEGATIVE_MODES}")
-        if layout not in PF.LAYOUTS:
-            raise ValueError(f"layout={layout!r} is not one of {PF.LAYOUTS}")
+        group_order = renamed_keyword("GGeM", "layout", "group_order", layout, group_order,
+                                      "contiguous")
+        if group_order not in PF.GROUP_ORDERS:
+            raise ValueError(f"group_order={group_order!r} is not one of {PF.GROUP_ORDERS}")
         self.groups = groups
         self.num_channels = num_channels
         self.p_min = p_min
         self.eps = eps
         self.negative = negative
-        self.layout = layout
+        self.group_order = group_order
         init = torch.full((groups,), float(p))
         if learnable:
             self.p = nn.Parameter(init)
@@ -146,7 +151,8 @@ class GGeM(GlobalPool):
         if self.negative == "softplus":
             x = F.softplus(x)
         p = self.effective_p().to(x.device)
-        return PF.ggem(x, p, channel_dim=self.channel_dim, eps=self.eps, layout=self.layout)
+        return PF.ggem(x, p, channel_dim=self.channel_dim, eps=self.eps,
+                        group_order=self.group_order)
 
     def extra_repr(self) -> str:
         values = self.effective_p().detach().cpu().tolist()
@@ -155,7 +161,7 @@ class GGeM(GlobalPool):
             shown += f", ... ({len(values)} groups)"
         return (
             f"groups={self.groups}, p=[{shown}], learnable={self.learnable}, "
-            f"p_min={self.p_min}, negative={self.negative!r}, layout={self.layout!r}, "
+            f"p_min={self.p_min}, negative={self.negative!r}, group_order={self.group_order!r}, "
             + super().extra_repr()
         )
 

@@ -4,23 +4,25 @@
 Every factory takes the same keywords so that callers (ViT heads, CNN heads, L-SFAN) can build
 any pool from a name: ``num_channels`` (C) and ``groups`` (G, e.g. the number of attention
 heads) are used by the pools that need them and ignored by the others; everything else goes to
-the pool's constructor. Each entry records its family, what it learns, the layouts it takes and
+the pool's constructor. Each entry records its family, what it learns, the inputs it takes and
 where its implementation comes from; the CLI's choices and every name check read this registry.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from poolwise._deprecate import renamed_keyword
 from poolwise.pooling import attention
 from poolwise.pooling.modules import AvgMaxPool, AvgPool, GGeM, MaxPool, TokenPool
 
 PoolFactory = Callable[..., nn.Module]
-LAYOUTS = ("tokens", "maps", "series")  # (B, N, C), (B, C, H, W), (B, C, T)
+INPUTS = ("tokens", "maps", "series")  # what a pool takes: (B, N, C), (B, C, H, W), (B, C, T)
 # what a comparison pits GGeM against by default: every pool a user would pick today
 COMPARED = ("token", "avg", "max", "gem", "ggem", "map", "prr", "simpool", "lse")
 
@@ -40,29 +42,41 @@ class PoolInfo:
     description: str
     family: str
     learnable: str
-    layouts: tuple[str, ...]
+    inputs: tuple[str, ...]
     needs: tuple[str, ...]
     source: str
     factory: PoolFactory
     cls_token: bool = False
+
+    @property
+    def layouts(self) -> tuple[str, ...]:
+        """The former name of ``inputs`` (deprecated)."""
+        warnings.warn("PoolInfo.layouts is renamed PoolInfo.inputs", DeprecationWarning,
+                      stacklevel=2)
+        return self.inputs
 
 
 _REGISTRY: dict[str, PoolInfo] = {}
 
 
 def register_pool(name: str, description: str, *, family: str, learnable: str = "",
-                  layouts: tuple[str, ...] = LAYOUTS, needs: tuple[str, ...] = (),
+                  inputs: tuple[str, ...] = INPUTS, needs: tuple[str, ...] = (),
                   source: str = "poolwise", cls_token: bool = False,
+                  layouts: tuple[str, ...] | None = None,
                   ) -> Callable[[PoolFactory], PoolFactory]:
-    """Decorator that adds a factory ``f(num_channels, groups, **kwargs) -> nn.Module``."""
+    """Decorator that adds a factory ``f(num_channels, groups, **kwargs) -> nn.Module``.
+
+    ``inputs``: the shapes of :data:`INPUTS` the pool takes (``layouts`` is its former name,
+    deprecated)."""
+    inputs = renamed_keyword("register_pool", "layouts", "inputs", layouts, inputs, INPUTS)
 
     def add(factory: PoolFactory) -> PoolFactory:
         if name in _REGISTRY:
             raise ValueError(f"pool {name!r} is already registered")
-        unknown = sorted(set(layouts) - set(LAYOUTS))
+        unknown = sorted(set(inputs) - set(INPUTS))
         if unknown:
-            raise ValueError(f"pool {name!r}: unknown layouts {unknown}; known: {LAYOUTS}")
-        _REGISTRY[name] = PoolInfo(name, description, family, learnable, tuple(layouts),
+            raise ValueError(f"pool {name!r}: unknown inputs {unknown}; known: {INPUTS}")
+        _REGISTRY[name] = PoolInfo(name, description, family, learnable, tuple(inputs),
                                    tuple(needs), source, factory, cls_token)
         return factory
 

@@ -155,7 +155,7 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
     from poolwise._export import FORMATS
     from poolwise.pooling import list_pools
     from poolwise.pooling.registry import COMPARED
-    from poolwise.vision.compare import PROTOCOLS
+    from poolwise.vision.compare import TASKS
     from poolwise.vision.probe import DTYPES
 
     vision = commands.add_parser("vision", help="GGeM and other pools on timm models (images)",
@@ -199,12 +199,14 @@ def add_vision_commands(commands: argparse._SubParsersAction) -> None:
                              description="Train one model per pool and seed (each an ordinary "
                              "resumable run folder under OUT), then write compare.md (mean ± "
                              "std over seeds, paired verdicts), compare.json, compare.csv and "
-                             "plots. --protocol retrieval makes each cell a class-disjoint "
+                             "plots. --task retrieval makes each cell a class-disjoint "
                              "`vision retrieval` run.")
     _add_spec_options(compare, epochs=5)
-    compare.add_argument("--protocol", choices=PROTOCOLS, default="classification",
+    compare.add_argument("--task", choices=TASKS, default="classification",
                          help="classification: train on every class, score the test images; "
                          "retrieval: train on some classes, retrieve the unseen others")
+    compare.add_argument("--protocol", choices=TASKS, default=None,
+                         help=argparse.SUPPRESS)  # the former name of --task
     compare.add_argument("--pools", type=pool_names, default=",".join(COMPARED),
                          help="comma-separated registered pool names")
     compare.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per pool")

@@ -146,6 +146,14 @@ def compare(args: argparse.Namespace) -> int:
     from poolwise.vision.compare import run_compare, write_compare_report
 
     _threads(args)
+    task = args.task
+    if args.protocol is not None:
+        if args.task != "classification" and args.task != args.protocol:
+            raise ValueError(f"--protocol {args.protocol} and --task {args.task}: "
+                             "give --task only")
+        print(f"note: --protocol is renamed --task; run with --task {args.protocol}",
+              file=sys.stderr)
+        task = args.protocol
     pools = args.pools
     seeds = list(range(args.seeds))
     base = _spec(args, pools[0], 0)
@@ -153,7 +161,7 @@ def compare(args: argparse.Namespace) -> int:
           f"{json.dumps(base.model_kwargs)}, {base.epochs} epochs", flush=True)
 
     def on_cell(pool: str, seed: int, r: dict) -> None:
-        first = ("unseen Recall@1", r["retrieval"]["recall@1"]) if args.protocol == "retrieval" \
+        first = ("unseen Recall@1", r["retrieval"]["recall@1"]) if task == "retrieval" \
             else ("accuracy", r["accuracy"])
         print(f"  {pool} seed {seed}: {first[0]} {100 * first[1]:.2f}%, mAP@R "
               f"{100 * r['retrieval']['map@r']:.2f}%", flush=True)
@@ -164,12 +172,12 @@ def compare(args: argparse.Namespace) -> int:
     launch = launch_from_args(args, jobs=args.jobs)
     announce(args, launch, args.out)
     in_process = args.jobs <= 1 and launch.launcher == "local"
-    results = run_compare(args.out, base, pools, seeds, protocol=args.protocol, launch=launch,
+    results = run_compare(args.out, base, pools, seeds, task=task, launch=launch,
                           on_cell=on_cell, on_epoch=on_epoch if in_process else None,
                           on_status=StatusBar(args, len(pools) * len(seeds)),
                           log_to=args.log_to)
     command = args.command_line or "poolwise " + shlex.join(sys.argv[1:])
-    report = write_compare_report(args.out, results, command, protocol=args.protocol)
+    report = write_compare_report(args.out, results, command, task=task)
     print(f"\nreport: {report}")
     text = report.read_text()
     print(text[text.index("| pool"): text.index("![")].strip())

@@ -1,6 +1,6 @@
 """The pools x seeds comparison: one run per cell, then tables, paired verdicts and plots.
 
-Two protocols (``PROTOCOLS``): ``classification`` trains on every class and scores the test
+Two tasks (``TASKS``): ``classification`` trains on every class and scores the test
 images (top-1, and retrieval among them); ``retrieval`` is class-disjoint
 (:func:`~poolwise.vision.retrieval.run.run_retrieval`: train on some classes, retrieve
 images of the others). Each cell is an ordinary run folder (``OUT/<pool>-seed<seed>/``), so a
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from poolwise._deprecate import renamed_keyword
 from poolwise._figures import figure, save_figure
 from poolwise._io import write_json, write_text
 from poolwise._tables import markdown_table, mean_std
@@ -28,7 +29,7 @@ from poolwise.stats import paired_comparison, summarise
 if TYPE_CHECKING:
     from poolwise.vision.train.spec import RunSpec
 
-PROTOCOLS = ("classification", "retrieval")
+TASKS = ("classification", "retrieval")
 METRICS = (  # key in result.json, column title, scale
     ("accuracy", "top-1 accuracy (%)", 100.0),
     ("recall@1", "Recall@1 (%)", 100.0),
@@ -115,14 +116,16 @@ def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dic
 
 
 def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Sequence[int],
-                *, protocol: str = "classification", **kwargs: Any) -> list[dict]:
-    """The grid of one protocol (``PROTOCOLS``): :func:`run_grid` over
-    :func:`run_classification` or :func:`run_retrieval_cell`."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+                *, task: str = "classification", protocol: str | None = None,
+                **kwargs: Any) -> list[dict]:
+    """The grid of one task (``TASKS``): :func:`run_grid` over :func:`run_classification` or
+    :func:`run_retrieval_cell`. ``protocol`` is the former name of ``task`` (deprecated)."""
+    task = renamed_keyword("run_compare", "protocol", "task", protocol, task, "classification")
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
     from poolwise.vision.train.classification import run_classification
 
-    runner = run_classification if protocol == "classification" else run_retrieval_cell
+    runner = run_classification if task == "classification" else run_retrieval_cell
     return run_grid(out, base, pools, seeds, runner, **kwargs)
 
 
@@ -190,13 +193,13 @@ def pool_table(rows: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> str:
                           table)
 
 
-def _setup_lines(results: Sequence[dict], protocol: str) -> list[str]:
+def _setup_lines(results: Sequence[dict], task: str) -> list[str]:
     spec = dict(results[0]["spec"])
     model = (f"model `{spec['model']}` {json.dumps(spec['model_kwargs'])}, "
              f"{results[0]['parameters']:,} parameters ({spec['pool']}); {spec['epochs']} "
              f"epochs, batch {spec['batch_size']}, lr {spec['lr']}, weight decay "
              f"{spec['weight_decay']}, loss `{spec.get('loss', 'cross_entropy')}`")
-    if protocol == "classification":
+    if task == "classification":
         return [f"Data: `{spec['data']}`; {model}; {len(results[0]['classes'])} classes; test "
                 f"images: {results[0]['n']:,}.", "",
                 "Mean ± std over seeds (std with ddof=1). Retrieval: the test images query "
@@ -213,21 +216,24 @@ def _setup_lines(results: Sequence[dict], protocol: str) -> list[str]:
 
 
 def write_compare_report(out: str | Path, results: Sequence[dict], command: str, *,
-                         protocol: str = "classification") -> Path:
+                         task: str = "classification", protocol: str | None = None) -> Path:
     """compare.md (table, verdicts, setup), compare.json, compare.csv, compare.png, p.png.
 
-    ``protocol``: the grid's (``PROTOCOLS``); it picks the metrics (``METRICS`` or
+    ``task``: the grid's (``TASKS``); it picks the metrics (``METRICS`` or
     ``RETRIEVAL_METRICS``) and the two that get verdicts (top-1 and mAP@R, or unseen
-    Recall@1 and mAP@R)."""
+    Recall@1 and mAP@R). ``protocol`` is the former name of ``task`` (deprecated); compare.json
+    keeps the task under its ``protocol`` key."""
+    task = renamed_keyword("write_compare_report", "protocol", "task", protocol, task,
+                           "classification")
     out = Path(out)
-    metrics = METRICS if protocol == "classification" else RETRIEVAL_METRICS
-    judged = ("accuracy", "map@r") if protocol == "classification" else ("recall@1", "map@r")
+    metrics = METRICS if task == "classification" else RETRIEVAL_METRICS
+    judged = ("accuracy", "map@r") if task == "classification" else ("recall@1", "map@r")
     rows = summarise_pools(results, metrics)
     found = {k: verdicts(results, k, metrics=metrics) for k in judged}
     lines = [
-        f"# Pooling comparison ({protocol})", "",
+        f"# Pooling comparison ({task})", "",
         f"Command: `{command}`", "",
-        *_setup_lines(results, protocol),
+        *_setup_lines(results, task),
         pool_table(rows, metrics), "",
         "## Verdict", "",
         "GGeM against every other pool, paired by seed (difference of the means, 95 % t "
@@ -242,7 +248,7 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str,
         "",
     ]
     write_text(out / "compare.md", "\n".join(lines))
-    write_json(out / "compare.json", {"command": command, "protocol": protocol, "rows": rows,
+    write_json(out / "compare.json", {"command": command, "protocol": task, "rows": rows,
                                       "verdict": found})
     columns = [k for k, _, _ in metrics]
     columns += [k for k in ("r_precision", "dependence") if k not in columns]
