@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Sequence
 
 
 def _parse(text: str, kind: type, what: str):
@@ -38,18 +39,26 @@ def fraction(text: str) -> float:
     return value
 
 
+def registered_names(text: str, known: Sequence[str], what: str) -> list[str]:
+    """A comma-separated list of names from ``known``, each named once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no {what} named")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {what}(s) {', '.join(unknown)}; known: "
+                                         f"{', '.join(known)}")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{what}(s) {', '.join(twice)} named more than once")
+    return names
+
+
 def pool_names(text: str) -> list[str]:
     """A comma-separated list of registered pool names (the registry is the only source)."""
     from poolwise.pooling import list_pools
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("no pool named")
-    unknown = [name for name in names if name not in list_pools()]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown pool(s) {', '.join(unknown)}; registered: "
-                                         f"{', '.join(list_pools())}")
-    return names
+    return registered_names(text, list_pools(), "pool")
 
 
 def key_value(text: str) -> tuple[str, object]:

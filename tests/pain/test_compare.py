@@ -74,10 +74,12 @@ def test_bad_lists_are_refused_before_any_work(cohort, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["pain", "compare", str(cohort), "--models", "cnn_tap,resnet", "--out", str(out)])
     assert "unknown model(s) resnet; known: " in capsys.readouterr().err
-    assert main(["pain", "compare", str(cohort), "--models", "gru,gru", "--out",
-                 str(out)]) == 2
-    assert "--models names gru twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pain", "compare", str(cohort), "--models", "gru,gru", "--out", str(out)])
+    assert "model(s) gru named more than once" in capsys.readouterr().err
     base = LosoConfig(model="lsfan")
+    with pytest.raises(ValueError, match="--models names gru twice"):
+        compare_runs(base, ["gru", "gru"])
     with pytest.raises(ValueError, match="seeds must be a positive number"):
         compare_runs(base, ["lsfan"], 0)
     assert not out.exists()

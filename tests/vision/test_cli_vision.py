@@ -70,7 +70,7 @@ def test_errors_are_clear(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # names are checked against the registry
         main(["vision", "compare", "--pools", "avg,mean", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "unknown pool(s) mean; registered: avg," in err
+    assert exit_info.value.code == 2 and "unknown pool(s) mean; known: avg," in err
     assert main(["vision", "train", "--data", str(tmp_path / "none"), "--out",
                  str(tmp_path / "r")]) == 2
     assert "none: not 'embedded'" in capsys.readouterr().err

@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import argparse
 
-from poolwise._argtypes import fraction, key_value, positive_float, positive_int
+from poolwise._argtypes import (
+    fraction,
+    key_value,
+    positive_float,
+    positive_int,
+    registered_names,
+)
 from poolwise._launch_args import add_launcher_arguments, add_log_argument
 from poolwise.pain import commands as cmd
 
 
 def model_names(text: str) -> list[str]:
-    """A comma-separated list of registered pain model names."""
+    """A comma-separated list of registered pain model names, each named once."""
     from poolwise.pain.models import list_models
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in list_models()]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown model(s) {', '.join(unknown) or '(none named)'}; known: "
-            f"{', '.join(list_models())}")
-    return names
+    return registered_names(text, list_models(), "model")
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:

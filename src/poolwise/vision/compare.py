@@ -78,8 +78,11 @@ def run_grid(
     cells = {}
     for pool in pools:
         for seed in seeds:
-            run_dir = cell_dir(out, pool, seed)
-            cells[run_dir.name] = (pool, seed)
+            name = cell_dir(out, pool, seed).name
+            if name in cells:
+                raise ValueError(f"pool {pool!r} with seed {seed} is asked for twice; name each "
+                                 "pool and each seed once")
+            cells[name] = (pool, seed)
     grid = Grid(_run_cell, (runner, tuple(log_to)), [
         Cell(name, (dataclasses.replace(base, pool=pool, seed=seed), str(out / name)))
         for name, (pool, seed) in cells.items()])

@@ -345,14 +345,22 @@ def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, I
 
 def load_images(name: str, *, image_size: int | None = None) -> dict[str, ImageSplit]:
     """``"embedded"``, ``"fashion-mnist"`` (the full set, found as above), a folder holding the
-    Fashion-MNIST idx files, or an ImageFolder tree."""
-    if name == "embedded":
-        return load_embedded()
-    if name == "fashion-mnist":
-        return load_fashion_mnist()
+    Fashion-MNIST idx files, or an ImageFolder tree.
+
+    ``image_size``: the side an ImageFolder tree's images are resized to (default 224).
+    In-memory data is used as it is: an ``image_size`` it does not have is refused."""
     path = Path(name)
-    if path.is_dir() and _has_files(path):
-        return load_fashion_mnist(path, download=False)
+    if name in ("embedded", "fashion-mnist") or (path.is_dir() and _has_files(path)):
+        splits = (load_embedded() if name == "embedded" else
+                  load_fashion_mnist() if name == "fashion-mnist" else
+                  load_fashion_mnist(path, download=False))
+        side = splits["train"].image_size
+        if image_size is not None and image_size != side:
+            raise ValueError(
+                f"data {name!r} holds {side}x{side} images in memory, which are used as they "
+                f"are, and {image_size}x{image_size} was asked for (img_size); give --img-size "
+                f"{side} (recipe: img_size = {side} under [model_kwargs]) or leave it out")
+        return splits
     if path.is_dir():
         return load_image_folder(path, image_size=image_size or 224)
     raise FileNotFoundError(

@@ -338,7 +338,9 @@ def resume(run_dir: Path, trainer: Trainer) -> tuple[list[dict], int]:
         state = torch.load(path, map_location=trainer.device, weights_only=True)
         trainer.load_state_dict(state["trainer"])
         history, first = list(state["history"]), int(state["epoch"]) + 1
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError,
+    except PermissionError:
+        raise  # names the file; not a damaged one
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError,
             pickle.UnpicklingError) as error:
         raise ValueError(f"{path}: a damaged or foreign checkpoint ({type(error).__name__}: "
                          f"{str(error).strip().splitlines()[0][:200]}); delete it to train this "
