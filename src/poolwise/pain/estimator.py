@@ -28,6 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from poolwise._names import check_distinct
 from poolwise.pain.augment import apply_zscore, fit_zscore
 from poolwise.pain.constants import MAX_ABS_Z
 from poolwise.pain.models import list_models, model_input_kwargs
@@ -228,6 +229,8 @@ class PainClassifier(ClassifierMixin, BaseEstimator):
         _check_label_kinds(y)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
+        if y.dtype.kind in "OUS":
+            check_distinct([str(c) for c in self.classes_], "class label", "y")
         if len(self.classes_) < 2:
             raise ValueError(f"y holds one class ({self.classes_[0]!r}); a classifier needs at "
                              "least two")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from poolwise._io import atomic_path
+from poolwise._names import check_distinct
 from poolwise.pain.constants import FRAME_RATE, STEP
 
 _ARRAYS = ("X", "y", "subject", "group", "exercise")
@@ -89,6 +90,7 @@ class WindowDataset:
         self.y = _labels(np.asarray(self.y), self.class_names)
         self.subject = np.asarray(self.subject).astype(str)
         self.group = np.asarray(self.group).astype(str)
+        check_distinct(np.unique(self.subject).tolist(), "subject", "the windows")
         pairs = set(zip(self.subject.tolist(), self.group.tolist(), strict=True))
         if len(pairs) != len({s for s, _ in pairs}):
             twice = sorted({s for s, _ in pairs if sum(s == t for t, _ in pairs) > 1})

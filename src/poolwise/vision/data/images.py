@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from poolwise._names import check_distinct
 from poolwise.vision.data.image_lists import find_list_file, partition_files, unreadable_images
 
 FASHION_MNIST_CLASSES = (
@@ -305,7 +306,9 @@ def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, I
                 "gallery": parts["gallery"]}
 
     def classes_of(path: Path) -> list[str]:
-        return sorted(p.name for p in path.iterdir() if p.is_dir())
+        names = sorted(p.name for p in path.iterdir() if p.is_dir())
+        check_distinct(names, "class folder", str(path))
+        return names
 
     if not (root / "train").is_dir():
         raise FileNotFoundError(f"{root}: expected subfolders train/ and test/ (or val/), or "
@@ -318,6 +321,8 @@ def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, I
                 raise FileNotFoundError(f"{root}: a query/gallery layout needs both query/ and "
                                         f"gallery/; {name}/ is missing")
         shared = sorted(set(classes_of(root / "query")) | set(classes_of(root / "gallery")))
+        check_distinct(train_classes + shared, "class folder", f"{root} (train/, query/ and "
+                       "gallery/)")
         train, test = _holdout(_folder(root / "train", transform, train_classes, source,
                                        image_size))
         return {"train": train, "test": test,
@@ -328,6 +333,8 @@ def load_image_folder(root: str | Path, *, image_size: int = 224) -> dict[str, I
         raise FileNotFoundError(f"{root}: expected subfolders train/ and test/ (or val/), or "
                                 "train/, query/ and gallery/")
     test_classes = classes_of(root / test_name)
+    check_distinct(train_classes + test_classes, "class folder", f"{root} (train/ and "
+                   f"{test_name}/)")
     if train_classes == test_classes:
         return {"train": _folder(root / "train", transform, train_classes, source, image_size),
                 "test": _folder(root / test_name, transform, test_classes, source,
