@@ -21,8 +21,7 @@ import torch
 from poolwise import kernels
 from poolwise.kernels import ggem as native_ggem
 from poolwise.kernels import ggem_triton
-from poolwise.pooling import functional as PF
-from poolwise.pooling import ggem, ggem_reference
+from poolwise.pooling import ggem, ggem_autograd, ggem_reference
 
 pytestmark = pytest.mark.skipif(
     not ggem_triton.available(), reason="Triton is not installed (it comes with CUDA builds)"
@@ -52,7 +51,7 @@ def no_fallback(monkeypatch):
         raise AssertionError("a fallback path ran")
 
     for name in ("_torch_forward", "_torch_backward"):
-        monkeypatch.setattr(PF, name, refuse)
+        monkeypatch.setattr(ggem_autograd, name, refuse)
     monkeypatch.setattr(native_ggem, "forward", refuse)
     monkeypatch.setattr(native_ggem, "backward", refuse)
 

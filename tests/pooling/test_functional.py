@@ -18,6 +18,7 @@ from hypothesis.extra.numpy import arrays
 from poolwise import kernels
 from poolwise.kernels import ggem_triton
 from poolwise.pooling import functional as PF
+from poolwise.pooling import ggem_autograd
 from poolwise.pooling.functional import gem, ggem, ggem_reference
 
 F64 = torch.float64
@@ -153,7 +154,7 @@ def test_many_batch_chunks_match_one(monkeypatch):
     x = torch.rand(7, 9, 4, dtype=F64) + 0.1
     p = torch.tensor([2.0, 3.0], dtype=F64)
     whole = ggem(x, p)
-    monkeypatch.setattr(PF, "_CHUNK_ELEMENTS", 40)  # one or two rows per chunk
+    monkeypatch.setattr(ggem_autograd, "_CHUNK_ELEMENTS", 40)  # one or two rows per chunk
     torch.testing.assert_close(ggem(x, p), whole)
 
 
@@ -314,7 +315,7 @@ def test_large_p_float32_close_to_float64(p_value):
 def test_every_chunk_is_exact_whichever_path_it_takes(monkeypatch, case):
     """The kernel sums x ** p unshifted and recomputes a chunk with the max shift only where a
     (b, c) overflowed or underflowed; one odd entry in one chunk must not change the others."""
-    monkeypatch.setattr(PF, "_CHUNK_ELEMENTS", 2 * 30 * 8)  # two rows per chunk, 3 chunks
+    monkeypatch.setattr(ggem_autograd, "_CHUNK_ELEMENTS", 2 * 30 * 8)  # 3 chunks of two rows
     torch.manual_seed(0)
     x = torch.rand(6, 30, 8) + 0.5
     p = torch.tensor([12.0, 20.0])
