@@ -10,12 +10,14 @@ from _cohorts import small_cohort
 from poolwise.pain import train as train_module
 from poolwise.pain.deploy.detector import Detector
 from poolwise.pain.loso import run as loso_module
-from poolwise.pain.loso.report import load_run, summarise_run, write_report
+from poolwise.pain.loso.records import load_run
+from poolwise.pain.loso.report import write_report
 from poolwise.pain.loso.run import (
     LosoConfig,
     fold_seed,
     run_loso,
 )
+from poolwise.pain.loso.summary import summarise_run
 from poolwise.pain.train import TrainConfig, class_weights
 
 
@@ -138,7 +140,7 @@ def test_jobs_run_folds_in_processes(cohort, tmp_path):
 
 
 def test_runs_are_compared_over_subjects_by_hand():
-    from poolwise.pain.loso.report import compare_runs
+    from poolwise.pain.loso.summary import compare_runs
 
     def summary(label, f1, protocol="clean"):
         return {"label": label, "protocol": protocol, "per_subject": {

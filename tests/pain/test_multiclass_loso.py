@@ -12,8 +12,10 @@ from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.data.generic import synthetic_windows
 from poolwise.pain.deploy.detector import Detector
 from poolwise.pain.deploy.streaming import StreamingDetector
-from poolwise.pain.loso.report import load_run, summarise_run, write_report
+from poolwise.pain.loso.records import load_run
+from poolwise.pain.loso.report import write_report
 from poolwise.pain.loso.run import LosoConfig, run_loso
+from poolwise.pain.loso.summary import summarise_run
 from poolwise.pain.metrics import multiclass_metrics
 from poolwise.pain.train import TrainConfig
 

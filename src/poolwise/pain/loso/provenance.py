@@ -1,7 +1,7 @@
 """What a pain report says about where its runs came from: the machine and versions the
 folds recorded, their time, and whether the runs may share one report at all.
 
-``runs`` are :class:`poolwise.pain.loso.report.Run` objects (their ``path``, ``folds``,
+``runs`` are :class:`poolwise.pain.loso.records.Run` objects (their ``path``, ``folds``,
 ``config`` and ``class_names``).
 """
 

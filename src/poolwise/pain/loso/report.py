@@ -16,22 +16,23 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from poolwise._figures import figure, save_figure
-from poolwise._io import read_json, write_json, write_text
+from poolwise._io import write_json, write_text
 from poolwise._tables import markdown_table, mean_std, number
 from poolwise.pain.data.dataset import BINARY_CLASSES
-from poolwise.pain.loso.folds import fold_records
-from poolwise.pain.loso.protocols import PROTOCOL_TYPES, Protocol, protocol_type
+from poolwise.pain.loso.protocols import PROTOCOL_TYPES
 from poolwise.pain.loso.provenance import check_comparable, duration, environment_lines
-from poolwise.pain.loso.run import fold_seconds
-from poolwise.pain.metrics import confusion_matrix, metric_names, per_subject_metrics, score
-from poolwise.pain.models import model_entry
-from poolwise.stats import bootstrap_ci, paired_comparison, summarise
+from poolwise.pain.loso.records import find_runs, load_run
+from poolwise.pain.loso.summary import (
+    BOOTSTRAP_RESAMPLES,
+    CI_METRICS,
+    compare_runs,
+    summarise_run,
+)
 
 METRIC_NAMES = {
     "f1": "F1 (protective)",
@@ -42,174 +43,6 @@ METRIC_NAMES = {
     "roc_auc": "ROC-AUC",
     "pr_auc": "PR-AUC",
 }
-
-
-@dataclass
-class Run:
-    path: Path
-    config: dict
-    folds: list[dict]
-    seed_in_label: bool = False  # set where one report holds several seeds of a run
-
-    @property
-    def model(self) -> str:
-        return self.config["model"]
-
-    @property
-    def protocol(self) -> str:
-        return self.config["protocol"]
-
-    @property
-    def evaluation(self) -> type[Protocol]:
-        return protocol_type(self.protocol)
-
-    @property
-    def label(self) -> str:
-        seed = f" seed {self.config['seed']}" if self.seed_in_label else ""
-        return f"{self.model}{seed} [{self.evaluation.label}]"
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(self.config["data"].get("class_names", BINARY_CLASSES))
-
-    @property
-    def complete(self) -> bool:
-        return len(self.folds) == self.evaluation.fold_total(self.config["data"]["subjects"])
-
-
-def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run folders at or under ``paths`` (sorted, each once)."""
-    found: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such run folder")
-        found += [p.parent for p in sorted(path.rglob("run.json"))]
-    if not found:
-        raise FileNotFoundError(f"no run.json under {', '.join(map(str, paths))}")
-    return sorted(dict.fromkeys(found))
-
-
-def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    config = read_json(path / "run.json", "run configuration")
-    folds = []
-    for file in fold_records(path, config):
-        record = read_json(file, "fold record")
-        for key in ("test_subject", "test", "metrics"):
-            if key not in record:
-                raise ValueError(f"{file}: not a poolwise fold file (no {key!r})")
-        folds.append(record)
-    return Run(path, config, folds)
-
-
-def _fold_windows(fold: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A fold's test labels, probabilities ((n,) or (n, K)), subjects and augmentation copies."""
-    test = fold["test"]
-    n = len(test["labels"])
-    return (np.asarray(test["labels"], np.int64),
-            np.asarray(test["probabilities"], np.float64),
-            np.asarray(test.get("subject", [fold["test_subject"]] * n), str),
-            np.asarray(test.get("augmentation_variant", [0] * n), np.int64))
-
-
-def _windows(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every fold's test windows together: labels, probabilities, subjects, augmentation
-    copies."""
-    parts = [_fold_windows(f) for f in run.folds]
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
-
-
-def _subject_groups(run: Run) -> dict[str, str]:
-    groups: dict[str, str] = {}
-    for f in run.folds:
-        groups.update(f.get("test_subjects", {f["test_subject"]: f["test_group"]}))
-    return groups
-
-
-# pooled metrics given with a bootstrap interval, and per-subject metrics compared between runs
-CI_METRICS = ("macro_f1", "mcc", "roc_auc")
-COMPARED_METRICS = ("macro_f1", "mcc")
-BOOTSTRAP_RESAMPLES = 1000
-
-
-def pooled_intervals(run: Run, *, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                     seed: int = 0) -> dict[str, dict]:
-    """95 % percentile intervals of the pooled metrics, resampling held-out subjects (their
-    folds' windows whole) with replacement: :func:`poolwise.stats.bootstrap_ci`."""
-    labels, prob, subject, _ = _windows(run)
-    by_subject = [(labels[subject == s], prob[subject == s]) for s in sorted(set(subject))]
-
-    def statistic(groups: list) -> dict[str, float | None]:
-        metrics = score(np.concatenate([y for y, _ in groups]),
-                        np.concatenate([p for _, p in groups]))
-        return {m: metrics[m] for m in CI_METRICS}
-
-    return bootstrap_ci(by_subject, statistic, n_resamples=n_resamples, seed=seed)
-
-
-def compare_runs(summaries: list[dict]) -> list[dict]:
-    """Every pair of runs of one protocol, paired by held-out subject: the Wilcoxon signed-rank
-    test of the per-subject metric over the subjects where both define it
-    (:func:`poolwise.stats.paired_comparison`)."""
-    found = []
-    for i, a in enumerate(summaries):
-        for b in summaries[i + 1:]:
-            if a["protocol"] != b["protocol"]:
-                continue
-            subjects = sorted(set(a["per_subject"]) & set(b["per_subject"]))
-            for m in COMPARED_METRICS:
-                r = paired_comparison([a["per_subject"][s][m] for s in subjects],
-                                      [b["per_subject"][s][m] for s in subjects],
-                                      names=(a["label"], b["label"]), test="wilcoxon")
-                found.append({**r, "metric": m})
-    return found
-
-
-def summarise_run(run: Run) -> dict:
-    if not run.folds:
-        raise ValueError(f"{run.path}: no finished folds yet")
-    labels, prob, subject, variant = _windows(run)
-    metrics = metric_names(len(run.class_names))
-    seconds = fold_seconds(run.path)
-    per_subject = per_subject_metrics(labels, prob, subject)
-    group_of = _subject_groups(run)
-    window_group = np.array([group_of[s] for s in subject])
-    by_group = {}
-    for group in sorted(set(group_of.values())):
-        mask = window_group == group
-        by_group[group] = {"subjects": sum(g == group for g in group_of.values()),
-                           **score(labels[mask], prob[mask])}
-    return {
-        "model": run.model,
-        "protocol": run.protocol,
-        "label": run.label,
-        "class_names": list(run.class_names),
-        "metrics": list(metrics),
-        "path": str(run.path),
-        "n_parameters": run.folds[0]["n_parameters"],
-        "folds": len(run.folds),
-        "fold_total": run.evaluation.fold_total(run.config["data"]["subjects"]),
-        "test_subjects": len(per_subject),
-        "subjects": len(run.config["data"]["subjects"]),
-        "epochs": run.config["train"]["epochs"],
-        "closed_form": model_entry(run.model).closed_form,
-        "epoch_chosen_mean": float(np.mean([f["epoch_chosen"] for f in run.folds])),
-        "windows": len(labels),
-        "pooled": score(labels, prob),
-        "pooled_ci": pooled_intervals(run),
-        "pooled_original_windows": score(labels[variant == 0], prob[variant == 0]),
-        "confusion": confusion_matrix(labels, prob).tolist(),
-        "per_subject": per_subject,
-        "per_subject_summary": {
-            m: summarise([s[m] for s in per_subject.values()]) for m in metrics
-        },
-        "undefined_subjects": {
-            m: sorted(s for s, v in per_subject.items() if v[m] is None) for m in metrics
-        },
-        "by_group": by_group,
-        "seconds": float(sum(seconds.get(f["test_subject"], f.get("seconds", 0.0))
-                             for f in run.folds)),
-    }
 
 
 def gap_rows(summaries: list[dict]) -> list[list[str]]:
