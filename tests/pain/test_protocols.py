@@ -6,15 +6,17 @@ from _cohorts import small_cohort
 
 from poolwise.pain.augment import apply_zscore, fit_zscore
 from poolwise.pain.loso.protocols import (
-    CHALLENGE_FOLD,
     PROTOCOLS,
     Challenge,
     Clean,
     Reference,
-    choose_select_subjects,
-    fold_seed,
     make_protocol,
     protocol_type,
+)
+from poolwise.pain.loso.splits import (
+    CHALLENGE_FOLD,
+    choose_select_subjects,
+    fold_seed,
     resolve_folds,
 )
 

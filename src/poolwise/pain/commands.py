@@ -85,8 +85,9 @@ def loso(args: argparse.Namespace) -> int:
     import torch
 
     from poolwise.pain.data.readers import load_dataset
-    from poolwise.pain.loso.protocols import protocol_type, read_split
+    from poolwise.pain.loso.protocols import protocol_type
     from poolwise.pain.loso.run import fold_names, run_loso
+    from poolwise.pain.loso.splits import read_split
 
     launch = launch_from_args(args, jobs=args.jobs)
     if args.threads:

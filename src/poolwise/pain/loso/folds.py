@@ -28,7 +28,8 @@ from poolwise._machine import environment
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.deploy.detector import DetectorConfig, choose_threshold, detector_bytes
 from poolwise.pain.loso.config import LosoConfig
-from poolwise.pain.loso.protocols import FoldData, fold_seed, protocol_type
+from poolwise.pain.loso.protocols import protocol_type
+from poolwise.pain.loso.splits import FoldData, fold_seed
 from poolwise.pain.metrics import score
 from poolwise.pain.models import count_parameters, model_input_kwargs
 from poolwise.pain.train import TrainConfig, class_probabilities, fit_new_model

@@ -41,13 +41,8 @@ from poolwise import __version__
 from poolwise.pain.data.dataset import WindowDataset
 from poolwise.pain.loso.config import LosoConfig
 from poolwise.pain.loso.folds import finished_fold, fold_folder, fold_path, model_kwargs, run_fold
-from poolwise.pain.loso.protocols import (
-    PROTOCOLS,
-    REFERENCE_LABEL,
-    choose_select_subjects,
-    fold_seed,
-    resolve_folds,
-)
+from poolwise.pain.loso.protocols import PROTOCOLS, REFERENCE_LABEL
+from poolwise.pain.loso.splits import choose_select_subjects, fold_seed, resolve_folds
 from poolwise.pain.models import create_model
 from poolwise.runs import Cell, Grid, RunFolder
 from poolwise.runs.launch import Launch
