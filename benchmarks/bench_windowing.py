@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
+from poolwise.pain.data.fame import window_matrix
 from poolwise.pain.data.layout import FameLayout
-from poolwise.pain.data.readers import window_matrix
 from poolwise.pain.data.synth import _movement_patterns, _subject, synth_session
 
 WINDOW, STEP = 180, 45

@@ -207,12 +207,10 @@ def test_challenge_csv_and_mat(tmp_path):
 def test_synthetic_csv_sessions_hold_the_same_frames_and_labels(tmp_path):
     """--format csv writes the FAME sessions' 30 signals and the rater-fused frame label; the
     challenge reader reads them back, the stream reader finds every channel by name."""
+    from poolwise.pain.data.fame import matrix_frame_labels
+    from poolwise.pain.data.files import load_mat_matrix
     from poolwise.pain.data.layout import CHANNEL_NAMES, FameLayout
-    from poolwise.pain.data.readers import (
-        load_mat_matrix,
-        matrix_frame_labels,
-        read_challenge_folder,
-    )
+    from poolwise.pain.data.readers import read_challenge_folder
     from poolwise.pain.deploy.replay import iter_csv_frames
 
     mats = write_synthetic_cohort(tmp_path / "mat", n_subjects=2, seed=3)

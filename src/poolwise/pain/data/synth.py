@@ -275,7 +275,7 @@ def write_synthetic_cohort(
 
 
 def _challenge_csv(matrix: np.ndarray, layout: FameLayout) -> str:
-    from poolwise.pain.data.readers import matrix_frame_labels
+    from poolwise.pain.data.fame import matrix_frame_labels
 
     labels = matrix_frame_labels(matrix, layout).astype(np.float64)
     table = np.column_stack([matrix[:, list(layout.signals)], labels])

@@ -14,8 +14,8 @@ from typing import TextIO
 
 import numpy as np
 
+from poolwise.pain.data.files import load_mat_matrix
 from poolwise.pain.data.layout import FameLayout
-from poolwise.pain.data.readers import load_mat_matrix
 
 
 def _number(text: str) -> float:
