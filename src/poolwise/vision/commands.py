@@ -185,31 +185,19 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def dependence(args: argparse.Namespace) -> int:
-    from poolwise._io import write_json, write_text
     from poolwise.vision.train.classification import run_dependence
+    from poolwise.vision.train.dependence import (
+        dependence_table,
+        find_run_folders,
+        write_dependence_report,
+    )
 
     _threads(args)
-    runs = []
-    for run in args.runs:
-        path = Path(run)
-        found = [path] if (path / "run.json").exists() else sorted(
-            p.parent for p in path.glob("*/run.json"))
-        if not found:
-            print(f"error: {run}: no run folder (run.json) here or one level down",
-                  file=sys.stderr)
-            return 2
-        runs.extend(found)
+    runs = find_run_folders(args.runs)
     rows = [run_dependence(r, max_images=args.max_images) for r in runs]
-    lines = ["| run | pool | seed | groups | mean CKA between groups | max |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['run']} | {r['pool']} | {r['seed']} | {r['groups']} | {r['mean']:.4f} | "
-              f"{r['max']:.4f} |" for r in rows]
-    table = "\n".join(lines)
-    print(table)
+    print(dependence_table(rows))
     if args.out:
-        write_text(Path(args.out) / "dependence.md", "# Head-wise dependence\n\n" + table + "\n")
-        write_json(Path(args.out) / "dependence.json", rows)
-        print(f"written: {Path(args.out) / 'dependence.md'}")
+        print(f"written: {write_dependence_report(args.out, rows)}")
     return 0
 
 
@@ -232,27 +220,14 @@ def convert_gnd(args: argparse.Namespace) -> int:
 
 
 def revisited(args: argparse.Namespace) -> int:
-    from poolwise._io import write_json, write_text
-    from poolwise._tables import markdown_table, number
-    from poolwise.vision.retrieval.landmarks import evaluate_revisited
-    from poolwise.vision.retrieval.revisited import KAPPAS, SETTINGS
+    from poolwise.vision.retrieval.landmarks import evaluate_revisited, write_revisited_report
 
     result = evaluate_revisited(args.run_dir, args.images, args.gnd, extension=args.ext,
                                 batch_size=args.batch_size, ema=args.ema)
-    rows = [[setting, number(m["map"]), *(number(m[f"mp@{k}"]) for k in KAPPAS),
-             str(m["queries"]), str(m["queries_without_positive"])]
-            for setting, m in ((s, result["metrics"][s]) for s in SETTINGS)]
-    table = markdown_table(["setting", "mAP", *(f"mP@{k}" for k in KAPPAS), "queries",
-                            "queries without a positive"], rows)
     command = "poolwise " + shlex.join(sys.argv[1:])
-    text = (f"# Revisited Oxford/Paris: {args.run_dir}\n\nMade with: `{command}`\n\n"
-            f"{result['queries']} queries (cropped to their boxes) against "
-            f"{result['database']} database images; {result['embedding']}.\n\n{table}\n")
-    out = Path(args.out)
-    write_json(out / "revisited.json", result)
-    write_text(out / "revisited.md", text)
+    table = write_revisited_report(args.out, result, args.run_dir, command)
     print(table)
-    print(f"wrote {out / 'revisited.json'} and {out / 'revisited.md'}")
+    print(f"wrote {Path(args.out) / 'revisited.json'} and {Path(args.out) / 'revisited.md'}")
     return 0
 
 

@@ -20,9 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from poolwise._io import write_json, write_text
+from poolwise._tables import markdown_table, number
 from poolwise.vision.data import ImageSplit
 from poolwise.vision.data.image_lists import ImageFiles, missing_files
-from poolwise.vision.retrieval.revisited import load_ground_truth, revisited_metrics
+from poolwise.vision.retrieval.revisited import (
+    KAPPAS,
+    SETTINGS,
+    load_ground_truth,
+    revisited_metrics,
+)
 
 
 def evaluate_revisited(run_dir: str | Path, images: str | Path, ground_truth: str | Path, *,
@@ -83,3 +90,22 @@ def _input_channels(model: torch.nn.Module) -> int:
     """The channel count of the model's first convolution (the patch embedding of a ViT)."""
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     return first.in_channels
+
+
+def write_revisited_report(out: str | Path, result: dict, run_dir: str | Path,
+                           command: str) -> str:
+    """``revisited.json`` (``result`` of :func:`evaluate_revisited`) and ``revisited.md`` (its
+    table of mAP and mP@k per setting, with the command that made it) in ``out``; returns the
+    table."""
+    rows = [[setting, number(m["map"]), *(number(m[f"mp@{k}"]) for k in KAPPAS),
+             str(m["queries"]), str(m["queries_without_positive"])]
+            for setting, m in ((s, result["metrics"][s]) for s in SETTINGS)]
+    table = markdown_table(["setting", "mAP", *(f"mP@{k}" for k in KAPPAS), "queries",
+                            "queries without a positive"], rows)
+    text = (f"# Revisited Oxford/Paris: {run_dir}\n\nMade with: `{command}`\n\n"
+            f"{result['queries']} queries (cropped to their boxes) against "
+            f"{result['database']} database images; {result['embedding']}.\n\n{table}\n")
+    out = Path(out)
+    write_json(out / "revisited.json", result)
+    write_text(out / "revisited.md", text)
+    return table

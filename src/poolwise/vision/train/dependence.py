@@ -12,7 +12,11 @@ near 0 for independent groups. The mean over the G(G-1)/2 pairs is the head-wise
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import Tensor
+
+from poolwise._io import write_json, write_text
 
 
 def linear_cka(x: Tensor, y: Tensor) -> float:
@@ -45,3 +49,38 @@ def group_dependence(features: Tensor, groups: int) -> dict[str, object]:
             matrix[a][b] = matrix[b][a] = value
             pairs.append(value)
     return {"mean": sum(pairs) / len(pairs), "max": max(pairs), "matrix": matrix}
+
+
+def find_run_folders(paths: list[str]) -> list[Path]:
+    """The run folders (holding ``run.json``) given, or one level below each path given.
+
+    Raises:
+        FileNotFoundError: naming a path with no run folder at it or one level down.
+    """
+    runs = []
+    for run in paths:
+        path = Path(run)
+        found = [path] if (path / "run.json").exists() else sorted(
+            p.parent for p in path.glob("*/run.json"))
+        if not found:
+            raise FileNotFoundError(f"{run}: no run folder (run.json) here or one level down")
+        runs.extend(found)
+    return runs
+
+
+def dependence_table(rows: list[dict]) -> str:
+    """A Markdown table of :func:`~poolwise.vision.train.classification.run_dependence` rows."""
+    lines = ["| run | pool | seed | groups | mean CKA between groups | max |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['pool']} | {r['seed']} | {r['groups']} | {r['mean']:.4f} | "
+              f"{r['max']:.4f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_dependence_report(out: str | Path, rows: list[dict]) -> Path:
+    """``dependence.md`` (the table) and ``dependence.json`` (the rows) in ``out``."""
+    out = Path(out)
+    write_text(out / "dependence.md", "# Head-wise dependence\n\n" + dependence_table(rows)
+               + "\n")
+    write_json(out / "dependence.json", rows)
+    return out / "dependence.md"
