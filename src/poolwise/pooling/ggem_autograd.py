@@ -6,6 +6,7 @@ Function that :func:`~poolwise.pooling.functional.ggem` calls."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -177,7 +178,7 @@ class GGeMFunction(torch.autograd.Function):
     """GGeM with per-channel exponents; saves only the input and the (B, C) output."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
+    def forward(ctx: Any, x: Tensor, p_ch: Tensor, eps: float, cdim: int) -> Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             y = _ggem_forward_kernel(x, p_ch.detach(), eps, cdim)
         ctx.save_for_backward(x, y, p_ch)
@@ -186,7 +187,7 @@ class GGeMFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         x, y, p_ch = ctx.saved_tensors
         with torch.autocast(device_type=x.device.type, enabled=False):
             grad_x, grad_p = _ggem_backward_kernel(grad, x, y, p_ch, ctx.eps, ctx.cdim)

@@ -171,12 +171,13 @@ def record_spec(run_dir: Path, spec: Any) -> None:
 
 
 @dataclass
-class StepConfig:
-    """How parameters are updated: the optimisation half of a run's spec."""
+class Optimisation:
+    """How parameters are updated, as a run's settings give it. Each field is declared here
+    once: a run's spec (:class:`~poolwise.vision.train.spec.RunSpec`) extends this class, and
+    :class:`StepConfig` adds what the data decides."""
 
-    epochs: int
-    steps_per_epoch: int  # optimizer steps (after accumulation)
-    lr: float
+    epochs: int = 10
+    lr: float = 1e-3
     weight_decay: float = 0.05
     opt: str = "adamw"
     layer_decay: float | None = None
@@ -189,6 +190,14 @@ class StepConfig:
     clip_grad: float | None = None
     ema_decay: float | None = None
     amp: str = "none"
+
+
+@dataclass
+class StepConfig(Optimisation):
+    """What a :class:`Trainer` runs: the optimisation and its optimizer steps per epoch (after
+    accumulation), checked on construction."""
+
+    steps_per_epoch: int = field(kw_only=True)
 
     def __post_init__(self) -> None:
         if self.accum_steps < 1:

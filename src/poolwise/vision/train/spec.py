@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from poolwise.vision.models import P_LR_MULT
 from poolwise.vision.train import engine
 from poolwise.vision.train.checks import check_run_spec
 
 
 @dataclass
-class RunSpec:
-    """Everything that defines a classification run (saved as run.json).
+class RunSpec(engine.Optimisation):
+    """Everything that defines a classification run (saved as run.json). The optimisation
+    fields are :class:`~poolwise.vision.train.engine.Optimisation`'s.
 
     Model: ``model`` (a timm name), ``pool``, ``groups``, ``norm``, ``model_kwargs`` (timm's
     arguments: img_size, patch_size, ...), ``drop_path`` (timm's drop_path_rate),
@@ -42,28 +42,14 @@ class RunSpec:
     hflip: float = 0.5
     auto_augment: str | None = None
     reprob: float = 0.0
-    epochs: int = 10
     batch_size: int = 128
-    accum_steps: int = 1
-    opt: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    layer_decay: float | None = None
-    p_lr_mult: float = P_LR_MULT
-    sched: str = "cosine"
-    warmup_epochs: float = 1.0
-    warmup_lr: float = 0.0
-    min_lr: float = 0.0
-    clip_grad: float | None = None
     label_smoothing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
     mixup_prob: float = 1.0
-    ema_decay: float | None = None
     loss: str = "cross_entropy"
     m_per_class: int = 4
     proxy_lr_mult: float = 100.0
-    amp: str = "none"
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
@@ -77,7 +63,6 @@ class RunSpec:
         check_run_spec(self)
 
     def step_config(self, steps_per_epoch: int) -> engine.StepConfig:
-        """The optimisation half of the spec (every StepConfig field the spec has)."""
-        shared = {f.name for f in dataclasses.fields(engine.StepConfig)} & set(self.to_json())
-        return engine.StepConfig(steps_per_epoch=steps_per_epoch,
-                                 **{name: getattr(self, name) for name in shared})
+        """The optimisation half of the spec, with ``steps_per_epoch`` (checked)."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(engine.Optimisation)}
+        return engine.StepConfig(steps_per_epoch=steps_per_epoch, **shared)
