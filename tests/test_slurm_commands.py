@@ -121,3 +121,23 @@ def _untimed(report) -> str:
     text = "\n".join(line for line in report.read_text().splitlines()
                      if not line.startswith("Machine and versions:"))
     return re.sub(r"\| (\d+ min )?\d+(\.\d+)? s \|", "| (time) |", text)
+
+
+def _rows(path: Path) -> list[dict]:
+    """A comparison's table rows without the wall times."""
+    return [{k: v for k, v in row.items() if "second" not in k}
+            for row in json.loads(path.read_text())["rows"]]
+
+
+def test_probe_on_slurm_gives_the_local_numbers(cluster, tmp_path, capsys):
+    """Each probe head is a cell; the tokens they share come from a backbone whose random
+    weights are seeded, so two runs in two folders (or on two machines) agree. clip-compare runs
+    its cells through the same grid as vision compare (tested above)."""
+    args = ["vision", "probe", "--model", "vit_tiny_patch16_224", "--patch-size", "7",
+            "--embed-dim", "24", "--depth", "1", "--num-heads", "2", "--pools", "avg,ggem",
+            "--seeds", "1", "--epochs", "3", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--out", str(tmp_path / "slurm"), *SLURM, "--slurm-gpus", "0"]) == 0
+    assert "SLURM: one job per cell" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "slurm" / "slurm" / "cells.json").read_text())) == 2
+    assert _rows(tmp_path / "slurm" / "probe.json") == _rows(tmp_path / "local" / "probe.json")

@@ -88,7 +88,11 @@ def _backbone(spec: ProbeSpec, channels: int):
     from poolwise.vision.models import create_model, load_checkpoint
 
     kwargs = {"in_chans": channels, **spec.model_kwargs}
-    model = create_model(spec.model, pool="avg", pretrained=spec.pretrained, **kwargs)
+    # the weights a checkpoint or timm does not give are drawn from seed 0, so that every run
+    # (and every machine of a cluster) caches the same tokens for the same key
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(spec.model, pool="avg", pretrained=spec.pretrained, **kwargs)
     if not model.is_vit:
         raise ValueError(f"{spec.model} gives feature maps, not tokens: the probe is for ViTs")
     report = None
