@@ -86,20 +86,23 @@ def test_files_that_are_not_detectors(tmp_path):
         read_detector(tmp_path / "junk.safetensors")
 
 
+WINDOW = 30
+
+
 @pytest.mark.parametrize("name", [n for n in list_models() if not model_entry(n).closed_form])
 def test_onnx_and_torchscript_match_pytorch(tmp_path, name):
     ort = pytest.importorskip("onnxruntime")
-    # one-second windows: the exporters unroll the recurrent nets over time (180 frames take
+    # half-second windows: the exporters unroll the recurrent nets over time (180 frames take
     # half a minute per net); the operators checked are the same at any window length
-    path, _ = make_detector(tmp_path, name, window=60)
-    reference = Detector.load(path).predict_proba(windows(64, seed=1, window=60))
+    path, _ = make_detector(tmp_path, name, window=WINDOW)
+    reference = Detector.load(path).predict_proba(windows(64, seed=1, window=WINDOW))
     onnx_path = export_detector(path, tmp_path / f"{name}.onnx", "onnx")
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with pytest.warns(FutureWarning, match="TorchScript is in maintenance mode"):
         script = torch.jit.load(str(export_detector(path, tmp_path / f"{name}.pt",
                                                     "torchscript")))
     for batch in (1, 64):
-        X = windows(64, seed=1, window=60)[:batch]
+        X = windows(64, seed=1, window=WINDOW)[:batch]
         got, valid = session.run(None, {"windows": X})
         np.testing.assert_allclose(got, reference[:batch], atol=1e-5)
         assert valid.dtype == bool and valid.all()
