@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from _images import image_tree
 
 from poolwise.cli import main
 
@@ -160,92 +159,6 @@ def test_every_spec_field_is_reachable_from_the_cli(tmp_path):
     arch = {"img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"}
     missing = {f.name for f in dataclasses.fields(RunSpec)} - dests - {"model_kwargs"}
     assert not missing and arch <= dests
-
-
-@pytest.mark.parametrize(("recipe", "named"), [
-    ("lr = -1", "lr = -1: must be a finite number > 0"),
-    ("lr = nan", "lr = nan: must be a finite number > 0"),
-    ("epochs = 0", "epochs = 0: must be a whole number >= 1"),
-    ("mixup_prob = 1.5", "mixup_prob = 1.5: must be a finite number >= 0 and <= 1"),
-    ("accum_steps = 0", "accum_steps = 0: must be a whole number >= 1"),
-    ("warmup_epochs = -3.0", "warmup_epochs = -3.0: must be a finite number >= 0"),
-    ("ema_decay = 1.0", "ema_decay = 1.0: must be a finite number > 0 and < 1"),
-    ('[model_kwargs]\nimg_size = "28"', "model_kwargs.img_size = '28': must be a whole number"),
-    ("[model_kwargs]\nfoo = 1", "timm's vit_tiny_patch16_224 takes no argument foo"),
-])
-def test_a_bad_recipe_value_is_named_and_leaves_no_folder(tmp_path, capsys, recipe, named):
-    path = tmp_path / "recipe.toml"
-    path.write_text(recipe + "\n")
-    out = tmp_path / "run"
-    assert main(["vision", "train", "--recipe", str(path), *TINY, "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert named in err and "bug in poolwise" not in err
-    assert not out.exists()  # the fixed recipe can use the same --out
-
-
-def test_a_run_whose_only_step_is_at_the_warm_up_lr_0_is_refused(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["vision", "train", "--epochs", "1", "--embed-dim", "24", "--depth", "1",
-                 "--num-heads", "2", "--batch-size", "5000", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "the run has 1 optimiser step(s) (1 epoch(s) of 1), taken at the warm-up's " \
-           "starting lr 0" in err
-    assert not out.exists()
-
-
-@pytest.mark.parametrize(("per_class", "named"), [
-    (5, "no test images to score the run"),
-    (12, "no test class has two images, so retrieval of the test images is undefined"),
-])
-def test_a_retrieval_tree_too_small_to_score_is_refused_before_training(tmp_path, capsys,
-                                                                        per_class, named):
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, classes in (("train", "abcd"), ("test", "efgh")):
-        for c in classes:
-            (tmp_path / "tree" / split / c).mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(
-                    tmp_path / "tree" / split / c / f"{i}.png")
-    out = tmp_path / "runs" / "r"
-    assert main(["vision", "retrieval", "--data", str(tmp_path / "tree"), *TINY,
-                 "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert named in err and "every 10th training image of each class" in err
-    assert not (tmp_path / "runs").exists()  # nothing trained, nothing left
-
-
-def test_an_image_that_cannot_be_decoded_is_named(tmp_path, capsys):
-    image_tree(tmp_path / "tree")
-    bad = tmp_path / "tree" / "train" / "b" / "2.png"
-    bad.write_bytes(bad.read_bytes()[:60])  # truncated
-    assert main(["vision", "train", "--data", str(tmp_path / "tree"), "--epochs", "1", *TINY,
-                 "--batch-size", "4", "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert f"{bad}: cannot be read as an image" in err and "bug in poolwise" not in err
-
-
-def test_images_that_cannot_be_opened_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
-    import numpy as np
-    from PIL import Image
-
-    image_tree(tmp_path / "tree")
-    not_image = tmp_path / "tree" / "test" / "a" / "3.png"
-    not_image.write_bytes(b"this is not a PNG")
-    args = ["vision", "train", "--data", str(tmp_path / "tree"), "--epochs", "1", *TINY,
-            "--batch-size", "4", "--out", str(tmp_path / "run")]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert f"1 of 8 image(s) cannot be opened (first: {not_image} (UnidentifiedImageError" in err
-    assert "replace or remove them" in err and "bug in poolwise" not in err
-    assert not (tmp_path / "run" / "run.json").exists()
-    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(not_image)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # 28 x 28 = 784 > 2 x 300
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "8 of 8 image(s) cannot be opened" in err and "MAX_IMAGE_PIXELS" in err
 
 
 def test_vision_train_logs_every_epoch_of_log_jsonl_to_tensorboard(tmp_path):
