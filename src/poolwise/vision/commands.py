@@ -143,7 +143,7 @@ def retrieval(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from poolwise.vision.compare import run_compare, write_compare_report
+    from poolwise.vision.compare import run_compare, task_named, write_compare_report
 
     _threads(args)
     task = args.task
@@ -161,8 +161,7 @@ def compare(args: argparse.Namespace) -> int:
           f"{json.dumps(base.model_kwargs)}, {base.epochs} epochs", flush=True)
 
     def on_cell(pool: str, seed: int, r: dict) -> None:
-        first = ("unseen Recall@1", r["retrieval"]["recall@1"]) if task == "retrieval" \
-            else ("accuracy", r["accuracy"])
+        first = task_named(task).first_number(r)
         print(f"  {pool} seed {seed}: {first[0]} {100 * first[1]:.2f}%, mAP@R "
               f"{100 * r['retrieval']['map@r']:.2f}%", flush=True)
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib
 import io
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,6 @@ from poolwise.stats import paired_comparison, summarise
 if TYPE_CHECKING:
     from poolwise.vision.train.spec import RunSpec
 
-TASKS = ("classification", "retrieval")
 METRICS = (  # key in result.json, column title, scale
     ("accuracy", "top-1 accuracy (%)", 100.0),
     ("recall@1", "Recall@1 (%)", 100.0),
@@ -124,12 +125,14 @@ def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Seq
     """The grid of one task (``TASKS``): :func:`run_grid` over :func:`run_classification` or
     :func:`run_retrieval_cell`. ``protocol`` is the former name of ``task`` (deprecated)."""
     task = renamed_keyword("run_compare", "protocol", "task", protocol, task, "classification")
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
-    from poolwise.vision.train.classification import run_classification
+    return run_grid(out, base, pools, seeds, task_named(task).run_function(), **kwargs)
 
-    runner = run_classification if task == "classification" else run_retrieval_cell
-    return run_grid(out, base, pools, seeds, runner, **kwargs)
+
+def task_named(name: str) -> Task:
+    """The :class:`Task` of ``name``; a ValueError names the known ones."""
+    if name not in TASKS:
+        raise ValueError(f"task {name!r} is not one of {', '.join(TASKS)}")
+    return TASKS[name]
 
 
 def _metric(result: dict, key: str) -> float | None:
@@ -196,26 +199,69 @@ def pool_table(rows: Sequence[dict], metrics: Sequence[tuple] = METRICS) -> str:
                           table)
 
 
-def _setup_lines(results: Sequence[dict], task: str) -> list[str]:
-    spec = dict(results[0]["spec"])
-    model = (f"model `{spec['model']}` {json.dumps(spec['model_kwargs'])}, "
-             f"{results[0]['parameters']:,} parameters ({spec['pool']}); {spec['epochs']} "
-             f"epochs, batch {spec['batch_size']}, lr {spec['lr']}, weight decay "
-             f"{spec['weight_decay']}, loss `{spec.get('loss', 'cross_entropy')}`")
-    if task == "classification":
-        return [f"Data: `{spec['data']}`; {model}; {len(results[0]['classes'])} classes; test "
-                f"images: {results[0]['n']:,}.", "",
-                "Mean ± std over seeds (std with ddof=1). Retrieval: the test images query "
-                "each other (cosine, the query excluded). Head dependence: mean linear CKA "
-                "between the pooled features of the head groups (lower = less dependent).", ""]
+def _model_line(results: Sequence[dict]) -> str:
+    spec = results[0]["spec"]
+    return (f"model `{spec['model']}` {json.dumps(spec['model_kwargs'])}, "
+            f"{results[0]['parameters']:,} parameters ({spec['pool']}); {spec['epochs']} "
+            f"epochs, batch {spec['batch_size']}, lr {spec['lr']}, weight decay "
+            f"{spec['weight_decay']}, loss `{spec.get('loss', 'cross_entropy')}`")
+
+
+def _classification_setup(results: Sequence[dict]) -> list[str]:
+    spec = results[0]["spec"]
+    return [f"Data: `{spec['data']}`; {_model_line(results)}; {len(results[0]['classes'])} "
+            f"classes; test images: {results[0]['n']:,}.", "",
+            "Mean ± std over seeds (std with ddof=1). Retrieval: the test images query "
+            "each other (cosine, the query excluded). Head dependence: mean linear CKA "
+            "between the pooled features of the head groups (lower = less dependent).", ""]
+
+
+def _retrieval_setup(results: Sequence[dict]) -> list[str]:
     first = results[0]
     queries = first["retrieval"]["queries"]
-    return [f"Data: `{spec['data']}`, class-disjoint ({first['layout']}): trained on "
+    return [f"Data: `{first['spec']['data']}`, class-disjoint ({first['layout']}): trained on "
             f"{', '.join(first['seen_classes'])}; retrieval scored on the {queries:,} test "
             f"images of the unseen classes {', '.join(first['unseen_classes'])}, each querying "
             f"the others (cosine on the L2-normalised pooled embedding, the query excluded). "
-            f"Seen: the test images of the training classes, the same way. {model}.", "",
+            f"Seen: the test images of the training classes, the same way. "
+            f"{_model_line(results)}.", "",
             "Mean ± std over seeds (std with ddof=1).", ""]
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a grid's cells train and how its report reads them."""
+
+    name: str
+    runner: str  # the cell's run function, "module:function" (imported when the grid runs)
+    metrics: tuple  # the table's columns (METRICS or RETRIEVAL_METRICS)
+    judged: tuple[str, str]  # the two metrics that get paired verdicts
+    headline: tuple[str, tuple[str, ...]]  # what a finished cell prints: title, keys to it
+    setup: Callable[[Sequence[dict]], list[str]]  # the report's lines on data and model
+
+    def run_function(self) -> Callable[..., dict]:
+        module, _, name = self.runner.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def first_number(self, result: dict) -> tuple[str, float]:
+        """The cell's headline number, as printed when it finishes."""
+        title, keys = self.headline
+        value = result
+        for key in keys:
+            value = value[key]
+        return title, value
+
+
+TASKS = {
+    "classification": Task("classification",
+                           "poolwise.vision.train.classification:run_classification",
+                           METRICS, ("accuracy", "map@r"), ("accuracy", ("accuracy",)),
+                           _classification_setup),
+    "retrieval": Task("retrieval", "poolwise.vision.compare:run_retrieval_cell",
+                      RETRIEVAL_METRICS, ("recall@1", "map@r"),
+                      ("unseen Recall@1", ("retrieval", "recall@1")),
+                      _retrieval_setup),
+}
 
 
 def write_compare_report(out: str | Path, results: Sequence[dict], command: str, *,
@@ -229,14 +275,14 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str,
     task = renamed_keyword("write_compare_report", "protocol", "task", protocol, task,
                            "classification")
     out = Path(out)
-    metrics = METRICS if task == "classification" else RETRIEVAL_METRICS
-    judged = ("accuracy", "map@r") if task == "classification" else ("recall@1", "map@r")
+    kind = task_named(task)
+    metrics, judged = kind.metrics, kind.judged
     rows = summarise_pools(results, metrics)
     found = {k: verdicts(results, k, metrics=metrics) for k in judged}
     lines = [
         f"# Pooling comparison ({task})", "",
         f"Command: `{command}`", "",
-        *_setup_lines(results, task),
+        *kind.setup(results),
         pool_table(rows, metrics), "",
         "## Verdict", "",
         "GGeM against every other pool, paired by seed (difference of the means, 95 % t "
