@@ -218,8 +218,9 @@ def ggem(
         ValueError: naming the value, for an empty dim, a p that is NaN, inf or <= 0, a G that
             does not divide C, or a bad ``channel_dim``, ``eps`` or ``group_order``.
     """
-    group_order = renamed_keyword("ggem", "layout", "group_order", layout, group_order,
-                                  "contiguous")
+    if layout is not None:
+        group_order = renamed_keyword("ggem", "layout", "group_order", layout, group_order,
+                                      "contiguous")
     cdim = _check_ggem_args(x, p, channel_dim, eps)
     p_ch = expand_group_exponents(p, x.shape[cdim], group_order)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting():
@@ -257,8 +258,9 @@ def ggem_reference(
     computed in float32 (float64 for float64 input) and differentiated by autograd, which
     saves several N x C tensors: use :func:`ggem` for real work.
     """
-    group_order = renamed_keyword("ggem_reference", "layout", "group_order", layout,
-                                  group_order, "contiguous")
+    if layout is not None:
+        group_order = renamed_keyword("ggem_reference", "layout", "group_order", layout,
+                                      group_order, "contiguous")
     cdim = _check_ggem_args(x, p, channel_dim, eps)
     p_ch = expand_group_exponents(p, x.shape[cdim], group_order).to(x.device)
     return _reference(x, p_ch, eps, cdim)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -112,6 +111,13 @@ def retrieval_record(result: dict) -> dict:
             "unseen_classes": result["unseen_classes"], "seen_classes": result["seen_classes"]}
 
 
+def run_classification_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dict:
+    """One classification cell: :func:`run_classification` (imported when a cell runs)."""
+    from poolwise.vision.train.classification import run_classification
+
+    return run_classification(spec, run_dir, **kwargs)
+
+
 def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dict:
     """One class-disjoint cell: :func:`run_retrieval`, as a :func:`retrieval_record`."""
     from poolwise.vision.retrieval.run import run_retrieval
@@ -122,10 +128,10 @@ def run_retrieval_cell(spec: RunSpec, run_dir: str | Path, **kwargs: Any) -> dic
 def run_compare(out: str | Path, base: RunSpec, pools: Sequence[str], seeds: Sequence[int],
                 *, task: str = "classification", protocol: str | None = None,
                 **kwargs: Any) -> list[dict]:
-    """The grid of one task (``TASKS``): :func:`run_grid` over :func:`run_classification` or
-    :func:`run_retrieval_cell`. ``protocol`` is the former name of ``task`` (deprecated)."""
+    """The grid of one task (``TASKS``): :func:`run_grid` over :func:`run_classification_cell`
+    or :func:`run_retrieval_cell`. ``protocol`` is the former name of ``task`` (deprecated)."""
     task = renamed_keyword("run_compare", "protocol", "task", protocol, task, "classification")
-    return run_grid(out, base, pools, seeds, task_named(task).run_function(), **kwargs)
+    return run_grid(out, base, pools, seeds, task_named(task).runner, **kwargs)
 
 
 def task_named(name: str) -> Task:
@@ -232,35 +238,22 @@ def _retrieval_setup(results: Sequence[dict]) -> list[str]:
 class Task:
     """What a grid's cells train and how its report reads them."""
 
-    name: str
-    runner: str  # the cell's run function, "module:function" (imported when the grid runs)
+    runner: Callable[..., dict]  # one cell: runner(spec, run_dir, on_epoch=..., log_to=...)
     metrics: tuple  # the table's columns (METRICS or RETRIEVAL_METRICS)
-    judged: tuple[str, str]  # the two metrics that get paired verdicts
-    headline: tuple[str, tuple[str, ...]]  # what a finished cell prints: title, keys to it
+    judged: tuple[str, str]  # the two metrics that get paired verdicts, the headline first
+    headline: str  # the title of the first judged metric, printed as each cell finishes
     setup: Callable[[Sequence[dict]], list[str]]  # the report's lines on data and model
-
-    def run_function(self) -> Callable[..., dict]:
-        module, _, name = self.runner.partition(":")
-        return getattr(importlib.import_module(module), name)
 
     def first_number(self, result: dict) -> tuple[str, float]:
         """The cell's headline number, as printed when it finishes."""
-        title, keys = self.headline
-        value = result
-        for key in keys:
-            value = value[key]
-        return title, value
+        return self.headline, _metric(result, self.judged[0])
 
 
 TASKS = {
-    "classification": Task("classification",
-                           "poolwise.vision.train.classification:run_classification",
-                           METRICS, ("accuracy", "map@r"), ("accuracy", ("accuracy",)),
+    "classification": Task(run_classification_cell, METRICS, ("accuracy", "map@r"), "accuracy",
                            _classification_setup),
-    "retrieval": Task("retrieval", "poolwise.vision.compare:run_retrieval_cell",
-                      RETRIEVAL_METRICS, ("recall@1", "map@r"),
-                      ("unseen Recall@1", ("retrieval", "recall@1")),
-                      _retrieval_setup),
+    "retrieval": Task(run_retrieval_cell, RETRIEVAL_METRICS, ("recall@1", "map@r"),
+                      "unseen Recall@1", _retrieval_setup),
 }
 
 
