@@ -11,6 +11,9 @@ the best selection macro F1 (ties: lower selection loss) is kept, and training s
 evaluation always runs the plain module. The CNN's convolutions and batch norms run on
 poolwise's C++ kernels where a compiler can build them, eagerly and compiled alike (see
 :mod:`poolwise.pain.models.conv`, and docs/pain.md for the measured speed).
+
+The steps are :class:`poolwise.runs.loop.StepLoop`'s and the model selection
+:class:`poolwise.runs.loop.KeepBest`'s, as for every model poolwise trains.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor, nn
 
 from poolwise.pain.augment import augment_batch, n_variants
 from poolwise.pain.metrics import binary_metrics, multiclass_metrics
+from poolwise.runs.loop import KeepBest, StepLoop
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
         if self.min_steps < 0:
             raise ValueError(f"min_steps must be >= 0, got {self.min_steps}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be at least 1 epoch (None: off), got {self.patience}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -181,54 +187,55 @@ def fit(
     if getattr(model, "closed_form", False):
         return _fit_closed_form(model, X_train, y_train, X_select, y_select, weights, loss_fn,
                                 generator, on_epoch, on_batch)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loop = StepLoop(model, torch.optim.Adam(model.parameters(), lr=config.lr,
+                                            weight_decay=config.weight_decay))
     per_epoch = min(config.samples_per_epoch or len(X_train), len(X_train))
     steps = math.ceil(per_epoch / config.batch_size)
     epochs = max(config.epochs, math.ceil(config.min_steps / steps))
     train_forward = torch.compile(model, dynamic=False) if config.compile else model
-    result = FitResult(epoch_chosen=0, class_weights=weights.tolist())
-    best_key, best_state, stale = None, None, 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(X_train), generator=generator)[:per_epoch]
-        total = 0.0
+
+    def batches(order: Tensor):
         for step in range(steps):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             x = X_train[index]
             if config.online_augment:
                 variant = torch.randint(n_variants(), (len(x),), generator=generator)
                 x = augment_batch(x, variant, generator)
-            # a short last batch runs eagerly: a compiled graph per batch size would recompile
-            forward = train_forward if len(index) == config.batch_size else model
-            loss = loss_fn(forward(x), y_train[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(index)
-            if on_batch is not None:
-                on_batch(len(index))
+            yield index, x
+
+    def batch_loss(net: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, int]:
+        index, x = batch
+        # a short last batch runs eagerly: a compiled graph per batch size would recompile
+        forward = train_forward if len(index) == config.batch_size else net
+        return loss_fn(forward(x), y_train[index]), len(index)
+
+    def windows_done(step: int, _steps: int) -> None:
+        on_batch(min(config.batch_size, per_epoch - (step - 1) * config.batch_size))
+
+    result = FitResult(epoch_chosen=0, class_weights=weights.tolist())
+    best = KeepBest(config.patience)
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(X_train), generator=generator)[:per_epoch]
+        train_loss = loop.train_one_epoch(
+            model, batches(order), steps, batch_loss,
+            on_batch=windows_done if on_batch is not None else None)
         logits = predict_logits(model, X_select)
         select_loss = float(loss_fn(logits, y_select))
         macro_f1 = _selection_macro_f1(y_select.numpy(), torch.softmax(logits.float(), 1).numpy())
-        macro = macro_f1 if macro_f1 is not None else -1.0
         record = {
             "epoch": epoch,
-            "train_loss": total / per_epoch,
+            "train_loss": train_loss,
             "select_loss": select_loss,
             "select_macro_f1": macro_f1,
         }
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        key = (macro, -select_loss)
-        if best_key is None or key > best_key:
-            best_key, best_state, stale = key, copy.deepcopy(model.state_dict()), 0
-            result.epoch_chosen = epoch
-        else:
-            stale += 1
-            if config.patience is not None and stale >= config.patience:
-                break
+        stop = best.offer(epoch, (macro_f1 if macro_f1 is not None else -1.0, -select_loss), model)
+        if stop:
+            break
+    result.epoch_chosen = best.epoch
     result.final_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+    best.restore(model)
     model.eval()
     return result

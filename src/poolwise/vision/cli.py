@@ -21,9 +21,9 @@ def _add_arch_options(p: argparse.ArgumentParser) -> None:
 
 def _add_spec_options(p: argparse.ArgumentParser, epochs: int) -> None:
     add_log_argument(p)
+    from poolwise.runs.loop import AMP_DTYPES
     from poolwise.vision.models import NORM_PLACEMENTS
     from poolwise.vision.retrieval.losses import LOSSES
-    from poolwise.vision.train.engine import AMP_DTYPES
     from poolwise.vision.train.presets import DEFAULT_MODEL, DEFAULT_PRESET, PRESETS
 
     p.add_argument("--recipe", default=None,

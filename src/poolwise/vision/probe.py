@@ -38,6 +38,7 @@ from poolwise.pooling import create_pool, list_pools, pool_info
 from poolwise.pooling.modules import learned_exponents
 from poolwise.pooling.registry import COMPARED
 from poolwise.runs import Cell, Grid, Launch, RunFolder
+from poolwise.runs.loop import StepLoop
 from poolwise.vision.models import P_LR_MULT
 from poolwise.vision.retrieval.metrics import retrieval_metrics
 from poolwise.vision.train.dependence import group_dependence
@@ -266,16 +267,19 @@ def probe_cell(spec: ProbeSpec, out: Path, meta: dict, pool: str, seed: int) -> 
         lr=spec.lr)
     steps = spec.epochs * -(-len(train_y) // spec.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    loop = StepLoop(head, optimizer)
     generator = np.random.default_rng(seed)
+
+    def batch_loss(net: nn.Module, batch: tuple[np.ndarray, Tensor]) -> tuple[Tensor, int]:
+        rows, x = batch
+        return nn.functional.cross_entropy(net(x), train_y[rows]), len(rows)
+
     start = time.perf_counter()
-    head.train()
     for _ in range(spec.epochs):
-        for rows, x in _batches(train_x, generator.permutation(len(train_y)), spec.batch_size):
-            loss = nn.functional.cross_entropy(head(x), train_y[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+        order = generator.permutation(len(train_y))
+        loop.train_one_epoch(head, _batches(train_x, order, spec.batch_size),
+                             -(-len(order) // spec.batch_size), batch_loss,
+                             after_step=schedule.step)
     train_seconds = time.perf_counter() - start
     head.eval()
     logits, embeddings = [], []

@@ -94,9 +94,9 @@ def check_run_spec(spec: Any) -> None:
     """Raises ValueError listing every value of ``spec`` (a
     :class:`~poolwise.vision.train.spec.RunSpec`) that no run can use."""
     from poolwise.pooling import list_pools
+    from poolwise.runs.loop import AMP_DTYPES
     from poolwise.vision.models import NORM_PLACEMENTS
     from poolwise.vision.retrieval.losses import LOSSES
-    from poolwise.vision.train.engine import AMP_DTYPES
 
     c = _Checker(spec)
     if not isinstance(spec.model, str) or not spec.model:

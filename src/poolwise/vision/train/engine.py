@@ -9,11 +9,11 @@ Classification (:mod:`poolwise.vision.train`) and CLIP-style learning
   ``torch.load(..., weights_only=True)``), ``log.jsonl`` (one line per epoch), and at the end
   ``model.safetensors`` (plus ``model_ema.safetensors``) and ``result.json``, which marks a
   finished run. Every file is written atomically; rank 0 holds the folder's lock.
-- **Step.** timm's parts, none written here: the optimizer from ``create_optimizer_v2`` with
-  poolwise's parameter groups (layer decay, p apart), the scheduler from
-  ``create_scheduler_v2`` updated per optimizer step, ``ModelEmaV3``, ``dispatch_clip_grad``;
-  gradient accumulation; autocast in bf16 (CPU and CUDA) or fp16 with a ``GradScaler`` whose
-  state is checkpointed.
+- **Step.** poolwise's one loop (:class:`poolwise.runs.loop.StepLoop`: gradient accumulation,
+  autocast in bf16 or fp16 with a checkpointed ``GradScaler``, clipping, EMA updates) with
+  timm's parts, none written here: the optimizer from ``create_optimizer_v2`` with poolwise's
+  parameter groups (layer decay, p apart), the scheduler from ``create_scheduler_v2`` updated
+  per optimizer step, ``ModelEmaV3``, ``dispatch_clip_grad``.
 - **Resume.** Batches, augmentation and dropout are drawn from generators seeded by (seed,
   epoch), and every stateful part is checkpointed, so a resumed run ends with the same weights
   (EMA included) as an uninterrupted one.
@@ -23,13 +23,11 @@ Classification (:mod:`poolwise.vision.train`) and CLIP-style learning
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import math
 import os
 import pickle
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -44,10 +42,8 @@ from poolwise import __version__
 from poolwise._io import read_json, safetensors_bytes, write_bytes
 from poolwise.runs import RunFolder
 from poolwise.runs.folder import mark_progress
+from poolwise.runs.loop import AMP_DTYPES, StepLoop
 from poolwise.vision.models import P_LR_MULT, param_groups
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 # --- processes and devices -------------------------------------------------------------------
 
@@ -73,16 +69,6 @@ def data_parallel(model: nn.Module, device: torch.device, world: int) -> nn.Modu
         return model
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Autocast in the run's AMP dtype (``"none"``: full precision)."""
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"amp {amp!r} is not one of {tuple(AMP_DTYPES)}")
-    dtype = AMP_DTYPES[amp]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 # --- the run folder --------------------------------------------------------------------------
@@ -217,123 +203,56 @@ class StepConfig(Optimisation):
                 "warmup_epochs = 0 or warmup_lr > 0")
 
 
-@dataclass
-class Trainer:
-    """Optimizer, scheduler, scaler and EMA of one model, checkpointed together.
+class Trainer(StepLoop):
+    """The loop's parts from timm: optimizer (``create_optimizer_v2`` over poolwise's parameter
+    groups), per-step scheduler (``create_scheduler_v2``), ``ModelEmaV3``; checkpointed
+    together (:class:`poolwise.runs.loop.StepLoop`).
 
     ``criterion``: a loss with parameters of its own (Proxy Anchor's proxies), trained in an
     optimizer group of its own (no weight decay, ``criterion_lr_mult`` times the lr) and
     checkpointed with the rest.
     """
 
-    model: nn.Module
-    config: StepConfig
-    device: torch.device
-    optimizer: torch.optim.Optimizer = field(init=False)
-    scheduler: object = field(init=False)
-    scaler: torch.amp.GradScaler = field(init=False)
-    ema: object = field(init=False)
-    updates: int = 0
-    criterion: nn.Module | None = None
-    criterion_lr_mult: float = 1.0
-
-    def __post_init__(self) -> None:
+    def __init__(self, model: nn.Module, config: StepConfig, device: torch.device, *,
+                 criterion: nn.Module | None = None, criterion_lr_mult: float = 1.0) -> None:
         from timm.optim import create_optimizer_v2
         from timm.scheduler import create_scheduler_v2
         from timm.utils import ModelEmaV3
 
-        c = self.config
+        c = config
         groups = partial(param_groups, lr=c.lr, weight_decay=c.weight_decay,
                          p_lr_mult=c.p_lr_mult, layer_decay=c.layer_decay, with_lr=False)
-        fused = {"fused": True} if self.device.type == "cuda" and c.opt == "adamw" else {}
-        self.optimizer = create_optimizer_v2(self.model, c.opt, lr=c.lr,
-                                             weight_decay=c.weight_decay,
-                                             param_group_fn=groups, **fused)
-        extra = [] if self.criterion is None else list(self.criterion.parameters())
+        fused = {"fused": True} if device.type == "cuda" and c.opt == "adamw" else {}
+        optimizer = create_optimizer_v2(model, c.opt, lr=c.lr, weight_decay=c.weight_decay,
+                                        param_group_fn=groups, **fused)
+        extra = [] if criterion is None else list(criterion.parameters())
         if extra:
-            self.optimizer.add_param_group({
+            optimizer.add_param_group({
                 # as for timm's groups: the scheduler sets lr = scheduled lr x lr_scale
                 "params": extra, "lr": c.lr, "weight_decay": 0.0,
-                "lr_scale": self.criterion_lr_mult})
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched=c.sched, num_epochs=c.epochs, warmup_epochs=c.warmup_epochs,
+                "lr_scale": criterion_lr_mult})
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=c.sched, num_epochs=c.epochs, warmup_epochs=c.warmup_epochs,
             warmup_lr=c.warmup_lr, min_lr=c.min_lr, warmup_prefix=True, step_on_epochs=False,
             updates_per_epoch=c.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
-        self.ema = (ModelEmaV3(self.model, decay=c.ema_decay, device=self.device)
-                    if c.ema_decay is not None else None)
+        ema = (ModelEmaV3(model, decay=c.ema_decay, device=device)
+               if c.ema_decay is not None else None)
+        super().__init__(model, optimizer, device=device, scheduler=scheduler, ema=ema,
+                         accum_steps=c.accum_steps, clip_grad=c.clip_grad, amp=c.amp)
+        self.config, self.criterion = config, criterion
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "ema": self.ema.module.state_dict() if self.ema is not None else None,
-                "criterion": (self.criterion.state_dict() if self.criterion is not None
-                              else None),
-                "updates": self.updates}
+        state = super().state_dict()
+        updates = state.pop("updates")  # the key order of checkpoints written before
+        state["criterion"] = (self.criterion.state_dict() if self.criterion is not None
+                              else None)
+        state["updates"] = updates
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state["ema"])
+        super().load_state_dict(state)
         if self.criterion is not None and state.get("criterion") is not None:
             self.criterion.load_state_dict(state["criterion"])
-        self.updates = int(state["updates"])
-
-    def train_one_epoch(
-        self,
-        net: nn.Module,
-        batches: Iterable,
-        n_batches: int,
-        loss_fn: Callable[[nn.Module, object], tuple[torch.Tensor, int]],
-        *,
-        after_step: Callable[[], None] | None = None,
-        on_batch: Callable[[int, int], None] | None = None,
-    ) -> float:
-        """One pass over ``n_batches`` batches; ``loss_fn(net, batch) -> (mean loss, size)``.
-
-        The gradients of ``accum_steps`` consecutive batches are summed, each loss divided by
-        the number of batches in its step, before one optimizer step (the last step of an epoch
-        may hold fewer); the scheduler sets every step's lr from the step's index. Returns the
-        mean training loss per sample.
-        """
-        c = self.config
-        net.train()
-        total, seen = 0.0, 0
-        steps = math.ceil(n_batches / c.accum_steps)
-        self.optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(batches):
-            first = (i // c.accum_steps) * c.accum_steps
-            in_step = min(c.accum_steps, n_batches - first)
-            last_of_step = i + 1 == first + in_step
-            ddp = isinstance(net, nn.parallel.DistributedDataParallel)
-            with net.no_sync() if ddp and not last_of_step else contextlib.nullcontext():
-                with autocast(self.device, c.amp):
-                    loss, size = loss_fn(net, batch)
-                self.scaler.scale(loss / in_step).backward()
-            total += float(loss.detach()) * size
-            seen += size
-            if not last_of_step:
-                continue
-            self.scheduler.step_update(num_updates=self.updates)
-            if c.clip_grad is not None:
-                from timm.utils import dispatch_clip_grad
-
-                self.scaler.unscale_(self.optimizer)
-                dispatch_clip_grad(self.model.parameters(), c.clip_grad)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.updates += 1
-            if self.ema is not None:
-                self.ema.update(self.model, step=self.updates)
-            if after_step is not None:
-                after_step()
-            if on_batch is not None:
-                on_batch(i // c.accum_steps + 1, steps)
-        return total / max(1, seen)
 
 
 def resume(run_dir: Path, trainer: Trainer) -> tuple[list[dict], int]:

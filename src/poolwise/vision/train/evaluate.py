@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from poolwise.runs.loop import autocast
 from poolwise.vision.data import ImageSplit
 from poolwise.vision.models import PooledModel
 from poolwise.vision.retrieval.metrics import retrieval_metrics
-from poolwise.vision.train import engine
 from poolwise.vision.train.dependence import group_dependence
 from poolwise.vision.train.inputs import make_loader
 
@@ -25,7 +25,7 @@ def embed(model: PooledModel, split: ImageSplit, *, batch_size: int = 256,
     model.eval()
     out = {"pooled": [], "embedding": [], "logits": [], "labels": []}
     for images, labels in make_loader(split, batch_size, shuffle=False, workers=workers):
-        with engine.autocast(device, amp):
+        with autocast(device, amp):
             features = model.forward_features(images.to(device))
             pooled = model.pool(features)
             embedding = model.head_from_pooled(pooled, pre_logits=True)
