@@ -41,9 +41,11 @@ def _sink_names(text: str) -> tuple[str, ...]:
 def add_log_argument(parser: argparse.ArgumentParser) -> None:
     """``--log-to``: where each epoch's record goes besides ``log.jsonl``."""
     parser.add_argument("--log-to", type=_sink_names, default=(), metavar="SINKS",
-                        help="also log every epoch to: tensorboard (event files in "
-                        "OUT/tensorboard/, one subfolder per LOSO fold; pip install "
-                        "'poolwise[tensorboard]')")
+                        help="also log every epoch to, comma-separated: tensorboard (event "
+                        "files in OUT/tensorboard/, one subfolder per LOSO fold), mlflow (one "
+                        "run per training, to MLFLOW_TRACKING_URI), wandb (one run per "
+                        "training, files in OUT/wandb/; WANDB_MODE=offline keeps them local); "
+                        "pip install 'poolwise[NAME]'")
 
 
 def _sbatch_option(text: str) -> tuple[str, str]:

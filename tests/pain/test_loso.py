@@ -1,5 +1,6 @@
 """The LOSO engine on a tiny synthetic cohort: protocol, files, resume, report."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -184,7 +185,7 @@ def test_report_merges_runs(cohort, tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
 
-def test_a_loso_run_logs_each_fold_in_its_own_folder(tmp_path):
+def test_a_loso_run_logs_each_fold_in_its_own_folder(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     from _cohorts import small_cohort
     from _tensorboard import events
@@ -195,8 +196,26 @@ def test_a_loso_run_logs_each_fold_in_its_own_folder(tmp_path):
     dataset = small_cohort(tmp_path / "cohort", n_subjects=4, seed=3, per_class=(10, 6))
     config = LosoConfig("cnn_tap", train=TrainConfig(epochs=2, batch_size=16),
                         n_select_subjects=2)
-    records = run_loso(dataset, tmp_path / "run", config, log_to=["tensorboard"])
+    mlflow = importlib.util.find_spec("mlflow") is not None  # also MLflow where installed
+    if mlflow:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    records = run_loso(dataset, tmp_path / "run", config,
+                       log_to=["tensorboard", *(["mlflow"] if mlflow else [])])
     for record in records:
         found = events(tmp_path / "run" / "tensorboard" / record["test_subject"])
         losses = [h["train_loss"] for h in record["history"]]
         assert [v for _, v in found["train_loss"]] == pytest.approx(losses)
+    if mlflow:
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        runs = client.search_runs([client.get_experiment_by_name("poolwise").experiment_id])
+        by_name = {r.info.run_name: r.info.run_id for r in runs}
+        assert set(by_name) == {f"run/{r['test_subject']}" for r in records}
+        for record in records:
+            logged = client.get_metric_history(by_name[f"run/{record['test_subject']}"],
+                                               "train_loss")
+            assert [m.value for m in sorted(logged, key=lambda m: m.step)] == pytest.approx(
+                [h["train_loss"] for h in record["history"]])
