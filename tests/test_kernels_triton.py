@@ -284,12 +284,23 @@ def _smoke(*args, env=None):
                           env=env, timeout=300)
 
 
-def test_the_gpu_smoke_script_runs_its_table_through_the_interpreter():
-    done = _smoke("--interpret", "--repeats", "1")
+def test_the_gpu_smoke_script_runs_every_section_on_the_cpu():
+    """The dry run: the engine against the plain loop, the probe's token pass, GGeM through
+    Triton's interpreter and DDP over gloo with two processes, each a table."""
+    done = _smoke("--dry-run")
     assert done.returncode == 0, done.stderr
-    assert "first-use check of the Triton GGeM on cpu: passed" in done.stdout
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| (2, 9, 24)")]
+    out = done.stdout
+    assert "first-use check of the Triton GGeM on cpu: passed" in out
+    rows = [line for line in out.splitlines() if line.startswith("| (2, 9, 24)")]
     assert len(rows) == 3 * 2  # G in {1, 12, 24} x {float32, bfloat16}
+    for header in ("### train: vit_tiny_patch16_224 (GGeM head) at 32, batch 4, bf16",
+                   "### probe: the token pass", "### ggem:", "### ddp: the engine on 2 "
+                   "processes over gloo"):
+        assert header in out
+    engine = next(line for line in out.splitlines() if line.startswith("| poolwise engine |"))
+    assert float(engine.split("|")[2]) > 0
+    ddp = next(line for line in out.splitlines() if line.startswith("| 2 |"))
+    assert float(ddp.split("|")[2]) > 0
 
 
 def test_the_gpu_smoke_script_without_a_gpu_says_so():
@@ -297,4 +308,4 @@ def test_the_gpu_smoke_script_without_a_gpu_says_so():
         pytest.skip("a CUDA device is here")
     done = _smoke(env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 2
-    assert "no CUDA device here" in done.stderr and "--interpret" in done.stderr
+    assert "no CUDA device here" in done.stderr and "--dry-run" in done.stderr

@@ -127,6 +127,12 @@ def _splits(spec: ProbeSpec):
     return train, test
 
 
+def token_batch(model: nn.Module, images: Tensor, device: torch.device) -> np.ndarray:
+    """The backbone's final tokens of one batch, as the cache stores them (float32 on the
+    host, before the cache's dtype); call under ``torch.inference_mode()``."""
+    return model.forward_features(images.to(device)).float().cpu().numpy()
+
+
 def cache_tokens(
     spec: ProbeSpec,
     out: Path,
@@ -166,7 +172,7 @@ def cache_tokens(
             store = None
             with torch.inference_mode():
                 for step, (images, _) in enumerate(loader):
-                    tokens = model.forward_features(images.to(device)).float().cpu().numpy()
+                    tokens = token_batch(model, images, device)
                     if store is None:
                         store = np.lib.format.open_memmap(
                             tmp, mode="w+", dtype=spec.dtype, shape=(n, *tokens.shape[1:]))
