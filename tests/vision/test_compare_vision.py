@@ -26,7 +26,7 @@ def test_compare_grid_table_and_verdict(tmp_path):
     assert "| avg | 2 |" in text and "| ggem | 2 |" in text
     (found,) = verdicts(results)
     assert found["names"] == ["ggem", "avg"] and found["n"] == 2 and found["text"] in text
-    for name in ("compare.json", "compare.csv", "compare.png", "p.png"):
+    for name in ("compare.json", "compare.csv", "compare.png", "p.png", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 
@@ -96,3 +96,26 @@ def test_verdicts_pair_pools_by_seed():
     gem, mx = verdicts(ahead)
     assert gem["text"].endswith("ggem is higher") and mx["text"].endswith("ggem is lower")
     assert verdicts([cell("avg", 0, 0.9)]) == []
+
+
+def test_the_training_curves_are_the_mean_over_seeds_and_their_last_fall_is_reported(tmp_path):
+    from poolwise.vision.compare_plots import curve_lines, plot_curves
+
+    def cell(pool, seed, losses, accuracies):
+        return {"spec": {"pool": pool, "seed": seed},
+                "history": [{"epoch": i + 1, "train_loss": loss, "test_loss": loss + 0.1,
+                             "test_accuracy": acc}
+                            for i, (loss, acc) in enumerate(zip(losses, accuracies, strict=True))]}
+
+    results = [cell("avg", 0, [3.0, 2.0, 1.0], [0.5, 0.6, 0.7]),
+               cell("avg", 1, [3.0, 2.0, 1.5], [0.5, 0.6, 0.6]),
+               cell("ggem", 0, [3.0, 1.0, 0.9], [0.5, 0.7, 0.8])]
+    lines = curve_lines(results)
+    # avg: mean 2.0 -> 1.25 (37.5 %); ggem: 1.0 -> 0.9 (10.0 %)
+    assert "its fall over the last epoch (2 to 3), per pool: avg 37.5 %, ggem 10.0 %." in lines[4]
+    assert plot_curves(tmp_path / "curves.png", results)
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "curves.svg").stat().st_size > 0
+    # runs without a per-epoch history draw nothing and say nothing
+    bare = [{"spec": {"pool": "avg", "seed": 0}}]
+    assert not plot_curves(tmp_path / "none.png", bare) and curve_lines(bare) == []

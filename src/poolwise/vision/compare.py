@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from poolwise._deprecate import renamed_keyword
-from poolwise._figures import figure, save_figure
 from poolwise._io import write_json, write_text
 from poolwise._tables import markdown_table, mean_std
 from poolwise.runs import Cell, Grid, Launch, ordered
 from poolwise.stats import paired_comparison, summarise
+from poolwise.vision.compare_plots import curve_lines, plot_report
 
 if TYPE_CHECKING:
     from poolwise.vision.train.spec import RunSpec
@@ -259,7 +259,8 @@ TASKS = {
 
 def write_compare_report(out: str | Path, results: Sequence[dict], command: str, *,
                          task: str = "classification", protocol: str | None = None) -> Path:
-    """compare.md (table, verdicts, setup), compare.json, compare.csv, compare.png, p.png.
+    """compare.md (table, verdicts, setup, training curves), compare.json, compare.csv,
+    compare.png, p.png, curves.png.
 
     ``task``: the grid's (``TASKS``); it picks the metrics (``METRICS`` or
     ``RETRIEVAL_METRICS``) and the two that get verdicts (top-1 and mAP@R, or unseen
@@ -284,6 +285,7 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str,
         "",
         "![metrics](compare.png)", "",
         *(["![learned p](p.png)", ""] if any(r.get("p") for r in results) else []),
+        *curve_lines(results),
         "Training time per run (s): "
         + ", ".join(f"{r['spec']['pool']}/{r['spec']['seed']} {r['train_seconds']:.0f}"
                     for r in results),
@@ -301,66 +303,5 @@ def write_compare_report(out: str | Path, results: Sequence[dict], command: str,
         writer.writerow([r["spec"]["pool"], r["spec"]["seed"], *(_metric(r, k) for k in columns),
                          " ".join(f"{v:.4f}" for v in r["p"] or [])])
     write_text(out / "compare.csv", buffer.getvalue())
-    _plot(out, rows, results, metrics)
+    plot_report(out, rows, results, metrics)
     return out / "compare.md"
-
-
-def plot_metrics(path: Path, rows: Sequence[dict], metrics: Sequence[tuple]) -> None:
-    """One panel per metric: every seed as a point and the mean ± std (ddof 1) per pool, GGeM
-    in red. Points and error bars, not bars: the y axis is zoomed to the data, and its label
-    says so, so that differences of tenths of a point stay visible without a truncated bar."""
-    fig = figure((4 * len(metrics), 3.6))
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, (key, title, _) in zip(axes, metrics, strict=True):
-        shown = [r for r in rows if r[key]["mean"] is not None]
-        for i, r in enumerate(shown):
-            color = "C3" if r["pool"] == "ggem" else "C0"
-            seeds = r[key]["values"]
-            offsets = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else [0.0]
-            ax.plot(i + np.asarray(offsets), seeds, ".", color="0.45", ms=5,
-                    label="one seed" if i == 0 else None)
-            ax.errorbar(i, r[key]["mean"], yerr=r[key]["std"] or 0, fmt="o", color=color,
-                        ms=6, capsize=4, label="mean ± std" if i == 0 else None)
-        ax.set_xticks(range(len(shown)), [r["pool"] for r in shown], rotation=45, ha="right",
-                      rotation_mode="anchor")
-        ax.set_title(title, fontsize=10)
-        ax.set_ylabel(f"{title} (axis zoomed to the data)", fontsize=7)
-        ax.margins(y=0.25)
-        ax.grid(axis="y", lw=0.3, alpha=0.6)
-    axes[0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-
-
-def plot_exponents(path: Path, results: Sequence[dict]) -> None:
-    """The learned p of every cell: one panel per pool that learns p (GeM, GGeM, CGeM...),
-    x = group, one line per seed, the initial p = 3 dashed."""
-    from matplotlib.ticker import MaxNLocator
-
-    pools = list(dict.fromkeys(r["spec"]["pool"] for r in results if r.get("p")))
-    fig = figure((4.2 * len(pools), 3.2))
-    axes = fig.subplots(1, len(pools), squeeze=False)[0]
-    for ax, pool in zip(axes, pools, strict=True):
-        for r in (r for r in results if r["spec"]["pool"] == pool and r.get("p")):
-            style = "o-" if len(r["p"]) > 1 else "s"
-            ax.plot(range(1, len(r["p"]) + 1), r["p"], style, alpha=0.7, ms=4,
-                    label=f"seed {r['spec']['seed']}")
-        ax.axhline(3.0, color="grey", lw=0.8, ls="--", label="initial p = 3")
-        ax.set_title(pool, fontsize=10)
-        groups = max(len(r["p"]) for r in results if r["spec"]["pool"] == pool and r.get("p"))
-        if groups <= 12:
-            ax.set_xticks(range(1, groups + 1))
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("group")
-        ax.set_ylabel("learned p")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-
-
-def _plot(out: Path, rows: Sequence[dict], results: Sequence[dict],
-          metrics: Sequence[tuple]) -> None:
-    plot_metrics(out / "compare.png", rows, metrics)
-    if any(r.get("p") for r in results):
-        plot_exponents(out / "p.png", results)

@@ -381,7 +381,8 @@ def write_probe_report(out: str | Path, spec: ProbeSpec, meta: dict, records: Se
                        command: str) -> Path:
     """probe.md (table with the cost of each step), probe.json, probe.csv, probe.png."""
     from poolwise._io import write_text
-    from poolwise.vision.compare import plot_metrics, pool_table, summarise_pools
+    from poolwise.vision.compare import pool_table, summarise_pools
+    from poolwise.vision.compare_plots import plot_metrics
 
     out = Path(out)
     rows = summarise_pools(records, PROBE_METRICS)

@@ -10,7 +10,8 @@ from typing import Any
 
 from poolwise._io import write_json, write_text
 from poolwise.vision.clip.train import ClipSpec, run_clip
-from poolwise.vision.compare import plot_metrics, pool_table, run_grid, summarise_pools, verdicts
+from poolwise.vision.compare import pool_table, run_grid, summarise_pools, verdicts
+from poolwise.vision.compare_plots import plot_metrics
 
 KEYS = ("image->text R@1", "image->text R@5", "text->image R@1", "text->image R@5",
         "zero-shot accuracy")
