@@ -34,7 +34,7 @@ def test_the_index_lists_every_results_folder():
         assert f"[{folder.name}/]({folder.name}/" in index
 
 
-@pytest.mark.parametrize("folder", _folders())
+@pytest.mark.parametrize("folder", list(_folders()))
 def test_a_results_page_names_its_command_machine_versions_and_wall_time(folder):
     text = _page(folder).read_text()
     commands = re.findall(r"^(?:poolwise|python) .+$", text, flags=re.M)
