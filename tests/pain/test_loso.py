@@ -1,4 +1,5 @@
-"""The LOSO engine on a tiny synthetic cohort: protocol, files, resume, report."""
+"""The LOSO run (:mod:`poolwise.pain.loso.run`) on a tiny synthetic cohort: what a fold
+records, fresh and reproducible folds, resume, the protocols' folds, processes, log sinks."""
 
 import importlib.util
 import json
@@ -11,29 +12,16 @@ from _cohorts import small_cohort
 from poolwise.pain import train as train_module
 from poolwise.pain.deploy.detector import Detector
 from poolwise.pain.loso import run as loso_module
-from poolwise.pain.loso.records import load_run
-from poolwise.pain.loso.report import write_report
 from poolwise.pain.loso.run import (
     LosoConfig,
     fold_seed,
     run_loso,
 )
-from poolwise.pain.loso.summary import summarise_run
-from poolwise.pain.train import TrainConfig, class_weights
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    return small_cohort(tmp_path_factory.mktemp("cohort"), n_subjects=6, seed=3,
-                        per_subject=24)
+from poolwise.pain.train import TrainConfig
 
 
 def _config(**kw):
     return LosoConfig("cnn_tap", train=TrainConfig(epochs=2, batch_size=32), **kw)
-
-
-def test_class_weights_are_one_minus_frequency():
-    assert class_weights(np.array([0, 0, 0, 1])).tolist() == [0.25, 0.75]
 
 
 def test_clean_protocol_records_and_keeps_the_test_subject_out(cohort, tmp_path):
@@ -140,54 +128,8 @@ def test_jobs_run_folds_in_processes(cohort, tmp_path):
         run_loso(cohort, tmp_path / "r", _config(protocol="reference"), jobs=2)
 
 
-def test_runs_are_compared_over_subjects_by_hand():
-    from poolwise.pain.loso.summary import compare_runs
-
-    def summary(label, f1, protocol="clean"):
-        return {"label": label, "protocol": protocol, "per_subject": {
-            f"S{i}": {"macro_f1": v, "mcc": None if v is None else v - 0.5}
-            for i, v in enumerate(f1)}}
-
-    a = summary("A", [0.9, 0.8, 0.85, 0.7, 0.6, None])
-    b = summary("B", [0.4, 0.6, 0.25, 0.6, 0.65, 0.5])
-    found = compare_runs([a, b, summary("R", [0.9] * 6, protocol="reference")])
-    assert [(c["names"], c["metric"]) for c in found] == [
-        (["A", "B"], "macro_f1"), (["A", "B"], "mcc")]  # R: another protocol, not paired
-    f1 = found[0]
-    # 5 subjects define both (S5 not): differences 0.5, 0.2, 0.6, 0.1, -0.05; W = 1, p = 0.125
-    assert (f1["n"], f1["undefined"]) == (5, 1)
-    assert f1["statistic"] == 1.0 and f1["p_value"] == pytest.approx(0.125)
-    assert f1["text"].endswith("no evidence of a difference")
-
-
-def test_report_merges_runs(cohort, tmp_path):
-    run_loso(cohort, tmp_path / "clean", _config(), folds=["0-2"])
-    run_loso(cohort, tmp_path / "clean", _config(), folds=["3-5"])  # another array job
-    run_loso(cohort, tmp_path / "ref", _config(protocol="reference"), folds=["0-1"])
-    summary = summarise_run(load_run(tmp_path / "clean"))
-    assert summary["folds"] == 6 and summary["windows"] == len(cohort)
-    per_subject = summary["per_subject_summary"]["macro_f1"]
-    assert per_subject["n"] + per_subject["undefined"] == 6
-    path = write_report([tmp_path], tmp_path / "report", command="poolwise pain report X")
-    text = path.read_text()
-    assert "cnn_tap [clean]" in text and "cnn_tap [REFERENCE (leaky)]" in text
-    assert "Clean vs REFERENCE" in text and "nan" not in text.lower()
-    ci = summary["pooled_ci"]["macro_f1"]
-    assert ci["estimate"] == summary["pooled"]["macro_f1"] and ci["resamples"] == 1000
-    assert ci["ci"][0] <= ci["ci"][1] and "bootstrap intervals" in text
-    svg = (tmp_path / "report" / "per_subject_macro_f1.svg").read_text()
-    for s in json.loads((tmp_path / "report" / "summary.json").read_text()):
-        k = len(s["undefined_subjects"]["macro_f1"])
-        assert (f"({k} undefined)" in svg) == (k > 0)  # counted, not dropped silently
-    assert "![per_subject_macro_f1.png](per_subject_macro_f1.png)" in text
-    for name in ("confusion_matrices.png", "per_subject_macro_f1.png", "summary.json",
-                 "per_subject.csv"):
-        assert (tmp_path / "report" / name).stat().st_size > 0
-
-
 def test_a_loso_run_logs_each_fold_in_its_own_folder(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
-    from _cohorts import small_cohort
     from _tensorboard import events
 
     from poolwise.pain.loso.run import LosoConfig, run_loso

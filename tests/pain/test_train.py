@@ -1,6 +1,7 @@
 """Fitting one pain model (:mod:`poolwise.pain.train`): model selection, early stopping, the
 step budget and the settings it refuses."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,10 @@ def _fit(config, on_batch=None, seed=0):
     Xs, ys = _windows(20, 2)
     return fit_new_model("gru", {"n_channels": 6, "hidden": 8}, X, y, Xs, ys, config, seed,
                          on_batch=on_batch)
+
+
+def test_class_weights_are_one_minus_frequency():
+    assert class_weights(np.array([0, 0, 0, 1])).tolist() == [0.25, 0.75]
 
 
 def test_the_selected_epoch_is_the_best_selection_score_and_its_weights_are_kept():
