@@ -93,16 +93,23 @@ def plot_curves(path: Path, results: Sequence[dict]) -> bool:
               if all(_mean_curve(cells, k) is not None for cells in pools.values())]
     if not panels:
         return False
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    palette = [c for i, c in enumerate(colormaps["tab20"].colors) if i not in (6, 7)]  # no red
     fig = figure((4 * len(panels), 3.4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for i, (pool, cells) in enumerate(pools.items()):
+        others = 0
+        for pool, cells in pools.items():
             curve = _mean_curve(cells, key)
-            ax.plot(range(1, len(curve) + 1), curve, "o-", ms=3, lw=1.2 if pool == "ggem" else 0.9,
-                    color="C3" if pool == "ggem" else f"C{i % 10 if i % 10 != 3 else 9}",
-                    label=pool)
+            color = "C3" if pool == "ggem" else palette[others % len(palette)]
+            others += pool != "ggem"
+            ax.plot(range(1, len(curve) + 1), curve, "o-", ms=3,
+                    lw=1.6 if pool == "ggem" else 0.9, color=color, label=pool)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(lw=0.3, alpha=0.6)
     axes[-1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
