@@ -16,7 +16,8 @@ SRC = ROOT / "src" / "poolwise"
 
 # import name -> distribution name, where the two differ
 DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "open_clip": "open_clip_torch",
-                 "open_clip_train": "open_clip_torch", "yaml": "pyyaml"}
+                 "open_clip_train": "open_clip_torch", "yaml": "pyyaml",
+                 "mlflow": "mlflow-skinny"}
 
 
 def _toml():
