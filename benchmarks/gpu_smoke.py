@@ -1,5 +1,7 @@
-"""GPU smoke run: one script a lent GPU machine runs in a few minutes, printing one report of
-Markdown tables (never a test: no test needs a GPU).
+"""GPU smoke run: one report of Markdown tables from a lent GPU machine.
+
+Sized to finish within 8 minutes on one GPU (not yet run on one); never a test: no test needs
+a GPU.
 
 - **train**: ``vision train``'s engine with the ImageNet recipes' settings (ViT-B/16 at 224,
   bf16 autocast, ``torch.compile``, timm's AdamW fused, channels-last) for a few hundred steps
